@@ -1,0 +1,79 @@
+# The two commands of the README:  `make demo`  and  `make test`.
+# Both do all set-up on a fresh Debian machine (Python 3.11, node 20, root) and are idempotent:
+# each set-up step leaves a stamp in .stamps/ and reruns only when its inputs change.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMPS := .stamps
+export PATH := $(BIN):$(PATH)
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+# Keep the JupyterLab build of a dev install out of the user's home.
+export JUPYTER_PLATFORM_DIRS := 1
+
+.PHONY: demo test setup lint lint-py lint-ts check-auth pytest ui-test clean
+
+## demo: set up, then open JupyterLab on the demo notebook
+demo: setup
+	$(BIN)/jupyter lab examples/demo.ipynb
+
+## test: set up, then lint, check handler authentication, run pytest and the Galata suite
+test: setup $(STAMPS)/chromium $(STAMPS)/ui-tests
+	$(MAKE) --no-print-directory lint check-auth pytest ui-test
+
+setup: $(STAMPS)/python
+
+$(STAMPS)/venv:
+	mkdir -p $(STAMPS)
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	touch $@
+
+# torch first: on x86_64 Linux a plain `torch` requirement would pull a multi-GB CUDA build,
+# so install the CPU build unless a torch is already there.
+$(STAMPS)/torch: $(STAMPS)/venv
+	@if ! $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  if [ "$$(uname -sm)" = "Linux x86_64" ]; then \
+	    $(BIN)/pip install -q torch==2.13.0; \
+	  else $(BIN)/pip install -q torch; fi; \
+	fi
+	touch $@
+
+$(STAMPS)/python: $(STAMPS)/torch pyproject.toml package.json yarn.lock
+	$(BIN)/pip install -q -e ".[dev,test]"
+	$(BIN)/jupyter labextension develop --overwrite .
+	$(BIN)/jupyter server extension enable --sys-prefix jupyter_modelsave
+	touch $@
+
+$(STAMPS)/chromium:
+	mkdir -p $(STAMPS)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi
+	touch $@
+
+$(STAMPS)/ui-tests: ui-tests/package.json ui-tests/package-lock.json
+	mkdir -p $(STAMPS)
+	cd ui-tests && npm ci --no-audit --no-fund
+	touch $@
+
+lint: lint-py lint-ts
+
+lint-py:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+lint-ts:
+	$(BIN)/jlpm run lint:check
+
+check-auth:
+	$(BIN)/python scripts/check_auth.py
+
+pytest:
+	$(BIN)/python -m pytest
+
+ui-test:
+	cd ui-tests && npx playwright test
+
+clean:
+	rm -rf $(STAMPS) $(VENV) node_modules lib jupyter_modelsave/labextension ui-tests/node_modules

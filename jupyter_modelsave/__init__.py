@@ -1,0 +1,91 @@
+"""jupyter_modelsave: export a live PyTorch model as a checked, versioned artifact.
+
+``import jupyter_modelsave as jms`` is cheap: torch, onnx and the Jupyter packages are
+imported only when a function that needs them is first used (module ``__getattr__``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+try:
+    from ._version import __version__
+except ImportError:  # running from a source tree that was never installed
+    __version__ = "dev"
+
+# public name -> module that defines it (imported on first access)
+_LAZY: dict[str, str] = {
+    "ModelSaveError": "jupyter_modelsave.core.errors",
+    "ExportError": "jupyter_modelsave.core.errors",
+    "ParityError": "jupyter_modelsave.core.errors",
+    "ArtifactExistsError": "jupyter_modelsave.core.errors",
+    "InvalidOptionError": "jupyter_modelsave.core.errors",
+    "MissingInputError": "jupyter_modelsave.core.errors",
+    "NotAModelError": "jupyter_modelsave.core.errors",
+    "WriteError": "jupyter_modelsave.core.errors",
+    "IntegrityError": "jupyter_modelsave.core.errors",
+    "ModelInfo": "jupyter_modelsave.core.discovery",
+    "find_models": "jupyter_modelsave.core.discovery",
+    "watch": "jupyter_modelsave.core.discovery",
+    "unwatch": "jupyter_modelsave.core.discovery",
+    "ParityReport": "jupyter_modelsave.core.parity",
+    "OutputDiff": "jupyter_modelsave.core.parity",
+    "StagedExport": "jupyter_modelsave.core.staging",
+    "stage": "jupyter_modelsave.core.staging",
+    "export": "jupyter_modelsave.core.staging",
+    "load": "jupyter_modelsave.core.loading",
+    "formats": "jupyter_modelsave.core.formats",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .core.discovery import ModelInfo, find_models, unwatch, watch
+    from .core.errors import (
+        ArtifactExistsError,
+        ExportError,
+        IntegrityError,
+        InvalidOptionError,
+        MissingInputError,
+        ModelSaveError,
+        NotAModelError,
+        ParityError,
+        WriteError,
+    )
+    from .core.formats import formats
+    from .core.loading import load
+    from .core.parity import OutputDiff, ParityReport
+    from .core.staging import StagedExport, export, stage
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jupyter_modelsave' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+# --- Jupyter entry points (looked up by name; they import their adapters lazily) ---
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "jupyter_modelsave"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "jupyter_modelsave"}]
+
+
+def _load_jupyter_server_extension(server_app: Any) -> None:
+    """Register the HTTP handlers of the server extension."""
+    from .routes import setup_route_handlers
+
+    setup_route_handlers(server_app.web_app)
+    server_app.log.info("Registered jupyter_modelsave server extension")
