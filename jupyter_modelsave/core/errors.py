@@ -1,0 +1,48 @@
+"""Every error jupyter_modelsave raises on purpose. Each message says what to do next.
+
+Library code raises these; the magic, the widget and the server routes decide how to show them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelSaveError(Exception):
+    """Base class of all jupyter_modelsave errors."""
+
+
+class InvalidOptionError(ModelSaveError, ValueError):
+    """An option (format, opset, dynamic axes, tolerance, name, ...) is not valid."""
+
+
+class NotAModelError(InvalidOptionError, TypeError):
+    """The object given as the model is not a ``torch.nn.Module``."""
+
+
+class MissingInputError(InvalidOptionError):
+    """No example inputs were given and none were recorded from a forward call."""
+
+
+class ExportError(ModelSaveError):
+    """The exporter could not turn the model into the requested format."""
+
+
+class ParityError(ModelSaveError):
+    """The exported artifact does not reproduce the live model's outputs within tolerance."""
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ArtifactExistsError(ModelSaveError, FileExistsError):
+    """The destination already holds a file and ``overwrite=True`` was not given."""
+
+
+class WriteError(ModelSaveError, OSError):
+    """The artifact could not be written (permissions, free space, missing folder, ...)."""
+
+
+class IntegrityError(ModelSaveError):
+    """An artifact on disk does not match the sha256 recorded in its manifest."""

@@ -1,0 +1,60 @@
+"""What every format provides. A format exports into a private work folder; writing is shared."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..inputs import ExampleInputs
+    from ..options import DynamicAxes
+
+
+@dataclass
+class ExportJob:
+    """Everything a format needs to export one model, already validated."""
+
+    model: torch.nn.Module
+    example: ExampleInputs  # tensors on the model's device, names = forward's parameter names
+    input_names: list[str]  # names in the artifact (``input_names`` option or ``example.names``)
+    output_names: list[str]
+    dynamic_axes: DynamicAxes  # keyed by artifact input/output names
+    opset: int | None
+    exporter: str  # "auto", "dynamo" or "torchscript"
+    metadata: dict[str, Any]  # embedded where the format can hold it
+    workdir: Path
+    external_data: bool | None = None  # None: only when the model is over 2 GB
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class Exported:
+    """A format's result: ``path`` (a file, or a folder for multi-file artifacts) in the workdir."""
+
+    path: Path
+    exporter: str
+    opset: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class ArtifactFormat:
+    name: ClassVar[str]
+    extension: ClassVar[str]  # of the file, or of the folder for multi-file artifacts
+    description: ClassVar[str]
+    compares_outputs: ClassVar[bool] = True  # False: parity is a bitwise weight round trip
+
+    def export(self, job: ExportJob) -> Exported:
+        raise NotImplementedError
+
+    def runner(
+        self, exported: Exported, job: ExportJob
+    ) -> Callable[[ExampleInputs], dict[str, Any]]:
+        """A function running the artifact on a probe, returning numpy outputs by name."""
+        raise NotImplementedError
+
+    def load(self, path: Path, map_location: str = "cpu") -> Any:
+        raise NotImplementedError

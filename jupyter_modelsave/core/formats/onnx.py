@@ -1,0 +1,208 @@
+"""ONNX through ``torch.onnx.export``: the dynamo exporter first, TorchScript as the fallback.
+
+The artifact is one ``.onnx`` file, or for models over 2 GB (protobuf's limit) a folder
+``<name>.onnx/`` holding ``model.onnx`` and its external data ``model.onnx.data``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ... import __version__
+from .._capture import captured_output
+from ..errors import ExportError
+from ..inputs import ExampleInputs
+from .base import ArtifactFormat, Exported, ExportJob
+
+EXTERNAL_DATA_BYTES = 2 * 1024**3 - 64 * 1024**2  # leave room for the graph itself
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+RESERVED_METADATA = ("producer", "producer_version", "torch_version", "inputs", "outputs")
+
+
+class OnnxFormat(ArtifactFormat):
+    name = "onnx"
+    extension = ".onnx"
+    description = (
+        "ONNX graph (+ external data over 2 GB), checked with onnx.checker and ONNX Runtime"
+    )
+
+    def export(self, job: ExportJob) -> Exported:
+        large = job.external_data
+        if large is None:
+            large = _model_bytes(job.model) > EXTERNAL_DATA_BYTES
+        folder = job.workdir / "artifact.onnx" if large else job.workdir
+        folder.mkdir(exist_ok=True)
+        path = folder / MODEL_FILE
+        exporter, notes = _export_with_fallback(job, path)
+        _finish(path, job, large)
+        opset = _opset_of(path)
+        return Exported(folder if large else path, exporter, opset, notes)
+
+    def runner(
+        self, exported: Exported, job: ExportJob
+    ) -> Callable[[ExampleInputs], dict[str, Any]]:
+        from .. import _ort
+
+        sess = _ort.session(_model_file(exported.path))
+        feed_names = {i.name for i in sess.get_inputs()}
+        out_names = [o.name for o in sess.get_outputs()]
+
+        def run(probe: ExampleInputs) -> dict[str, Any]:
+            feeds = {
+                name: t.detach().cpu().numpy()
+                for name, t in zip(job.input_names, probe.tensors)
+                if name in feed_names
+            }
+            return dict(zip(out_names, sess.run(None, feeds)))
+
+        return run
+
+    def load(self, path: Path, map_location: str = "cpu") -> Any:
+        from .. import _ort
+
+        return _ort.session(_model_file(path), prefer_cuda=str(map_location).startswith("cuda"))
+
+
+def _model_file(path: Path) -> Path:
+    return path / MODEL_FILE if path.is_dir() else path
+
+
+def _model_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def _export_with_fallback(job: ExportJob, path: Path) -> tuple[str, list[str]]:
+    """Run the requested exporter; on failure, the other one. Return (exporter used, notes)."""
+    order = (
+        ["torchscript", "dynamo"] if job.exporter == "torchscript" else ["dynamo", "torchscript"]
+    )
+    if job.exporter == "dynamo":
+        order = ["dynamo"]
+    if (
+        job.opset is not None
+        and job.opset > torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    ):
+        order = [e for e in order if e != "torchscript"]
+    notes: list[str] = []
+    for exporter in order:
+        job.log(f"exporting with the {exporter} exporter")
+        try:
+            with captured_output() as lines:
+                (_export_dynamo if exporter == "dynamo" else _export_torchscript)(job, path)
+        except Exception as err:  # exporters raise many unrelated types; we report them all
+            notes.append(f"{exporter} exporter failed: {type(err).__name__}: {_first_line(err)}")
+            continue
+        notes += [f"{exporter}: {line}" for line in lines[:20]]
+        if len(notes) > len(lines[:20]):
+            notes.append(f"used the {exporter} exporter instead; check the parity report closely.")
+        return exporter, notes
+    raise ExportError(
+        "The model could not be exported to ONNX.\n  "
+        + "\n  ".join(notes)
+        + "\nCheck that forward() runs on the example inputs, replace Python control flow on "
+        "tensor values with torch.where/torch.cond, or try exporter='torchscript'."
+    )
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _dynamic_shapes(job: ExportJob) -> dict[str, Any] | None:
+    """``dynamic_axes`` (artifact names) -> torch.export ``dynamic_shapes`` (forward's names)."""
+    if not any(name in job.dynamic_axes for name in job.input_names):
+        return None
+    dims: dict[str, torch.export.Dim] = {}
+    shapes: dict[str, Any] = {}
+    for param, name in zip(job.example.names, job.input_names):
+        axes = job.dynamic_axes.get(name)
+        shapes[param] = (
+            {d: dims.setdefault(a, torch.export.Dim(a)) for d, a in axes.items()} if axes else None
+        )
+    return shapes
+
+
+def _export_dynamo(job: ExportJob, path: Path) -> None:
+    program = torch.onnx.export(
+        job.model,
+        job.example.args,
+        kwargs=job.example.kwargs or None,
+        dynamo=True,
+        dynamic_shapes=_dynamic_shapes(job),
+        input_names=job.input_names,
+        output_names=job.output_names,
+        opset_version=job.opset,
+        optimize=True,
+        verbose=False,
+    )
+    program.save(str(path))  # external data only when over 2 GB; _finish then normalises it
+
+
+def _export_torchscript(job: ExportJob, path: Path) -> None:
+    args: tuple = job.example.args + ((job.example.kwargs,) if job.example.kwargs else ())
+    torch.onnx.export(
+        job.model,
+        args,
+        str(path),
+        dynamo=False,
+        input_names=job.input_names,
+        output_names=job.output_names,
+        dynamic_axes=job.dynamic_axes or None,
+        opset_version=job.opset,
+        verbose=False,
+    )
+
+
+def _finish(path: Path, job: ExportJob, large: bool) -> None:
+    """Embed metadata, move weights to one external data file when large, run onnx.checker."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=True)
+        _set_metadata(proto, job)
+        for stray in path.parent.iterdir():
+            if stray != path:
+                stray.unlink()
+        onnx.save_model(
+            proto,
+            str(path),
+            save_as_external_data=large,
+            all_tensors_to_one_file=True,
+            location=DATA_FILE,
+        )
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, ValueError, OSError) as err:
+        raise ExportError(f"The exported ONNX model is not valid: {_first_line(err)}") from err
+
+
+def _set_metadata(proto: Any, job: ExportJob) -> None:
+    inputs = [
+        {**spec.to_dict(), "name": name, "dynamic_axes": job.dynamic_axes.get(name, {})}
+        for name, spec in zip(job.input_names, job.example.specs)
+    ]
+    props = {
+        "producer": "jupyter_modelsave",
+        "producer_version": __version__,
+        "torch_version": torch.__version__,
+        "inputs": json.dumps(inputs),
+        "outputs": json.dumps(job.output_names),
+        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in job.metadata.items()},
+    }
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _opset_of(path: Path) -> int | None:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)

@@ -1,0 +1,168 @@
+"""Example inputs: normalising what the user passes, naming inputs, and making parity probes."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import InvalidOptionError, MissingInputError
+
+EXAMPLE_INPUTS_HELP = (
+    "Pass example_inputs=: a tensor, a tuple of tensors, or a dict of keyword tensors, e.g. "
+    "jms.stage(model, torch.randn(1, 3, 224, 224)). Or run the model once after jms.watch(model) "
+    "(jms.find_models() watches every model it lists) and jms reuses the last call's inputs."
+)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape, dtype and device of one input or output tensor (no data)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    device: str
+
+    @classmethod
+    def of(cls, name: str, tensor: torch.Tensor) -> TensorSpec:
+        return cls(name, tuple(tensor.shape), _dtype_name(tensor.dtype), str(tensor.device))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "device": self.device,
+        }
+
+
+@dataclass
+class ExampleInputs:
+    """Positional and keyword tensors for one forward call, with the names the exporters use."""
+
+    args: tuple[torch.Tensor, ...]
+    kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def tensors(self) -> list[torch.Tensor]:
+        return [*self.args, *self.kwargs.values()]
+
+    @property
+    def specs(self) -> list[TensorSpec]:
+        return [TensorSpec.of(n, t) for n, t in zip(self.names, self.tensors)]
+
+    def by_name(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.tensors))
+
+    def replaced(self, tensors: list[torch.Tensor]) -> ExampleInputs:
+        """The same call with other tensors, in ``names`` order."""
+        n = len(self.args)
+        return ExampleInputs(tuple(tensors[:n]), dict(zip(self.kwargs, tensors[n:])), self.names)
+
+    def to(self, device: torch.device) -> ExampleInputs:
+        return self.replaced([t.to(device) for t in self.tensors])
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def normalize_inputs(model: torch.nn.Module, example_inputs: Any) -> ExampleInputs:
+    """Turn a tensor, tuple/list of tensors or dict of keyword tensors into ``ExampleInputs``."""
+    if example_inputs is None:
+        raise MissingInputError(
+            f"No example inputs for {type(model).__name__}. {EXAMPLE_INPUTS_HELP}"
+        )
+    if isinstance(example_inputs, torch.Tensor):
+        args, kwargs = (example_inputs,), {}
+    elif isinstance(example_inputs, (tuple, list)):
+        args, kwargs = tuple(example_inputs), {}
+    elif isinstance(example_inputs, dict):
+        args, kwargs = (), dict(example_inputs)
+    else:
+        raise InvalidOptionError(
+            f"example_inputs is a {type(example_inputs).__name__}. {EXAMPLE_INPUTS_HELP}"
+        )
+    if not args and not kwargs:
+        raise InvalidOptionError(f"example_inputs is empty. {EXAMPLE_INPUTS_HELP}")
+    for key, value in [*enumerate(args), *kwargs.items()]:
+        if not isinstance(value, torch.Tensor):
+            raise InvalidOptionError(
+                f"example input {key!r} is a {type(value).__name__}, not a tensor. "
+                "Only tensors can be exported as model inputs; bind other arguments with "
+                "functools.partial or a small wrapper module."
+            )
+    if any(not isinstance(k, str) or not k.isidentifier() for k in kwargs):
+        raise InvalidOptionError("keyword example inputs need identifier keys, e.g. {'x': x}.")
+    return ExampleInputs(args, kwargs, input_names_for(model, len(args), list(kwargs)))
+
+
+def input_names_for(model: torch.nn.Module, n_args: int, kwarg_names: list[str]) -> list[str]:
+    """Input names as the dynamo exporter chooses them: ``forward``'s parameter names."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names: list[str] = []
+    for p in params:
+        if len(names) == n_args:
+            break
+        if p.kind == p.VAR_POSITIONAL:
+            names += [f"{p.name}_{i}" for i in range(n_args - len(names))]
+        elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            names.append(p.name)
+    names += [f"input_{i}" for i in range(len(names), n_args)]
+    return names + kwarg_names
+
+
+def make_probes(
+    example: ExampleInputs, dynamic_dims: dict[str, list[tuple[int, int]]], seed: int = 0
+) -> dict[str, ExampleInputs]:
+    """Inputs to compare the live model and the artifact on.
+
+    ``dynamic_dims`` maps an axis name to the (input index, dim) pairs that carry it. Probes:
+    the example itself; standard-normal and example-matched random tensors of the same shapes
+    (integers drawn from the observed value range, booleans at random); and per dynamic axis
+    name, a matched random probe with another size on that axis (size - 1, or 2 when size is 1).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [tuple(t.shape) for t in example.tensors]
+    probes = {
+        "example": example,
+        "random normal": example.replaced(
+            [_random_like(t, s, gen, matched=False) for t, s in zip(example.tensors, shapes)]
+        ),
+        "random matched": example.replaced(
+            [_random_like(t, s, gen, matched=True) for t, s in zip(example.tensors, shapes)]
+        ),
+    }
+    for axis, places in dynamic_dims.items():
+        resized = [list(s) for s in shapes]
+        for index, dim in places:
+            size = resized[index][dim]
+            resized[index][dim] = size - 1 if size > 1 else 2
+        tensors = [
+            _random_like(t, tuple(s), gen, matched=True) for t, s in zip(example.tensors, resized)
+        ]
+        probes[f"{axis}={resized[places[0][0]][places[0][1]]}"] = example.replaced(tensors)
+    return probes
+
+
+def _random_like(
+    t: torch.Tensor, shape: tuple[int, ...], gen: torch.Generator, *, matched: bool
+) -> torch.Tensor:
+    if t.dtype == torch.bool:
+        out = torch.randint(0, 2, shape, generator=gen).bool()
+    elif not (t.is_floating_point() or t.is_complex()):
+        low, high = (int(t.min()), int(t.max())) if t.numel() else (0, 1)
+        out = torch.randint(low, high + 1, shape, generator=gen, dtype=torch.int64)
+    else:
+        out = torch.randn(shape, generator=gen, dtype=torch.float64)
+        if matched and t.numel() > 1:
+            ref = t.detach().double()
+            out = out * ref.std().cpu() + ref.mean().cpu()
+    return out.to(dtype=t.dtype, device=t.device)

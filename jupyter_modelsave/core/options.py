@@ -1,0 +1,157 @@
+"""Validation of the user's export options. Every refusal says which value is wrong and why."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .errors import InvalidOptionError
+from .inputs import ExampleInputs
+
+# (atol, rtol) by the reference model's floating dtype. float16/bfloat16 carry ~3 and ~2
+# significant digits, so their defaults are looser; float64 is held tighter.
+DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
+    "float64": (1e-6, 1e-5),
+    "float32": (1e-4, 1e-3),
+    "float16": (1e-2, 1e-2),
+    "bfloat16": (5e-2, 5e-2),
+}
+EXPORTERS = ("auto", "dynamo", "torchscript")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+
+DynamicAxes = dict[str, dict[int, str]]
+
+
+def default_tolerances(dtype: str) -> tuple[float, float]:
+    return DEFAULT_TOLERANCES.get(dtype, DEFAULT_TOLERANCES["float32"])
+
+
+def check_tolerance(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOptionError(f"{name} must be a number such as 1e-4, got {value!r}.")
+    if not math.isfinite(value) or value < 0:
+        raise InvalidOptionError(f"{name} must be a finite number >= 0, got {value!r}.")
+    return float(value)
+
+
+def check_exporter(exporter: Any) -> str:
+    if exporter not in EXPORTERS:
+        raise InvalidOptionError(f"exporter={exporter!r} is not one of {', '.join(EXPORTERS)}.")
+    return exporter
+
+
+def check_names(kind: str, names: Any, expected: int) -> list[str] | None:
+    """``input_names`` / ``output_names``: None, or one distinct identifier-like string per tensor."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise InvalidOptionError(f"{kind} must be a list of strings, got {names!r}.")
+    names = list(names)
+    if len(names) != expected:
+        raise InvalidOptionError(f"{kind} has {len(names)} names but the model has {expected}.")
+    for n in names:
+        if not isinstance(n, str) or not _SAFE_NAME.match(n):
+            raise InvalidOptionError(
+                f"{kind}: {n!r} is not a usable tensor name; use letters, digits, '_', '.', '-'."
+            )
+    if len(set(names)) != len(names):
+        raise InvalidOptionError(f"{kind} has duplicates: {names}.")
+    return names
+
+
+def check_artifact_name(name: Any) -> str:
+    """A file-name stem: no separators, no leading dot, at most 128 characters."""
+    if not isinstance(name, str) or not _SAFE_NAME.match(name):
+        raise InvalidOptionError(
+            f"name {name!r} cannot be used in a file name: use 1-128 letters, digits, "
+            "'_', '.', '+' or '-', starting with a letter or digit."
+        )
+    return name
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    import json
+
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise InvalidOptionError("metadata must be a dict with string keys.")
+    try:
+        json.dumps(dict(metadata))
+    except (TypeError, ValueError) as err:
+        raise InvalidOptionError(f"metadata must be JSON-serialisable: {err}.") from None
+    return dict(metadata)
+
+
+def check_dynamic_axes(
+    dynamic_axes: Any, example: ExampleInputs, output_names: list[str]
+) -> DynamicAxes:
+    """Accept ``{"input": {0: "batch"}}`` or ``{"input": [0]}``; return ``{name: {dim: axis}}``.
+
+    Names may be input or output names. Dims may be negative. An axis name must be a Python
+    identifier; the list form names axes ``<tensor>_dim<d>``.
+    """
+    if dynamic_axes is None:
+        return {}
+    if not isinstance(dynamic_axes, Mapping):
+        raise InvalidOptionError(
+            f"dynamic_axes must be a dict like {{'input': {{0: 'batch'}}}}, got {dynamic_axes!r}."
+        )
+    ranks = {s.name: len(s.shape) for s in example.specs}
+    known = [*ranks, *output_names]
+    result: DynamicAxes = {}
+    for tensor, axes in dynamic_axes.items():
+        if tensor not in known:
+            raise InvalidOptionError(
+                f"dynamic_axes names {tensor!r}, which is not an input or output; "
+                f"known names: {', '.join(known)}."
+            )
+        if isinstance(axes, Sequence) and not isinstance(axes, str):
+            axes = {d: f"{tensor}_dim{d}" for d in axes}
+        if not isinstance(axes, Mapping):
+            raise InvalidOptionError(
+                f"dynamic_axes[{tensor!r}] must map dims to names, got {axes!r}."
+            )
+        rank = ranks.get(tensor)
+        result[tensor] = {}
+        for dim, axis in axes.items():
+            if isinstance(dim, bool) or not isinstance(dim, int):
+                raise InvalidOptionError(
+                    f"dynamic_axes[{tensor!r}]: dim {dim!r} is not an integer."
+                )
+            if rank is not None and not -rank <= dim < rank:
+                raise InvalidOptionError(
+                    f"dynamic_axes[{tensor!r}]: dim {dim} is out of range for a {rank}-d input."
+                )
+            if not isinstance(axis, str) or not axis.isidentifier():
+                raise InvalidOptionError(
+                    f"dynamic_axes[{tensor!r}][{dim}]: axis name {axis!r} must be an identifier "
+                    "such as 'batch' or 'seq_len'."
+                )
+            result[tensor][dim % rank if rank else dim] = axis
+    return result
+
+
+def opset_range(exporter: str) -> tuple[int, int]:
+    """The opsets the installed onnx and the chosen torch exporter both support."""
+    import onnx
+    from torch.onnx import _constants
+
+    high = min(onnx.defs.onnx_opset_version(), _constants.ONNX_MAX_OPSET)
+    if exporter == "torchscript":
+        high = min(high, _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    return _constants.ONNX_MIN_OPSET, high
+
+
+def check_opset(opset: Any, exporter: str) -> int | None:
+    if opset is None:
+        return None
+    low, high = opset_range(exporter)
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        raise InvalidOptionError(
+            f"opset={opset!r} is not supported here: the installed onnx and torch "
+            f"({exporter} exporter) support opsets {low} to {high}. Leave opset=None for the default."
+        )
+    return opset

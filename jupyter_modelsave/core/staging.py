@@ -1,0 +1,391 @@
+"""``stage``: export into a private work folder and prove parity; ``StagedExport.write``: accept it.
+
+Nothing touches the destination before ``write``. The live model is left as it was: its device,
+dtypes, values, training flags, ``requires_grad`` flags and hooks (see ``model_state.preserved``).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import shutil
+import sys
+import tempfile
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from . import artifacts
+from .discovery import last_inputs
+from .errors import InvalidOptionError, NotAModelError, ParityError
+from .formats import get_format
+from .formats.base import ArtifactFormat, Exported, ExportJob
+from .formats.onnx import RESERVED_METADATA
+from .inputs import EXAMPLE_INPUTS_HELP, ExampleInputs, TensorSpec, make_probes, normalize_inputs
+from .model_state import preserved, reference_mode
+from .options import (
+    check_artifact_name,
+    check_dynamic_axes,
+    check_exporter,
+    check_metadata,
+    check_names,
+    check_opset,
+    check_tolerance,
+    default_tolerances,
+)
+from .parity import ParityReport, ProbeResult, compare_output, diagnose
+
+Progress = Callable[[str, float], None]
+
+
+def _no_progress(step: str, fraction: float) -> None:
+    """The default progress callback: silent."""
+
+
+class StagedExport:
+    """An exported artifact waiting in a private work folder, with its parity report."""
+
+    def __init__(self, fmt: ArtifactFormat, exported: Exported, job: ExportJob, report: ParityReport | None,
+                 name: str, warnings: list[str], output_specs: list[TensorSpec]) -> None:  # fmt: skip
+        self.format = fmt.name
+        self.exporter = exported.exporter
+        self.opset = exported.opset
+        self.path = exported.path
+        self.report = report
+        self.name = name
+        self.warnings = warnings
+        self.metadata = job.metadata
+        self.input_specs = [
+            TensorSpec(n, s.shape, s.dtype, s.device)
+            for n, s in zip(job.input_names, job.example.specs)
+        ]
+        self.output_specs = output_specs
+        self.dynamic_axes = job.dynamic_axes
+        self.size_bytes = artifacts.size_of(self.path)
+        self.sha256 = artifacts.sha256_of(self.path)
+        self._extension = fmt.extension
+        self._workdir = job.workdir
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(job.workdir), True)
+
+    @property
+    def discarded(self) -> bool:
+        return not self._cleanup.alive
+
+    def write(self, dest: str | Path, *, name: str | None = None, version: str | None = None,
+              overwrite: bool = False, allow_mismatch: bool = False) -> Path:  # fmt: skip
+        """Write the artifact and its ``.json`` manifest; return the artifact's path.
+
+        ``dest`` is a folder (existing, or ending in ``/``): the file is named
+        ``<name>_v<version>_<sha256[:12]><ext>`` with the next patch version for that name; or an
+        exact file path. Refuses a failed parity report unless ``allow_mismatch=True``.
+        """
+        if self.discarded:
+            raise InvalidOptionError("This export was discarded; stage it again to write it.")
+        if self.report is not None and not self.report.passed and not allow_mismatch:
+            raise ParityError(
+                f"Not written: {self.report.summary()}. Look at staged.report, or pass "
+                "allow_mismatch=True to write it anyway.",
+                self.report,
+            )
+        name = check_artifact_name(name if name is not None else self.name)
+        target, version = artifacts.destination_path(
+            dest, name, version, self.sha256, self._extension
+        )
+        return artifacts.write_artifact(
+            self.path, target, self.manifest(name, version), overwrite=overwrite
+        )
+
+    def discard(self) -> None:
+        """Delete the staged files now (they are also deleted when this object is collected)."""
+        self._cleanup()
+
+    def manifest(self, name: str, version: str) -> dict[str, Any]:
+        import onnx
+
+        return {
+            "producer": "jupyter_modelsave",
+            "name": name,
+            "version": version,
+            "format": self.format,
+            "exporter": self.exporter,
+            "opset": self.opset,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "files": _file_hashes(self.path),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": {
+                "jupyter_modelsave": __version__,
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "python": sys.version.split()[0],
+            },
+            "inputs": [s.to_dict() for s in self.input_specs],
+            "outputs": [s.to_dict() for s in self.output_specs],
+            "dynamic_axes": {
+                k: {str(d): a for d, a in v.items()} for k, v in self.dynamic_axes.items()
+            },
+            "parity": None if self.report is None else self.report.to_dict(),
+            "warnings": self.warnings,
+            "metadata": self.metadata,
+        }
+
+    def __repr__(self) -> str:
+        parity = "no parity check" if self.report is None else self.report.summary()
+        return (
+            f"<StagedExport {self.name} {self.format} via {self.exporter}, "
+            f"{self.size_bytes:,} bytes, sha256 {self.sha256[:12]}, {parity}>"
+        )
+
+    def _repr_html_(self) -> str:
+        import html
+
+        head = html.escape(repr(self))
+        return f"<div><code>{head}</code>{'' if self.report is None else self.report._repr_html_()}</div>"
+
+
+def _file_hashes(path: Path) -> dict[str, str]:
+    if not path.is_dir():
+        return {path.name: artifacts.sha256_of(path)}
+    return {
+        f.relative_to(path).as_posix(): artifacts.sha256_of(f)
+        for f in sorted(path.rglob("*"))
+        if f.is_file()
+    }
+
+
+def stage(
+    model: Any,
+    example_inputs: Any = None,
+    *,
+    format: str = "onnx",
+    opset: int | None = None,
+    dynamic_axes: dict | None = None,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    parity: bool = True,
+    atol: float | None = None,
+    rtol: float | None = None,
+    metadata: dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    exporter: str = "auto",
+    name: str | None = None,
+    external_data: bool | None = None,
+    progress: Progress | None = None,
+) -> StagedExport:
+    """Export ``model`` into a private work folder and check parity against the live model.
+
+    ``example_inputs``: a tensor, tuple of tensors or dict of keyword tensors; default, the inputs
+    of the last forward call recorded by ``jms.watch``. ``device``: export a copy of the model on
+    that device (the live model never moves); default, where the model lives. See the README for
+    every option.
+    """
+    progress = progress or _no_progress
+    progress("prepare", 0.0)
+    model = _check_model(model)
+    fmt = get_format(format)
+    exporter = check_exporter(exporter)
+    opset = check_opset(opset, exporter)
+    meta = check_metadata(metadata)
+    clash = [k for k in meta if k in RESERVED_METADATA]
+    if clash:
+        raise InvalidOptionError(f"metadata keys {clash} are reserved; rename them.")
+    name = check_artifact_name(name if name is not None else _guess_name(model))
+    model, example = _placed(model, _example_for(model, example_inputs), device)
+    ref_dtype = _float_dtype(model)
+    default_atol, default_rtol = default_tolerances(ref_dtype)
+    atol = default_atol if atol is None else check_tolerance("atol", atol)
+    rtol = default_rtol if rtol is None else check_tolerance("rtol", rtol)
+    in_names = check_names("input_names", input_names, len(example.names)) or example.names
+
+    with preserved(model), reference_mode():
+        live_names, live_tensors = flatten_outputs(_call(model, example))
+    out_names = check_names("output_names", output_names, len(live_names)) or live_names
+    renamed = example.replaced(example.tensors)
+    renamed.names = in_names
+    axes = check_dynamic_axes(dynamic_axes, renamed, out_names)
+
+    workdir = Path(tempfile.mkdtemp(prefix="jms-stage-"))
+    job = ExportJob(model, example, in_names, out_names, axes, opset, exporter, meta, workdir,
+                    external_data, log=lambda _msg: None)  # fmt: skip
+    try:
+        progress("export", 0.1)
+        with preserved(model):
+            exported = fmt.export(job)
+        report = None
+        if parity:
+            progress("parity", 0.6)
+            report = check_parity(fmt, exported, job, atol, rtol, progress)
+        warnings = list(exported.warnings)
+        if example_inputs is None:
+            warnings.insert(0, "example inputs: the last recorded forward call's inputs")
+        specs = [TensorSpec.of(n, t) for n, t in zip(out_names, live_tensors)]
+        staged = StagedExport(fmt, exported, job, report, name, warnings, specs)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    progress("done", 1.0)
+    return staged
+
+
+def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: str | None = None,
+           version: str | None = None, overwrite: bool = False, allow_mismatch: bool = False,
+           **options: Any) -> Path:  # fmt: skip
+    """``stage`` then ``write``; raises ``ParityError`` when parity fails unless ``allow_mismatch``."""
+    if name is None:
+        name = _guess_name(model)
+    staged = stage(model, example_inputs, name=name, **options)
+    try:
+        return staged.write(
+            dest, version=version, overwrite=overwrite, allow_mismatch=allow_mismatch
+        )
+    finally:
+        staged.discard()
+
+
+def check_parity(fmt: ArtifactFormat, exported: Exported, job: ExportJob, atol: float, rtol: float,
+                 progress: Progress = _no_progress) -> ParityReport:  # fmt: skip
+    """Run the live model and the artifact on every probe and compare each output."""
+    run_artifact = fmt.runner(exported, job)
+    dims: dict[str, list[tuple[int, int]]] = {}
+    for index, name in enumerate(job.input_names):
+        for dim, axis in job.dynamic_axes.get(name, {}).items():
+            dims.setdefault(axis, []).append((index, dim))
+    probes = make_probes(job.example, dims)
+    results = []
+    for i, (probe_name, probe) in enumerate(probes.items()):
+        progress(f"parity: {probe_name}", 0.6 + 0.4 * i / len(probes))
+        with preserved(job.model), reference_mode():
+            _, live = flatten_outputs(_call(job.model, probe))
+        got = run_artifact(probe)
+        outputs = [
+            compare_output(n, _to_numpy(t), got[n], atol, rtol)
+            if n in got
+            else _missing_output(n, t)
+            for n, t in zip(job.output_names, live)
+        ]
+        results.append(ProbeResult(probe_name, all(o.passed for o in outputs), outputs))
+    return ParityReport(
+        passed=all(r.passed for r in results),
+        atol=atol,
+        rtol=rtol,
+        probes=results,
+        reference_device=_device_of(job.model),
+        tf32=False,
+        diagnosis=diagnose(results, atol, rtol),
+    )
+
+
+def _missing_output(name: str, tensor: torch.Tensor):
+    from .parity import OutputDiff
+
+    return OutputDiff(name, list(tensor.shape), float("inf"), float("inf"), 1.0, 0.0, float("inf"),
+                      shape_mismatch="missing from the artifact", passed=False)  # fmt: skip
+
+
+def flatten_outputs(output: Any) -> tuple[list[str], list[torch.Tensor]]:
+    """Output names: ``output`` for one tensor, ``output_<i>`` for a sequence, a dict's keys."""
+    if isinstance(output, torch.Tensor):
+        return ["output"], [output]
+    leaves, _ = torch.utils._pytree.tree_flatten_with_path(output)
+    names, tensors = [], []
+    for path, leaf in leaves:
+        if not isinstance(leaf, torch.Tensor):
+            continue
+        keys = "_".join(
+            str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path
+        )
+        names.append(keys if isinstance(output, dict) else f"output_{keys}")
+        tensors.append(leaf)
+    if not tensors:
+        raise InvalidOptionError(
+            f"The model returned no tensors ({type(output).__name__}); nothing to export."
+        )
+    return names, tensors
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.cpu().numpy()
+
+
+def _call(model: torch.nn.Module, inputs: ExampleInputs) -> Any:
+    try:
+        return model(*inputs.args, **inputs.kwargs)
+    except Exception as err:
+        raise InvalidOptionError(
+            f"The model's forward() failed on the example inputs ({[tuple(t.shape) for t in inputs.tensors]}): "
+            f"{type(err).__name__}: {err}. {EXAMPLE_INPUTS_HELP}"
+        ) from err
+
+
+def _check_model(model: Any) -> torch.nn.Module:
+    if not isinstance(model, torch.nn.Module):
+        raise NotAModelError(
+            f"Expected a torch.nn.Module, got {type(model).__name__}. jms.find_models() lists the "
+            "models in your namespace."
+        )
+    return model
+
+
+def _example_for(model: torch.nn.Module, example_inputs: Any) -> ExampleInputs:
+    if example_inputs is None:
+        recorded = last_inputs(model)
+        if recorded is not None:
+            return recorded
+    return normalize_inputs(model, example_inputs)
+
+
+def _device_of(model: torch.nn.Module) -> str:
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    return str(tensor.device) if tensor is not None else "cpu"
+
+
+def _float_dtype(model: torch.nn.Module) -> str:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return str(p.dtype).removeprefix("torch.")
+    return "float32"
+
+
+def _placed(
+    model: torch.nn.Module, example: ExampleInputs, device: Any
+) -> tuple[torch.nn.Module, ExampleInputs]:
+    """The model to export (a copy when ``device`` differs from where it lives) and inputs on its device."""
+    home = torch.device(_device_of(model))
+    if device is not None:
+        try:
+            target = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise InvalidOptionError(f"device={device!r} is not a torch device: {err}") from None
+        if target != home:
+            model = copy.deepcopy(model).to(target)
+            home = target
+    if any(t.device != home for t in example.tensors):
+        example = example.to(home)
+    return model, example
+
+
+def _guess_name(model: Any) -> str:
+    """The first public name bound to ``model`` in the IPython namespace or the caller's globals."""
+    namespaces = []
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None:
+        namespaces.append(shell.user_ns)
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("jupyter_modelsave"):
+        frame = frame.f_back
+    if frame is not None:
+        namespaces.append(frame.f_globals)
+    for ns in namespaces:
+        for key, value in list(ns.items()):
+            if value is model and not key.startswith("_"):
+                return key
+    return type(model).__name__.lower()
