@@ -40,8 +40,14 @@ $(STAMPS)/torch: $(STAMPS)/venv
 	fi
 	touch $@
 
-$(STAMPS)/python: $(STAMPS)/torch pyproject.toml package.json yarn.lock
+# The frontend sources are inputs too: a change to src/ or style/ must reach the labextension
+# that the UI tests load. pip's build hook (jlpm install:extension) rebuilds only when src/ is
+# newer than the last build, so build once more to pick up style/ changes.
+FRONTEND_SRC := $(shell find src style -type f 2>/dev/null) tsconfig.json
+
+$(STAMPS)/python: $(STAMPS)/torch pyproject.toml package.json yarn.lock $(FRONTEND_SRC)
 	$(BIN)/pip install -q -e ".[dev,test]"
+	$(BIN)/jlpm build
 	$(BIN)/jupyter labextension develop --overwrite .
 	$(BIN)/jupyter server extension enable --sys-prefix jupyter_modelsave
 	touch $@
@@ -64,6 +70,7 @@ lint-py:
 	$(BIN)/ruff format --check .
 
 lint-ts:
+	@[ -d node_modules ] || $(BIN)/jlpm install --immutable
 	$(BIN)/jlpm run lint:check
 
 check-auth:

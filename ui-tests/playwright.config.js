@@ -1,0 +1,27 @@
+/**
+ * Configuration for Playwright using default from @jupyterlab/galata.
+ *
+ * Runs headless on the system Chromium (`apt-get install chromium`); Playwright's
+ * own browser download is skipped (PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1).
+ */
+const baseConfig = require('@jupyterlab/galata/lib/playwright-config');
+
+module.exports = {
+  ...baseConfig,
+  reporter: [[process.env.CI ? 'github' : 'list'], ['html', { open: 'never' }]],
+  use: {
+    ...baseConfig.use,
+    video: 'off',
+    launchOptions: {
+      executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']
+    }
+  },
+  webServer: {
+    // `jupyter` must be the project's venv (the Makefile puts .venv/bin first on PATH).
+    command: 'jupyter lab --config jupyter_server_test_config.py',
+    url: 'http://localhost:8888/lab',
+    timeout: 120 * 1000,
+    reuseExistingServer: !process.env.CI
+  }
+};

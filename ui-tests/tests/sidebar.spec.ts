@@ -1,0 +1,89 @@
+import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import type { Locator, TestInfo } from '@playwright/test';
+
+const SIDEBAR_ID = 'jupyter-modelsave-sidebar';
+
+/** The sidebar's tab in JupyterLab's left side bar. */
+function sidebarTab(page: IJupyterLabPageFixture): Locator {
+  return page
+    .getByRole('tablist', { name: 'main sidebar' })
+    .getByRole('tab', { name: 'Model Save' });
+}
+
+/** Open the sidebar through its tab and return its region. */
+async function openSidebar(page: IJupyterLabPageFixture): Promise<Locator> {
+  const tab = sidebarTab(page);
+  if ((await tab.getAttribute('aria-selected')) !== 'true') {
+    await tab.click();
+  }
+  const region = page.getByRole('region', { name: 'Model Save' });
+  await expect(region).toBeVisible();
+  return region;
+}
+
+/** Attach a screenshot to the report and keep a PNG under test-results/. */
+async function snapshot(
+  page: IJupyterLabPageFixture,
+  testInfo: TestInfo,
+  name: string
+): Promise<void> {
+  const body = await page.screenshot({ path: testInfo.outputPath(`${name}.png`) });
+  await testInfo.attach(name, { body, contentType: 'image/png' });
+}
+
+test.describe('Model Save sidebar', () => {
+  test('is registered in the left side bar', async ({ page }) => {
+    const tab = sidebarTab(page);
+    await expect(tab).toBeVisible();
+    await expect(tab).toHaveAttribute('data-id', SIDEBAR_ID);
+  });
+
+  test('shows an empty state without a notebook', async ({ page }, testInfo) => {
+    const region = await openSidebar(page);
+
+    await expect(
+      region.getByRole('heading', { name: 'Model Save' })
+    ).toBeVisible();
+    await expect(
+      region.getByText('Open a notebook to list its PyTorch models')
+    ).toBeVisible();
+    await expect(region.getByLabel('Server extension')).toHaveText(
+      /^server extension \d+\.\d+\.\d+/
+    );
+    await snapshot(page, testInfo, 'sidebar-empty');
+  });
+
+  test('follows the kernel of the current notebook', async ({
+    page
+  }, testInfo) => {
+    await page.notebook.createNew('modelsave.ipynb');
+    // Run a cell on the real kernel, so that it is started and back to idle.
+    await page.notebook.setCell(0, 'code', '1 + 1');
+    await page.notebook.runCell(0);
+    await expect(page.locator('.jp-OutputArea-output').first()).toHaveText(
+      '2'
+    );
+
+    const region = await openSidebar(page);
+    await expect(
+      region.getByRole('heading', { name: 'Model Save' })
+    ).toBeVisible();
+    await expect(region.getByText('modelsave.ipynb')).toBeVisible();
+    await expect(region.getByLabel('Kernel name')).toContainText('Python 3');
+    await expect(
+      region.getByRole('status', { name: 'Kernel status' })
+    ).toHaveText('idle');
+    await expect(region.getByLabel('Server extension')).toHaveText(
+      /^server extension \d+\.\d+\.\d+/
+    );
+    await expect(
+      region.getByText('Open a notebook to list its PyTorch models')
+    ).toHaveCount(0);
+    await snapshot(page, testInfo, 'sidebar');
+
+    // Both themes: the sidebar only uses JupyterLab CSS variables.
+    await page.theme.setDarkTheme();
+    await expect(region).toBeVisible();
+    await snapshot(page, testInfo, 'sidebar-dark');
+  });
+});
