@@ -85,5 +85,13 @@ test.describe('Model Save sidebar', () => {
     await page.theme.setDarkTheme();
     await expect(region).toBeVisible();
     await snapshot(page, testInfo, 'sidebar-dark');
+
+    // Closing the notebook brings the empty state back.
+    await page.notebook.save();
+    await page.notebook.close();
+    await expect(
+      region.getByText('Open a notebook to list its PyTorch models')
+    ).toBeVisible();
+    await expect(region.getByLabel('Kernel name')).toHaveCount(0);
   });
 });
