@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 
 _LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NOISE = ("torchvision is not installed", "isinstance(treespec, LeafSpec)")
 
 
@@ -39,7 +41,12 @@ def captured_output() -> Iterator[list[str]]:
         texts += out.getvalue().splitlines()
         seen: set[str] = set()
         for text in texts:
-            text = text.strip()
+            text = strip_ansi(text).strip()
             if text and text not in seen and not any(n in text for n in _NOISE):
                 seen.add(text)
                 lines.append(text)
+
+
+def strip_ansi(text: str) -> str:
+    """Text without terminal colour codes (the exporters colour their messages)."""
+    return _ANSI.sub("", text)

@@ -81,10 +81,11 @@ def destination_path(
     dest: Path | str, name: str, version: str | None, sha256: str, extension: str
 ) -> tuple[Path, str]:
     """The final artifact path and its version. Folders get ``<name>_v<version>_<sha12><ext>``."""
-    dest = Path(os.path.expanduser(str(dest)))
-    if "\x00" in str(dest):
+    text = os.path.expanduser(str(dest))
+    if "\x00" in text:
         raise InvalidOptionError("The destination path contains a NUL byte.")
-    if not is_folder_destination(dest):
+    dest = Path(text)
+    if not is_folder_destination(text):
         return dest, version or DEFAULT_VERSION
     version = check_version(version) if version is not None else next_version(dest, name, extension)
     return dest / f"{name}_v{version}_{sha256[:12]}{extension}", version

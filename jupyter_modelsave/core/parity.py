@@ -106,10 +106,11 @@ def compare_output(
         )  # fmt: skip
     ref = live.astype(np.float64)
     got = artifact.astype(np.float64)
-    both_nan = np.isnan(ref) & np.isnan(got)
-    diff = np.where(both_nan, 0.0, np.abs(got - ref))
+    same = (ref == got) | (np.isnan(ref) & np.isnan(got))  # equal infinities and NaN pairs agree
+    with np.errstate(invalid="ignore"):
+        diff = np.where(same, 0.0, np.abs(got - ref))
     diff = np.where(np.isnan(diff), np.inf, diff)
-    scale = np.abs(np.where(both_nan, 0.0, ref))
+    scale = np.abs(np.nan_to_num(ref, nan=0.0, posinf=0.0, neginf=0.0))
     bad = diff > atol + rtol * scale
     rel = diff / np.maximum(scale, np.finfo(np.float64).tiny)
     return OutputDiff(

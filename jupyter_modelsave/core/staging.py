@@ -373,7 +373,7 @@ def _placed(
 
 
 def _guess_name(model: Any) -> str:
-    """The first public name bound to ``model`` in the IPython namespace or the caller's globals."""
+    """The first public name bound to ``model`` in IPython's namespace or the caller's scope."""
     namespaces = []
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
@@ -383,7 +383,7 @@ def _guess_name(model: Any) -> str:
     while frame is not None and frame.f_globals.get("__name__", "").startswith("jupyter_modelsave"):
         frame = frame.f_back
     if frame is not None:
-        namespaces.append(frame.f_globals)
+        namespaces += [frame.f_locals, frame.f_globals]
     for ns in namespaces:
         for key, value in list(ns.items()):
             if value is model and not key.startswith("_"):

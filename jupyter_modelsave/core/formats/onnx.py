@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ... import __version__
-from .._capture import captured_output
+from .._capture import captured_output, strip_ansi
 from ..errors import ExportError
 from ..inputs import ExampleInputs
 from .base import ArtifactFormat, Exported, ExportJob
@@ -111,7 +111,7 @@ def _export_with_fallback(job: ExportJob, path: Path) -> tuple[str, list[str]]:
 
 
 def _first_line(err: Exception) -> str:
-    text = str(err).strip()
+    text = strip_ansi(str(err)).strip()
     return text.splitlines()[0][:300] if text else ""
 
 

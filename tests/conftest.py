@@ -1,0 +1,14 @@
+import pytest
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config):
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_modelsave": True},
+            # test against a server that requires authentication on every endpoint
+            "allow_unauthenticated_access": False,
+        }
+    }

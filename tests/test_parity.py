@@ -1,0 +1,61 @@
+"""The parity comparison itself, on arrays whose answer is known."""
+
+import numpy as np
+
+from jupyter_modelsave.core.parity import ProbeResult, compare_output, diagnose
+
+REF = np.linspace(-1, 1, 200, dtype=np.float32).reshape(20, 10)
+
+
+def test_identical_outputs_pass_with_zero_error():
+    diff = compare_output("y", REF, REF.copy(), 1e-4, 1e-3)
+    assert diff.passed and diff.max_abs == 0 and diff.mismatch_fraction == 0
+    assert diff.cosine == 1.0 and diff.top1_agreement == 1.0
+
+
+def test_mismatch_uses_atol_plus_rtol_times_reference():
+    got = REF.copy()
+    got[0, 0] += 0.01  # |ref| = 1, so the bound is 1e-4 + 1e-3 * 1 = 1.1e-3
+    diff = compare_output("y", REF, got, 1e-4, 1e-3)
+    assert not diff.passed
+    assert diff.mismatch_fraction == 1 / REF.size
+    assert np.isclose(diff.max_abs, 0.01, rtol=1e-3)
+    # the smallest atol that passes at rtol 1e-3 is 0.01 - 1e-3 * 1
+    assert np.isclose(diff.min_atol, 0.01 - 1e-3, rtol=1e-2)
+    assert compare_output("y", REF, got, diff.min_atol * 1.01, 1e-3).passed
+
+
+def test_shape_mismatch_fails_before_values_are_compared():
+    diff = compare_output("y", REF, REF[:5], 1e-4, 1e-3)
+    assert not diff.passed and "live [20, 10] vs artifact [5, 10]" in diff.shape_mismatch
+
+
+def test_nan_matches_only_nan():
+    ref = np.array([[1.0, np.nan]])
+    assert compare_output("y", ref, ref.copy(), 0, 0).passed
+    assert not compare_output("y", ref, np.array([[1.0, 2.0]]), 0, 0).passed
+
+
+def test_float_drift_and_a_broken_graph_read_differently():
+    drift = compare_output("y", REF, REF * 1.01, 1e-4, 1e-3)
+    broken = compare_output("y", REF, np.random.default_rng(0).permutation(REF.ravel()).reshape(20, 10),
+                            1e-4, 1e-3)  # fmt: skip
+    notes = diagnose([ProbeResult("example", False, [drift]), ProbeResult("random", False, [broken])],
+                     1e-4, 1e-3)  # fmt: skip
+    assert "float drift" in notes[0] and "would pass" in notes[0]
+    assert "computes something different" in notes[1]
+    assert broken.top1_agreement < 0.5 < drift.top1_agreement
+
+
+def test_divergence_only_off_the_example_points_at_a_traced_branch():
+    ok = compare_output("y", REF, REF, 1e-4, 1e-3)
+    bad = compare_output("y", REF, -REF, 1e-4, 1e-3)
+    notes = diagnose([ProbeResult("example", True, [ok]), ProbeResult("random normal", False, [bad])],
+                     1e-4, 1e-3)  # fmt: skip
+    assert any("data-dependent branch" in n for n in notes)
+
+
+def test_equal_infinities_agree_and_unequal_ones_do_not():
+    ref = np.array([[np.inf, -np.inf]])
+    assert compare_output("y", ref, ref.copy(), 0, 0).passed
+    assert not compare_output("y", ref, np.array([[np.inf, 0.0]]), 0, 0).passed

@@ -1,0 +1,164 @@
+"""write(): versioned names, manifest, no overwrite without consent, atomic on crash, load + integrity."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import jupyter_modelsave as jms
+from jupyter_modelsave.core import artifacts
+
+from . import models
+
+
+@pytest.fixture(scope="module")
+def staged():
+    torch.manual_seed(0)
+    s = jms.stage(models.mlp(), torch.randn(2, 8), name="mlp", dynamic_axes={"input": {0: "batch"}})
+    yield s
+    s.discard()
+
+
+def test_nothing_touches_the_destination_before_write(tmp_path, staged):
+    assert not (tmp_path / "out").exists()
+    assert staged.path.exists() and tmp_path not in staged.path.parents
+
+
+def test_folder_destination_gets_versioned_names_and_manifest(tmp_path, staged):
+    first = staged.write(f"{tmp_path}/out/")
+    second = staged.write(f"{tmp_path}/out/")
+    assert first.name == f"mlp_v1.0.0_{staged.sha256[:12]}.onnx"
+    assert second.name == f"mlp_v1.0.1_{staged.sha256[:12]}.onnx"
+    manifest = json.loads((tmp_path / "out" / f"{first.name}.json").read_text())
+    assert manifest["sha256"] == artifacts.sha256_of(first) == staged.sha256
+    assert manifest["size_bytes"] == first.stat().st_size
+    assert (manifest["format"], manifest["exporter"], manifest["version"]) == (
+        "onnx",
+        "dynamo",
+        "1.0.0",
+    )
+    assert manifest["parity"]["passed"] is True
+    assert manifest["inputs"][0]["name"] == "input"
+    assert manifest["dynamic_axes"] == {"input": {"0": "batch"}}
+    assert manifest["versions"]["torch"] == torch.__version__
+
+
+def test_explicit_name_and_version(tmp_path, staged):
+    path = staged.write(tmp_path, name="classifier", version="2.1.0")
+    assert re.fullmatch(r"classifier_v2\.1\.0_[0-9a-f]{12}\.onnx", path.name)
+    with pytest.raises(jms.InvalidOptionError, match="1.2.3"):
+        staged.write(tmp_path, version="latest")
+
+
+def test_existing_file_is_not_overwritten_without_consent(tmp_path, staged):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"precious")
+    with pytest.raises(jms.ArtifactExistsError, match="overwrite=True"):
+        staged.write(target)
+    assert target.read_bytes() == b"precious"
+    staged.write(target, overwrite=True)
+    assert artifacts.sha256_of(target) == staged.sha256
+
+
+def test_unwritable_destination_raises_write_error(tmp_path, staged):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(jms.WriteError, match="Cannot create the folder"):
+        staged.write(blocker / "sub" / "model.onnx")
+
+
+def test_not_enough_space_is_refused_before_writing(tmp_path, staged, monkeypatch):
+    monkeypatch.setattr(artifacts.shutil, "disk_usage", lambda p: os.statvfs_result((0,) * 10)
+                        and type("U", (), {"free": 10})())  # fmt: skip
+    with pytest.raises(jms.WriteError, match="Not enough space"):
+        staged.write(tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_returns_an_ort_session_that_matches_the_model(tmp_path):
+    import numpy as np
+
+    net = models.mlp().eval()
+    path = jms.export(net, tmp_path, torch.randn(2, 8), dynamic_axes={"input": {0: "batch"}})
+    session = jms.load(path)
+    x = torch.randn(5, 8)
+    (out,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        assert np.allclose(out, net(x).numpy(), atol=1e-5)
+
+
+def test_export_names_the_file_after_the_callers_variable(tmp_path):
+    classifier = models.mlp()
+    path = jms.export(classifier, tmp_path, torch.randn(1, 8))
+    assert path.name.startswith("classifier_v1.0.0_")
+
+
+def test_tampered_artifact_is_refused(tmp_path, staged):
+    path = staged.write(tmp_path)
+    with open(path, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(jms.IntegrityError, match="does not match its manifest"):
+        jms.load(path)
+
+
+def test_folder_artifact_is_written_and_loaded_as_a_whole(tmp_path):
+    wide = torch.nn.Sequential(torch.nn.Linear(64, 64))  # weights over onnx's 1 KiB inline limit
+    staged = jms.stage(wide, torch.randn(2, 64), external_data=True, name="big")
+    path = staged.write(tmp_path)
+    assert path.is_dir() and path.name.endswith(".onnx")
+    assert sorted(p.name for p in path.iterdir()) == ["model.onnx", "model.onnx.data"]
+    manifest = json.loads(open(f"{path}.json").read())
+    assert set(manifest["files"]) == {"model.onnx", "model.onnx.data"}
+    assert jms.load(path).get_inputs()[0].name == "input"
+
+
+def test_discard_deletes_the_staged_files_and_blocks_write(tmp_path):
+    s = jms.stage(models.mlp(), torch.randn(1, 8), parity=False)
+    workdir = s.path.parent
+    s.discard()
+    assert not workdir.exists()
+    with pytest.raises(jms.InvalidOptionError, match="discarded"):
+        s.write(tmp_path)
+
+
+CRASH = textwrap.dedent(
+    """
+    import os, signal, sys, shutil, torch
+    import jupyter_modelsave as jms
+    from jupyter_modelsave.core import artifacts
+    from tests import models
+
+    staged = jms.stage(models.mlp(), torch.randn(2, 8), parity=False, name="crash")
+    real_copy = shutil.copyfile
+
+    def half_copy_then_die(src, dst):
+        data = open(src, "rb").read()
+        with open(dst, "wb") as fh:
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    artifacts.shutil.copyfile = half_copy_then_die
+    staged.write(sys.argv[1])
+    """
+)
+
+
+def test_a_process_killed_mid_write_leaves_no_partial_artifact(tmp_path):
+    dest = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", CRASH, f"{dest}/"], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    leftovers = os.listdir(dest)
+    assert leftovers and all(
+        name.startswith(".") and artifacts.TMP_MARK in name for name in leftovers
+    )
+    assert not any(name.endswith((".onnx", ".json")) for name in leftovers)
+    # the next write to the folder cleans the dead writer's temporary up
+    s = jms.stage(models.mlp(), torch.randn(1, 8), parity=False, name="crash")
+    path = s.write(dest)
+    assert sorted(os.listdir(dest)) == sorted([path.name, f"{path.name}.json"])
