@@ -51,7 +51,7 @@ def test_state_is_unchanged_after_a_failed_export():
 
 
 def test_state_is_unchanged_when_parity_raises_midway(monkeypatch):
-    from jupyter_modelsave.core import staging
+    from jupyter_modelsave.core import verify
 
     cnn = _prepared_cnn()
     before = _state(cnn)
@@ -59,7 +59,7 @@ def test_state_is_unchanged_when_parity_raises_midway(monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(staging, "make_probes", boom)
+    monkeypatch.setattr(verify, "make_probes", boom)
     with pytest.raises(KeyboardInterrupt):
         jms.stage(cnn, torch.randn(1, 3, 8, 8))
     _assert_same(before, _state(cnn))

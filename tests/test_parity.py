@@ -59,3 +59,22 @@ def test_equal_infinities_agree_and_unequal_ones_do_not():
     ref = np.array([[np.inf, -np.inf]])
     assert compare_output("y", ref, ref.copy(), 0, 0).passed
     assert not compare_output("y", ref, np.array([[np.inf, 0.0]]), 0, 0).passed
+
+
+def test_weights_round_trip_must_be_bitwise_with_the_same_dtype():
+    import torch
+
+    from jupyter_modelsave.core.verify import weights_parity
+
+    net = torch.nn.Linear(3, 2)
+    same = {k: v.clone() for k, v in net.state_dict().items()}
+    assert weights_parity(net, same).passed
+    nudged = dict(same, weight=same["weight"] + 1e-7)
+    halved = dict(same, bias=same["bias"].half())
+    report = weights_parity(net, nudged)
+    assert not report.passed and report.kind == "weights"
+    assert "weight: not bitwise equal (values differ)" in report.diagnosis
+    assert "dtype torch.float32 became torch.float16" in " ".join(
+        weights_parity(net, halved).diagnosis
+    )
+    assert not weights_parity(net, {"weight": same["weight"]}).passed

@@ -12,11 +12,9 @@ import shutil
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .. import __version__
@@ -26,7 +24,7 @@ from .errors import InvalidOptionError, NotAModelError, ParityError
 from .formats import get_format
 from .formats.base import ArtifactFormat, Exported, ExportJob
 from .formats.onnx import RESERVED_METADATA
-from .inputs import EXAMPLE_INPUTS_HELP, ExampleInputs, TensorSpec, make_probes, normalize_inputs
+from .inputs import ExampleInputs, TensorSpec, normalize_inputs
 from .model_state import preserved, reference_mode
 from .options import (
     check_artifact_name,
@@ -38,13 +36,8 @@ from .options import (
     check_tolerance,
     default_tolerances,
 )
-from .parity import ParityReport, ProbeResult, compare_output, diagnose
-
-Progress = Callable[[str, float], None]
-
-
-def _no_progress(step: str, fraction: float) -> None:
-    """The default progress callback: silent."""
+from .parity import ParityReport
+from .verify import Progress, call_model, device_of, flatten_outputs, no_progress
 
 
 class StagedExport:
@@ -184,7 +177,7 @@ def stage(
     that device (the live model never moves); default, where the model lives. See the README for
     every option.
     """
-    progress = progress or _no_progress
+    progress = progress or no_progress
     progress("prepare", 0.0)
     model = _check_model(model)
     fmt = get_format(format)
@@ -203,7 +196,7 @@ def stage(
     in_names = check_names("input_names", input_names, len(example.names)) or example.names
 
     with preserved(model), reference_mode():
-        live_names, live_tensors = flatten_outputs(_call(model, example))
+        live_names, live_tensors = flatten_outputs(call_model(model, example))
     out_names = check_names("output_names", output_names, len(live_names)) or live_names
     renamed = example.replaced(example.tensors)
     renamed.names = in_names
@@ -219,7 +212,7 @@ def stage(
         report = None
         if parity:
             progress("parity", 0.6)
-            report = check_parity(fmt, exported, job, atol, rtol, progress)
+            report = fmt.verify(exported, job, atol, rtol, progress)
         warnings = list(exported.warnings)
         if example_inputs is None:
             warnings.insert(0, "example inputs: the last recorded forward call's inputs")
@@ -247,84 +240,6 @@ def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: st
         staged.discard()
 
 
-def check_parity(fmt: ArtifactFormat, exported: Exported, job: ExportJob, atol: float, rtol: float,
-                 progress: Progress = _no_progress) -> ParityReport:  # fmt: skip
-    """Run the live model and the artifact on every probe and compare each output."""
-    run_artifact = fmt.runner(exported, job)
-    dims: dict[str, list[tuple[int, int]]] = {}
-    for index, name in enumerate(job.input_names):
-        for dim, axis in job.dynamic_axes.get(name, {}).items():
-            dims.setdefault(axis, []).append((index, dim))
-    probes = make_probes(job.example, dims)
-    results = []
-    for i, (probe_name, probe) in enumerate(probes.items()):
-        progress(f"parity: {probe_name}", 0.6 + 0.4 * i / len(probes))
-        with preserved(job.model), reference_mode():
-            _, live = flatten_outputs(_call(job.model, probe))
-        got = run_artifact(probe)
-        outputs = [
-            compare_output(n, _to_numpy(t), got[n], atol, rtol)
-            if n in got
-            else _missing_output(n, t)
-            for n, t in zip(job.output_names, live)
-        ]
-        results.append(ProbeResult(probe_name, all(o.passed for o in outputs), outputs))
-    return ParityReport(
-        passed=all(r.passed for r in results),
-        atol=atol,
-        rtol=rtol,
-        probes=results,
-        reference_device=_device_of(job.model),
-        tf32=False,
-        diagnosis=diagnose(results, atol, rtol),
-    )
-
-
-def _missing_output(name: str, tensor: torch.Tensor):
-    from .parity import OutputDiff
-
-    return OutputDiff(name, list(tensor.shape), float("inf"), float("inf"), 1.0, 0.0, float("inf"),
-                      shape_mismatch="missing from the artifact", passed=False)  # fmt: skip
-
-
-def flatten_outputs(output: Any) -> tuple[list[str], list[torch.Tensor]]:
-    """Output names: ``output`` for one tensor, ``output_<i>`` for a sequence, a dict's keys."""
-    if isinstance(output, torch.Tensor):
-        return ["output"], [output]
-    leaves, _ = torch.utils._pytree.tree_flatten_with_path(output)
-    names, tensors = [], []
-    for path, leaf in leaves:
-        if not isinstance(leaf, torch.Tensor):
-            continue
-        keys = "_".join(
-            str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path
-        )
-        names.append(keys if isinstance(output, dict) else f"output_{keys}")
-        tensors.append(leaf)
-    if not tensors:
-        raise InvalidOptionError(
-            f"The model returned no tensors ({type(output).__name__}); nothing to export."
-        )
-    return names, tensors
-
-
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach()
-    if t.dtype == torch.bfloat16:
-        t = t.float()
-    return t.cpu().numpy()
-
-
-def _call(model: torch.nn.Module, inputs: ExampleInputs) -> Any:
-    try:
-        return model(*inputs.args, **inputs.kwargs)
-    except Exception as err:
-        raise InvalidOptionError(
-            f"The model's forward() failed on the example inputs ({[tuple(t.shape) for t in inputs.tensors]}): "
-            f"{type(err).__name__}: {err}. {EXAMPLE_INPUTS_HELP}"
-        ) from err
-
-
 def _check_model(model: Any) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise NotAModelError(
@@ -342,11 +257,6 @@ def _example_for(model: torch.nn.Module, example_inputs: Any) -> ExampleInputs:
     return normalize_inputs(model, example_inputs)
 
 
-def _device_of(model: torch.nn.Module) -> str:
-    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
-    return str(tensor.device) if tensor is not None else "cpu"
-
-
 def _float_dtype(model: torch.nn.Module) -> str:
     for p in model.parameters():
         if p.is_floating_point():
@@ -358,7 +268,7 @@ def _placed(
     model: torch.nn.Module, example: ExampleInputs, device: Any
 ) -> tuple[torch.nn.Module, ExampleInputs]:
     """The model to export (a copy when ``device`` differs from where it lives) and inputs on its device."""
-    home = torch.device(_device_of(model))
+    home = torch.device(device_of(model))
     if device is not None:
         try:
             target = torch.device(device)

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
     from ..inputs import ExampleInputs
     from ..options import DynamicAxes
+    from ..parity import ParityReport
+    from ..verify import Progress
 
 
 @dataclass
@@ -45,10 +47,21 @@ class ArtifactFormat:
     name: ClassVar[str]
     extension: ClassVar[str]  # of the file, or of the folder for multi-file artifacts
     description: ClassVar[str]
-    compares_outputs: ClassVar[bool] = True  # False: parity is a bitwise weight round trip
 
     def export(self, job: ExportJob) -> Exported:
+        """Write the artifact into ``job.workdir``."""
         raise NotImplementedError
+
+    def verify(
+        self, exported: Exported, job: ExportJob, atol: float, rtol: float, progress: Progress
+    ) -> ParityReport:
+        """Parity of the staged artifact: by default its outputs against the live model's.
+
+        Weight formats override this with ``verify.weights_parity`` (a bitwise round trip).
+        """
+        from ..verify import outputs_parity
+
+        return outputs_parity(self.runner(exported, job), job, atol, rtol, progress)
 
     def runner(
         self, exported: Exported, job: ExportJob
@@ -57,4 +70,5 @@ class ArtifactFormat:
         raise NotImplementedError
 
     def load(self, path: Path, map_location: str = "cpu") -> Any:
+        """The natural object for a written artifact (an ORT session for ONNX, ...)."""
         raise NotImplementedError

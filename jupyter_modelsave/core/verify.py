@@ -1,0 +1,140 @@
+"""Verification of a staged artifact against the live model.
+
+Two kinds: ``outputs_parity`` runs the live model and the artifact on the same probes and
+compares every output (graph formats: ONNX, TorchScript, torch.export); ``weights_parity``
+checks that reloaded tensors are bitwise equal, with the same dtype (weight formats).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import InvalidOptionError
+from .inputs import EXAMPLE_INPUTS_HELP, ExampleInputs, make_probes
+from .model_state import preserved, reference_mode
+from .parity import OutputDiff, ParityReport, ProbeResult, compare_output, diagnose
+
+Progress = Callable[[str, float], None]
+ArtifactRunner = Callable[[ExampleInputs], dict[str, np.ndarray]]
+
+
+def no_progress(step: str, fraction: float) -> None:
+    """The default progress callback: silent."""
+
+
+def outputs_parity(
+    run_artifact: ArtifactRunner,
+    job: Any,
+    atol: float,
+    rtol: float,
+    progress: Progress = no_progress,
+) -> ParityReport:
+    """Run the live model (eval, no_grad, TF32 off) and the artifact on every probe; compare."""
+    dims: dict[str, list[tuple[int, int]]] = {}
+    for index, name in enumerate(job.input_names):
+        for dim, axis in job.dynamic_axes.get(name, {}).items():
+            dims.setdefault(axis, []).append((index, dim))
+    probes = make_probes(job.example, dims)
+    results = []
+    for i, (probe_name, probe) in enumerate(probes.items()):
+        progress(f"parity: {probe_name}", 0.6 + 0.4 * i / len(probes))
+        with preserved(job.model), reference_mode():
+            _, live = flatten_outputs(call_model(job.model, probe))
+        got = run_artifact(probe)
+        outputs = [
+            compare_output(n, to_numpy(t), got[n], atol, rtol) if n in got else _missing(n, t)
+            for n, t in zip(job.output_names, live)
+        ]
+        results.append(ProbeResult(probe_name, all(o.passed for o in outputs), outputs))
+    return ParityReport(
+        passed=all(r.passed for r in results),
+        atol=atol,
+        rtol=rtol,
+        probes=results,
+        reference_device=device_of(job.model),
+        tf32=False,
+        diagnosis=diagnose(results, atol, rtol),
+    )
+
+
+def weights_parity(model: torch.nn.Module, reloaded: dict[str, torch.Tensor]) -> ParityReport:
+    """Every tensor of ``model.state_dict()`` must come back bitwise equal with the same dtype."""
+    live = model.state_dict()
+    diffs = []
+    for name, tensor in live.items():
+        got = reloaded.get(name)
+        if got is None:
+            diffs.append(_missing(name, tensor))
+            continue
+        same_dtype = got.dtype == tensor.dtype
+        same_shape = got.shape == tensor.shape
+        equal = same_dtype and same_shape and torch.equal(got.cpu(), tensor.detach().cpu())
+        note = None
+        if not same_shape:
+            note = f"live {list(tensor.shape)} vs artifact {list(got.shape)}"
+        elif not same_dtype:
+            note = f"dtype {tensor.dtype} became {got.dtype}"
+        diffs.append(OutputDiff(name, list(tensor.shape), 0.0 if equal else float("inf"),
+                                0.0 if equal else float("inf"), 0.0 if equal else 1.0,
+                                1.0 if equal else 0.0, 0.0, shape_mismatch=note, passed=equal))  # fmt: skip
+    extra = sorted(set(reloaded) - set(live))
+    passed = all(d.passed for d in diffs) and not extra
+    notes = [f"The artifact holds tensors the model does not: {', '.join(extra)}."] if extra else []
+    notes += [f"{d.name}: not bitwise equal ({d.shape_mismatch or 'values differ'})." for d in diffs
+              if not d.passed]  # fmt: skip
+    return ParityReport(passed, 0.0, 0.0, [ProbeResult("round trip", passed, diffs)],
+                        device_of(model), False, notes, kind="weights")  # fmt: skip
+
+
+def _missing(name: str, tensor: torch.Tensor) -> OutputDiff:
+    inf = float("inf")
+    return OutputDiff(name, list(tensor.shape), inf, inf, 1.0, 0.0, inf,
+                      shape_mismatch="missing from the artifact", passed=False)  # fmt: skip
+
+
+def flatten_outputs(output: Any) -> tuple[list[str], list[torch.Tensor]]:
+    """Output names: ``output`` for one tensor, ``output_<i>`` for a sequence, a dict's keys."""
+    if isinstance(output, torch.Tensor):
+        return ["output"], [output]
+    leaves, _ = torch.utils._pytree.tree_flatten_with_path(output)
+    names, tensors = [], []
+    for path, leaf in leaves:
+        if not isinstance(leaf, torch.Tensor):
+            continue
+        keys = "_".join(
+            str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path
+        )
+        names.append(keys if isinstance(output, dict) else f"output_{keys}")
+        tensors.append(leaf)
+    if not tensors:
+        raise InvalidOptionError(
+            f"The model returned no tensors ({type(output).__name__}); nothing to export."
+        )
+    return names, tensors
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.cpu().numpy()
+
+
+def call_model(model: torch.nn.Module, inputs: ExampleInputs) -> Any:
+    try:
+        return model(*inputs.args, **inputs.kwargs)
+    except Exception as err:
+        shapes = [tuple(t.shape) for t in inputs.tensors]
+        raise InvalidOptionError(
+            f"The model's forward() failed on the example inputs {shapes}: "
+            f"{type(err).__name__}: {err}. {EXAMPLE_INPUTS_HELP}"
+        ) from err
+
+
+def device_of(model: torch.nn.Module) -> str:
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    return str(tensor.device) if tensor is not None else "cpu"
