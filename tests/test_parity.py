@@ -73,7 +73,7 @@ def test_weights_round_trip_must_be_bitwise_with_the_same_dtype():
     halved = dict(same, bias=same["bias"].half())
     report = weights_parity(net, nudged)
     assert not report.passed and report.kind == "weights"
-    assert "weight: not bitwise equal (values differ)" in report.diagnosis
+    assert "weight: not bitwise equal (values differ)." in report.diagnosis
     assert "dtype torch.float32 became torch.float16" in " ".join(
         weights_parity(net, halved).diagnosis
     )
