@@ -76,3 +76,8 @@ def test_export_raises_parity_error_unless_mismatch_is_allowed(tmp_path):
     assert list(tmp_path.iterdir()) == []
     path = jms.export(model, tmp_path / "m.onnx", x, allow_mismatch=True)
     assert path.exists()
+
+
+def test_unknown_format_option_is_refused(net):
+    with pytest.raises(jms.InvalidOptionError, match="takes no option"):
+        jms.stage(net, X, max_shard_size="1GB")

@@ -169,13 +169,14 @@ def stage(
     name: str | None = None,
     external_data: bool | None = None,
     progress: Progress | None = None,
+    **format_options: Any,
 ) -> StagedExport:
     """Export ``model`` into a private work folder and check parity against the live model.
 
     ``example_inputs``: a tensor, tuple of tensors or dict of keyword tensors; default, the inputs
     of the last forward call recorded by ``jms.watch``. ``device``: export a copy of the model on
     that device (the live model never moves); default, where the model lives. See the README for
-    every option.
+    every option. Other keyword arguments are options of the chosen format (``format_options``).
     """
     progress = progress or no_progress
     progress("prepare", 0.0)
@@ -204,7 +205,7 @@ def stage(
 
     workdir = Path(tempfile.mkdtemp(prefix="jms-stage-"))
     job = ExportJob(model, example, in_names, out_names, axes, opset, exporter, meta, workdir,
-                    external_data, log=lambda _msg: None)  # fmt: skip
+                    external_data, fmt.check_options(format_options))  # fmt: skip
     try:
         progress("export", 0.1)
         with preserved(model):

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..errors import InvalidOptionError
+
 if TYPE_CHECKING:
     import torch
 
@@ -30,7 +32,7 @@ class ExportJob:
     metadata: dict[str, Any]  # embedded where the format can hold it
     workdir: Path
     external_data: bool | None = None  # None: only when the model is over 2 GB
-    log: Callable[[str], None] = print
+    format_options: dict[str, Any] = field(default_factory=dict)  # checked by the format
 
 
 @dataclass
@@ -47,6 +49,14 @@ class ArtifactFormat:
     name: ClassVar[str]
     extension: ClassVar[str]  # of the file, or of the folder for multi-file artifacts
     description: ClassVar[str]
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Validate this format's own ``stage`` options; the base format takes none."""
+        if options:
+            raise InvalidOptionError(
+                f"format {self.name!r} takes no option(s) {', '.join(sorted(options))}."
+            )
+        return options
 
     def export(self, job: ExportJob) -> Exported:
         """Write the artifact into ``job.workdir``."""

@@ -91,7 +91,6 @@ def _export_with_fallback(job: ExportJob, path: Path) -> tuple[str, list[str]]:
         order = [e for e in order if e != "torchscript"]
     notes: list[str] = []
     for exporter in order:
-        job.log(f"exporting with the {exporter} exporter")
         try:
             with captured_output() as lines:
                 (_export_dynamo if exporter == "dynamo" else _export_torchscript)(job, path)
