@@ -79,8 +79,9 @@ check-auth:
 pytest:
 	$(BIN)/python -m pytest
 
+# flock: Galata's server needs port 8888, so two runs on one machine wait for each other
 ui-test:
-	cd ui-tests && npx playwright test
+	cd ui-tests && flock /tmp/jms-galata.lock npx playwright test
 
 clean:
 	rm -rf $(STAMPS) $(VENV) node_modules lib jupyter_modelsave/labextension ui-tests/node_modules
