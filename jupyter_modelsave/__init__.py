@@ -36,6 +36,9 @@ _LAZY: dict[str, str] = {
     "export": "jupyter_modelsave.core.staging",
     "load": "jupyter_modelsave.core.loading",
     "formats": "jupyter_modelsave.core.formats",
+    # notebook widget (ipywidgets); the module is not named "widget", which would shadow jms.widget
+    "ModelSaveWidget": "jupyter_modelsave.widgets",
+    "widget": "jupyter_modelsave.widgets",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -57,6 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .core.loading import load
     from .core.parity import OutputDiff, ParityReport
     from .core.staging import StagedExport, export, stage
+    from .widgets import ModelSaveWidget, widget
 
 
 def __getattr__(name: str) -> Any:
@@ -81,6 +85,13 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "jupyter_modelsave"}]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext jupyter_modelsave``: register the ``%modelsave`` magic."""
+    from .magics import ModelSaveMagics
+
+    ipython.register_magics(ModelSaveMagics)
 
 
 def _load_jupyter_server_extension(server_app: Any) -> None:

@@ -1,0 +1,210 @@
+"""The ``%modelsave`` line magic: list the namespace's models, or stage, check and write one.
+
+Loaded with ``%load_ext jupyter_modelsave``. Every step is a core call (``find_models``,
+``stage``, ``StagedExport.write``); the magic only parses arguments and shows results.
+Bad arguments raise IPython's ``UsageError`` (a usage message, no traceback); a
+``jms.ModelSaveError`` is shown as one line, ``ErrorType: message``, and still fails the cell so
+that "Run all" stops there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import HTML, display
+
+from ._codegen import export_call
+from .core.discovery import ModelInfo, find_models
+from .core.errors import ModelSaveError
+
+
+def dynamic_spec(text: str) -> tuple[str, dict[int, str]]:
+    """Parse ``--dynamic`` values: ``input:0=batch,1=seq`` -> ``("input", {0: "batch", 1: "seq"})``."""
+    tensor, _, dims = text.partition(":")
+    try:
+        axes = {int(d): n.strip() for d, _, n in (item.partition("=") for item in dims.split(","))}
+    except ValueError:
+        axes = {}
+    if not tensor.strip() or not axes or not all(axes.values()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not INPUT:DIM=NAME[,DIM=NAME...], e.g. --dynamic input:0=batch,1=seq"
+        )
+    return tensor.strip(), axes
+
+
+@magics_class
+class ModelSaveMagics(Magics):
+    """``%modelsave`` (see ``modelsave``'s docstring, shown by ``%modelsave?``)."""
+
+    @magic_arguments()
+    @argument("model", nargs="?", help="the model: a name (or expression) in your namespace")
+    @argument("dest", nargs="?", help="a folder (existing, or ending in /) or an exact file path")
+    @argument("--format", help="artifact format (jms.formats() lists them; default onnx)")
+    @argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    @argument(
+        "--dynamic",
+        action="append",
+        type=dynamic_spec,
+        metavar="INPUT:DIM=NAME[,DIM=NAME]",
+        help="dynamic axes of one input, e.g. input:0=batch,1=seq (repeat for more inputs)",
+    )
+    @argument("--input", metavar="EXPR", help="example inputs, evaluated in your namespace")
+    @argument("--atol", type=float, help="absolute parity tolerance (default: by dtype)")
+    @argument("--rtol", type=float, help="relative parity tolerance (default: by dtype)")
+    @argument("--no-parity", action="store_true", help="skip the parity check")
+    @argument("--allow-mismatch", action="store_true", help="write even if parity fails")
+    @argument("--overwrite", action="store_true", help="replace an existing file at DEST")
+    @argument("--name", help="artifact name (default: the model's variable name)")
+    @argument("--version", help="artifact version (default: next patch version in DEST)")
+    @line_magic
+    def modelsave(self, line: str) -> None:
+        """Without arguments: a table of the models in your namespace.
+
+        With MODEL DEST: stage MODEL, show the parity report, write the artifact and its manifest
+        to DEST when parity passes, and print the path, the sha256 and the equivalent
+        ``jms.export(...)`` call.
+        """
+        try:
+            args = parse_argstring(self.modelsave, line)
+        except (UsageError, ValueError) as err:  # ValueError: unbalanced quotes
+            usage = self.modelsave.parser.format_usage()
+            raise UsageError(f"{err}\n{usage}") from None
+        if args.model is None:
+            display(HTML(models_html(find_models(self.shell.user_ns))))
+            return
+        if args.dest is None:
+            raise UsageError(
+                "DEST is missing: %modelsave MODEL DEST, e.g. %modelsave model exports/"
+            )
+        try:
+            self._export(args)
+        except ModelSaveError as err:
+            # one line instead of a traceback; IPython calls this when showing the error
+            message = [f"{type(err).__name__}: {err}"]
+            err._render_traceback_ = lambda: message  # type: ignore[attr-defined]
+            raise
+
+    def _export(self, args: argparse.Namespace) -> None:
+        import jupyter_modelsave as jms
+
+        model = self._evaluate("MODEL", args.model)
+        example = None if args.input is None else self._evaluate("--input", args.input)
+        options = stage_options(args)
+        write_options = {
+            "version": args.version,
+            "overwrite": args.overwrite,
+            "allow_mismatch": args.allow_mismatch,
+        }
+        with Progress(self.shell) as progress:
+            staged = jms.stage(model, example, progress=progress, **options)
+        try:
+            if staged.report is not None:
+                display(HTML(staged.report._repr_html_()))
+            path = staged.write(args.dest, **write_options)
+        finally:
+            staged.discard()
+        code = export_call(args.model, args.dest, args.input, **options, **write_options)
+        print(f"Wrote {path}\nsha256 {staged.sha256}\nEquivalent code: {code}")
+
+    def _evaluate(self, what: str, expr: str) -> Any:
+        try:
+            return self.shell.ev(expr)
+        except Exception as err:
+            hint = " (%modelsave alone lists your models)" if what == "MODEL" else ""
+            raise UsageError(
+                f"{what} {expr!r} could not be evaluated: {type(err).__name__}: {err}{hint}"
+            ) from None
+
+
+def stage_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``jms.stage`` keyword arguments named on the command line (others keep their defaults)."""
+    options: dict[str, Any] = {
+        "format": args.format,
+        "opset": args.opset,
+        "atol": args.atol,
+        "rtol": args.rtol,
+        "name": args.name,
+    }
+    if args.dynamic:
+        options["dynamic_axes"] = {}
+        for tensor, axes in args.dynamic:
+            options["dynamic_axes"].setdefault(tensor, {}).update(axes)
+    if args.no_parity:
+        options["parity"] = False
+    return {k: v for k, v in options.items() if v is not None}
+
+
+class Progress:
+    """A progress bar fed by ``stage(progress=...)``: an ipywidget in a kernel, else text lines."""
+
+    def __init__(self, shell: Any) -> None:
+        self.bar = None
+        if getattr(shell, "kernel", None) is not None:  # ipykernel: widgets can render
+            import ipywidgets
+
+            self.bar = ipywidgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="stage")
+            display(self.bar)
+
+    def __call__(self, step: str, fraction: float) -> None:
+        if self.bar is None:
+            print(f"{step} {fraction:.0%}")
+        else:
+            self.bar.value, self.bar.description = fraction, step
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if self.bar is not None:
+            self.bar.bar_style = "danger" if exc_type else "success"
+
+
+def models_html(infos: list[ModelInfo]) -> str:
+    """An HTML table of ``find_models()``: name, class, parameters, size, device, dtype, inputs."""
+    if not infos:
+        return (
+            "<p>No PyTorch models in the namespace. Define one (an <code>nn.Module</code>) and "
+            "run <code>%modelsave</code> again.</p>"
+        )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("name", "class", "parameters", "size", "device", "dtype", "last input")
+    )
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(cell))}</td>"
+            for cell in (
+                i.name,
+                i.class_name,
+                f"{i.num_params:,}",
+                human_size(i.size_bytes),
+                i.device,
+                i.dtype,
+                input_shapes(i),
+            )
+        )
+        + "</tr>"
+        for i in infos
+    )
+    return f'<table class="jms-models"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+def input_shapes(info: ModelInfo) -> str:
+    """``image: [2, 3, 32, 32] float32``, or a hint when no forward call was recorded yet."""
+    if info.last_input is None:
+        return "none yet: run the model once"
+    return ", ".join(f"{s.name}: {list(s.shape)} {s.dtype}" for s in info.last_input)
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"

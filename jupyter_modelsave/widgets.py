@@ -1,0 +1,390 @@
+"""``jms.ModelSaveWidget``: stage, check and write a model from a notebook, with ipywidgets.
+
+The widget composes standard ipywidgets only (no JavaScript of its own), so it renders wherever
+ipywidgets does: JupyterLab, Notebook 7, VS Code, and rendered notebooks with embedded widget
+state. Every step is a core call (``find_models``, ``stage``, ``StagedExport.write/discard``).
+
+Its ``state`` moves ``pick -> staging -> staged -> written`` (or back to ``pick`` on discard);
+a failed stage ends in ``error``, a failed write stays ``staged`` so the destination can be fixed.
+The buttons call the methods ``stage()``, ``write()``, ``discard()`` and ``show_code()``, which are
+also the Python API for driving the widget. Staging runs in the kernel's message handler, so
+the kernel is busy exactly for the length of the export (the progress bar still updates).
+Errors are shown inside the widget as ``ErrorType: message``; the exception is kept in
+``widget.exception`` for debugging.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import ipywidgets as w
+from traitlets import Unicode
+
+from ._codegen import defaults, export_call
+from .core.discovery import describe, find_models
+from .core.errors import InvalidOptionError
+from .core.formats import formats
+from .core.inputs import TensorSpec
+
+_WIDE = {"description_width": "initial"}
+
+
+class ModelSaveWidget(w.VBox):
+    """Pick a model, stage an export, read its parity report, then write or discard it.
+
+    ``model``: a model object or its name in the namespace (default: the first model found).
+    ``dest``: the initial destination (a folder ending in ``/`` gets versioned file names).
+    ``namespace``: where to look for models (default: IPython's user namespace).
+    """
+
+    state = Unicode("pick", help="pick, staging, staged, written or error").tag(sync=True)
+    error = Unicode("", help="the last error, as 'ErrorType: message'").tag(sync=True)
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        dest: str = "exports/",
+        namespace: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._namespace = _user_namespace() if namespace is None else namespace
+        self._models: dict[str, Any] = {}
+        self._axes: list[tuple[str, int, w.Checkbox, w.Text]] = []
+        self.staged: Any = None  # the StagedExport waiting for write/discard
+        self.written: Path | None = None
+        self.exception: BaseException | None = None
+
+        self.model_picker = w.Dropdown(description="model")
+        self.refresh_button = w.Button(
+            icon="refresh", tooltip="List the namespace's models again", layout={"width": "3em"}
+        )
+        self.input_info = w.HTML()
+        self.format_picker = w.Dropdown(description="format", options=formats())
+        self.format_picker.value = defaults()["format"]
+        self.opset_picker = w.Dropdown(description="opset", options=_opset_options())
+        self.input_expr = w.Text(
+            description="example input",
+            placeholder="the last recorded call, or an expression",
+            continuous_update=False,
+            style=_WIDE,
+            layout={"width": "32em"},
+        )
+        self.atol = w.Text(description="atol", placeholder="by dtype", layout={"width": "12em"})
+        self.rtol = w.Text(description="rtol", placeholder="by dtype", layout={"width": "12em"})
+        self.axes_box = w.VBox()
+        self.stage_button = w.Button(description="Stage", button_style="primary", icon="cogs")
+        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="")
+        self.report = w.HTML()
+        self.summary = w.HTML()
+        self.dest = w.Text(value=dest, description="destination", style=_WIDE)
+        self.allow_mismatch = w.Checkbox(description="write even if parity fails", indent=False)
+        self.write_button = w.Button(description="Write", button_style="success", icon="save")
+        self.discard_button = w.Button(description="Discard", icon="trash")
+        self.code_button = w.Button(description="Copy as code", icon="code")
+        self.code = w.Textarea(layout={"width": "100%", "display": "none"}, rows=2)
+        self.result = w.HTML()
+        self.error_box = w.HTML()
+
+        super().__init__(
+            children=[
+                w.HBox([self.model_picker, self.refresh_button, self.input_info]),
+                w.HBox([self.format_picker, self.opset_picker]),
+                w.HBox([self.input_expr, self.atol, self.rtol]),
+                self.axes_box,
+                w.HBox([self.stage_button, self.progress]),
+                self.report,
+                self.summary,
+                w.HBox([self.dest, self.allow_mismatch]),
+                w.HBox([self.write_button, self.discard_button, self.code_button]),
+                self.code,
+                self.result,
+                self.error_box,
+            ],
+            **kwargs,
+        )
+        self.add_class("jms-widget")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.stage_button.on_click(lambda _: self.stage())
+        self.write_button.on_click(lambda _: self.write())
+        self.discard_button.on_click(lambda _: self.discard())
+        self.code_button.on_click(lambda _: self.show_code())
+        self.model_picker.observe(lambda _: self._on_model_change(), "value")
+        self.input_expr.observe(lambda _: self._rebuild_axes(), "value")
+        self.observe(lambda _: self._update_buttons(), "state")
+        self.refresh(model)
+
+    # --- the Python API (what the buttons call) ---
+
+    def refresh(self, model: Any = None) -> None:
+        """List the namespace's models again; select ``model`` (an object or a name) if given."""
+        self._models = {i.name: self._namespace[i.name] for i in find_models(self._namespace)}
+        if model is not None and not isinstance(model, str):
+            name = next((n for n, m in self._models.items() if m is model), None)
+            if name is None:  # not bound in the namespace: list it under its class name
+                name = type(model).__name__.lower()
+                self._models[name] = model
+            model = name
+        current = model if model is not None else self.model_picker.value
+        self.model_picker.options = list(self._models)
+        self.model_picker.value = (
+            current if current in self._models else next(iter(self._models), None)
+        )
+        self._on_model_change()
+
+    def pick(self, name: str) -> None:
+        """Select the model bound to ``name`` (any staged export is discarded)."""
+        if name not in self._models:
+            self.refresh()
+        if name not in self._models:
+            self._fail(
+                InvalidOptionError(f"No model named {name!r}; models: {list(self._models)}.")
+            )
+            return
+        self.model_picker.value = name
+
+    def options(self) -> dict[str, Any]:
+        """The ``jms.stage`` keyword arguments the controls describe (defaults left out)."""
+        options: dict[str, Any] = {"format": self.format_picker.value}
+        if self.opset_picker.value is not None:
+            options["opset"] = self.opset_picker.value
+        axes: dict[str, dict[int, str]] = {}
+        for tensor, dim, box, name in self._axes:
+            if box.value:
+                axes.setdefault(tensor, {})[dim] = name.value.strip()
+        if axes:
+            options["dynamic_axes"] = axes
+        for key, text in (("atol", self.atol), ("rtol", self.rtol)):
+            if text.value.strip():
+                options[key] = _number(key, text.value)
+        return options
+
+    def stage(self) -> Any:
+        """Stage the picked model with the chosen options; return the ``StagedExport`` or None."""
+        import jupyter_modelsave as jms
+
+        self._drop_staged()
+        self.state, self.error = "staging", ""
+        self.report.value = self.summary.value = self.result.value = self.error_box.value = ""
+        self.progress.bar_style, self.progress.value = "", 0.0
+        try:
+            model = self._model()
+            staged = jms.stage(
+                model, self._example(), name=self.model_picker.value, progress=self._progress,
+                **self.options(),
+            )  # fmt: skip
+        except Exception as err:
+            self.progress.bar_style = "danger"
+            self._fail(err, "error")
+            return None
+        self.staged = staged
+        self.progress.bar_style = "success"
+        if staged.report is not None:
+            self.report.value = staged.report._repr_html_()
+        self.summary.value = _summary_html(staged)
+        self.state = "staged"
+        return staged
+
+    def write(self) -> Path | None:
+        """Write the staged export to ``dest``; return the artifact's path or None."""
+        if self.staged is None:
+            self._fail(InvalidOptionError("Nothing is staged: press Stage first."))
+            return None
+        try:
+            path = self.staged.write(self.dest.value, allow_mismatch=self.allow_mismatch.value)
+        except Exception as err:
+            self._fail(err, "staged")
+            return None
+        self._drop_staged()
+        self.written, self.error, self.error_box.value = path, "", ""
+        self.result.value = _written_html(path)
+        self.state = "written"
+        return path
+
+    def discard(self) -> None:
+        """Delete the staged export and go back to picking."""
+        self._drop_staged()
+        self.report.value = self.summary.value = self.error_box.value = ""
+        self.progress.value, self.progress.bar_style = 0.0, ""
+        self.error, self.state = "", "pick"
+
+    def code_text(self) -> str:
+        """The plain ``jms.export(...)`` call equivalent to the current settings."""
+        name = self.model_picker.value or "model"
+        options = self.options()
+        if self.allow_mismatch.value:
+            options["allow_mismatch"] = True
+        return export_call(name, self.dest.value, self.input_expr.value.strip() or None, **options)
+
+    def show_code(self) -> str:
+        """Show the equivalent code in a selectable text area (and return it)."""
+        self.code.value = f"import jupyter_modelsave as jms\n\n{self.code_text()}"
+        self.code.layout.display = None
+        return self.code.value
+
+    # --- internals ---
+
+    def _model(self) -> Any:
+        if self.model_picker.value is None:
+            raise InvalidOptionError(
+                "No model picked. Define a torch.nn.Module in the notebook, then press the "
+                "refresh button."
+            )
+        return self._models[self.model_picker.value]
+
+    def _example(self) -> Any:
+        expr = self.input_expr.value.strip()
+        if not expr:
+            return None
+        try:
+            return eval(expr, self._namespace)  # the user's own expression, in their namespace
+        except Exception as err:
+            raise InvalidOptionError(
+                f"example input {expr!r} could not be evaluated: {type(err).__name__}: {err}"
+            ) from None
+
+    def _input_specs(self) -> list[TensorSpec] | None:
+        if self.model_picker.value is None:
+            return None
+        model = self._models[self.model_picker.value]
+        if not self.input_expr.value.strip():
+            return describe(self.model_picker.value, model).last_input
+        from .core.inputs import normalize_inputs
+
+        return normalize_inputs(model, self._example()).specs
+
+    def _on_model_change(self) -> None:
+        self.discard()
+        self.result.value = ""
+        self._rebuild_axes()
+        self._update_buttons()
+
+    def _rebuild_axes(self) -> None:
+        """One row per dimension of the example inputs: a checkbox (dynamic?) and an axis name."""
+        try:
+            specs = self._input_specs()
+        except Exception as err:
+            specs = None
+            self._fail(err, self.state)
+        else:
+            self.error_box.value = self.error = ""
+        self._axes = [
+            (s.name, d, w.Checkbox(description=f"{s.name}[{d}] = {size}", indent=False),
+             w.Text(value="batch" if d == 0 else f"{s.name}_dim{d}", layout={"width": "12em"}))
+            for s in specs or [] for d, size in enumerate(s.shape)
+        ]  # fmt: skip
+        rows = [w.HBox([box, name]) for _, _, box, name in self._axes]
+        title = "dynamic axes (tick the dimensions that may change size)"
+        self.axes_box.children = [w.Label(title), *rows] if rows else []
+        self.input_info.value = _inputs_html(specs, self.model_picker.value)
+
+    def _progress(self, step: str, fraction: float) -> None:
+        self.progress.value, self.progress.description = fraction, step
+
+    def _drop_staged(self) -> None:
+        if self.staged is not None:
+            self.staged.discard()
+            self.staged = None
+
+    def _fail(self, err: BaseException, state: str | None = None) -> None:
+        self.exception = err
+        self.error = f"{type(err).__name__}: {err}"
+        self.error_box.value = (
+            f'<div style="color:#cf222e;white-space:pre-wrap">{html.escape(self.error)}</div>'
+        )
+        if state is not None:
+            self.state = state
+
+    def _update_buttons(self) -> None:
+        busy = self.state == "staging"
+        self.stage_button.disabled = busy or self.model_picker.value is None
+        self.write_button.disabled = self.discard_button.disabled = self.state != "staged"
+
+
+def widget(model: Any = None, **kwargs: Any) -> ModelSaveWidget:
+    """``jms.widget()``: a ``ModelSaveWidget`` (see its docstring for the arguments)."""
+    return ModelSaveWidget(model, **kwargs)
+
+
+def file_browser_url(path: Path) -> str | None:
+    """``<base_url>lab/tree/<folder>``: the artifact's folder in JupyterLab's file browser.
+
+    The folder is taken relative to the root of the running Jupyter server that holds it (the
+    deepest root, read from ``jupyter_server``'s runtime files); when no server is found, relative
+    to the kernel's working directory with base URL ``/``. None when neither holds it.
+    """
+    folder = Path(path).resolve().parent
+    try:
+        from jupyter_server.serverapp import list_running_servers
+
+        roots = [(Path(s["root_dir"]).resolve(), s["base_url"]) for s in list_running_servers()]
+    except Exception:  # no server metadata readable: fall back on the working directory
+        roots = []
+    inside = [(root, base) for root, base in roots if folder.is_relative_to(root)]
+    if inside:
+        root, base = max(inside, key=lambda rb: len(rb[0].parts))
+    elif folder.is_relative_to(Path.cwd().resolve()):
+        root, base = Path.cwd().resolve(), "/"
+    else:
+        return None
+    relative = folder.relative_to(root).as_posix()
+    return f"{base}lab/tree/{quote('' if relative == '.' else relative)}"
+
+
+def _user_namespace() -> dict[str, Any]:
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell.user_ns if shell is not None else {}
+
+
+def _opset_options() -> list[tuple[str, int | None]]:
+    from .core.options import opset_range
+
+    low, high = opset_range("auto")
+    return [("default", None), *((str(v), v) for v in range(high, low - 1, -1))]
+
+
+def _number(key: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidOptionError(f"{key} must be a number such as 1e-4, got {text!r}.") from None
+
+
+def _inputs_html(specs: list[TensorSpec] | None, name: str | None) -> str:
+    if name is None:
+        return "<i>no models in the namespace: define one, then refresh</i>"
+    if specs is None:
+        return f"<i>no recorded input: run {html.escape(name)}(...) once, or give an expression</i>"
+    shapes = ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in specs)
+    return f"input: <code>{html.escape(shapes)}</code>"
+
+
+def _summary_html(staged: Any) -> str:
+    rows = [
+        ("format", f"{staged.format} via {staged.exporter}"),
+        ("opset", staged.opset),
+        ("size", f"{staged.size_bytes:,} bytes"),
+        ("sha256", staged.sha256),
+    ]
+    cells = "".join(
+        f"<tr><th>{k}</th><td><code>{html.escape(str(v))}</code></td></tr>"
+        for k, v in rows
+        if v is not None
+    )
+    return f'<table class="jms-staged">{cells}</table>'
+
+
+def _written_html(path: Path) -> str:
+    url = file_browser_url(path)
+    link = (
+        f' &middot; <a href="{html.escape(url)}" target="_blank" rel="noopener">'
+        "show in the file browser</a>"
+        if url
+        else ""
+    )
+    return f"<b>Wrote</b> <code>{html.escape(str(path))}</code>{link}"
