@@ -63,7 +63,7 @@ class OnnxFormat(ArtifactFormat):
 
         return run
 
-    def load(self, path: Path, map_location: str = "cpu") -> Any:
+    def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
         from .. import _ort
 
         return _ort.session(_model_file(path), prefer_cuda=str(map_location).startswith("cuda"))
@@ -129,7 +129,15 @@ def _dynamic_shapes(job: ExportJob) -> dict[str, Any] | None:
 
 
 def _export_dynamo(job: ExportJob, path: Path) -> None:
-    program = torch.onnx.export(
+    from ._torchlib_cache import reused_torchlib_registry
+
+    with reused_torchlib_registry():
+        program = _dynamo_program(job)
+    program.save(str(path))  # external data only when over 2 GB; _finish then normalises it
+
+
+def _dynamo_program(job: ExportJob) -> Any:
+    return torch.onnx.export(
         job.model,
         job.example.args,
         kwargs=job.example.kwargs or None,
@@ -141,7 +149,6 @@ def _export_dynamo(job: ExportJob, path: Path) -> None:
         optimize=True,
         verbose=False,
     )
-    program.save(str(path))  # external data only when over 2 GB; _finish then normalises it
 
 
 def _export_torchscript(job: ExportJob, path: Path) -> None:
