@@ -114,7 +114,7 @@ class ModelSaveWidget(w.VBox):
         self.discard_button.on_click(lambda _: self.discard())
         self.code_button.on_click(lambda _: self.show_code())
         self.model_picker.observe(lambda _: self._on_model_change(), "value")
-        self.input_expr.observe(lambda _: self._rebuild_axes(), "value")
+        self.input_expr.observe(lambda _: self._rebuild_axes(keep=True), "value")
         self.observe(lambda _: self._update_buttons(), "state")
         self.refresh(model)
 
@@ -263,8 +263,11 @@ class ModelSaveWidget(w.VBox):
         self._rebuild_axes()
         self._update_buttons()
 
-    def _rebuild_axes(self) -> None:
-        """One row per dimension of the example inputs: a checkbox (dynamic?) and an axis name."""
+    def _rebuild_axes(self, keep: bool = False) -> None:
+        """One row per dimension of the example inputs: a checkbox (dynamic?) and an axis name.
+
+        ``keep``: rows for the same input and dimension keep their checkbox and name.
+        """
         try:
             specs = self._input_specs()
         except Exception as err:
@@ -272,11 +275,19 @@ class ModelSaveWidget(w.VBox):
             self._fail(err, self.state)
         else:
             self.error_box.value = self.error = ""
-        self._axes = [
-            (s.name, d, w.Checkbox(description=f"{s.name}[{d}] = {size}", indent=False),
-             w.Text(value="batch" if d == 0 else f"{s.name}_dim{d}", layout={"width": "12em"}))
-            for s in specs or [] for d, size in enumerate(s.shape)
-        ]  # fmt: skip
+        old = {(t, d): (box.value, name.value) for t, d, box, name in self._axes} if keep else {}
+        self._axes = []
+        for spec in specs or []:
+            for dim, size in enumerate(spec.shape):
+                ticked, name = old.get(
+                    (spec.name, dim), (False, "batch" if dim == 0 else f"{spec.name}_dim{dim}")
+                )
+                self._axes.append((
+                    spec.name,
+                    dim,
+                    w.Checkbox(ticked, description=f"{spec.name}[{dim}] = {size}", indent=False),
+                    w.Text(name, layout={"width": "12em"}),
+                ))  # fmt: skip
         rows = [w.HBox([box, name]) for _, _, box, name in self._axes]
         title = "dynamic axes (tick the dimensions that may change size)"
         self.axes_box.children = [w.Label(title), *rows] if rows else []
