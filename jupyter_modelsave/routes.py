@@ -1,21 +1,138 @@
 """The Jupyter server extension: HTTP handlers under ``<base_url>/modelsave/``.
 
-Every verb is ``@tornado.web.authenticated``; ``scripts/check_auth.py`` fails the test
-command when a handler lacks it.
+The server handles files only; the model lives in the kernel (``kernel.py``). Routes:
+
+- ``health``: the package version; ``config``: the staging and root folders the sidebar passes
+  to the kernel side;
+- ``netron/``: Netron's own static viewer from the installed ``netron`` package, with a patched
+  ``index.html`` (no analytics, no consent prompt, no expiry; see ``netron_index``);
+- ``staged/<id>/artifact`` and ``staged/<id>/graph``: a staged export's bytes, by its opaque id,
+  from the staging folder only (``_paths``);
+- ``download/<path>``: a written artifact below the server's root.
+
+Files are streamed by tornado's ``StaticFileHandler`` (chunks, ``Content-Length``, ``Range`` ->
+206) with ``Content-Disposition`` and ``X-Content-SHA256`` added. Every verb is
+``@tornado.web.authenticated`` (``scripts/check_auth.py`` fails the test command otherwise), every
+error is JSON (``http_error`` maps them), and paths are resolved (symlinks too) and refused when
+they leave their folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import tornado
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
+from tornado import web
+from traitlets import Unicode, default
+from traitlets.config import Configurable
 
 from . import __version__
+from ._paths import INDEX_FILE, STAGING_ID, default_staging_dir
+from .core.errors import IntegrityError, InvalidOptionError, ModelSaveError
 
 NAMESPACE = "modelsave"
+SETTINGS_KEY = "jupyter_modelsave"
+SHA256_HEADER = "X-Content-SHA256"
+NETRON_ASSET = r"[\w.-]+\.(?:js|json|css|png|ico)"
+
+
+class ModelSave(Configurable):
+    """The server extension's state; configure it as ``c.ModelSave.staging_dir = ...``."""
+
+    staging_dir = Unicode(
+        help="Folder where kernels publish staged exports for the browser (Netron, downloads). "
+        "The sidebar passes it to the kernel side; default <tempdir>/jupyter_modelsave-<user>/staging."
+    ).tag(config=True)
+    root_dir = Unicode(
+        help="The Jupyter server's root; written artifacts are served from below it."
+    )
+
+    @default("staging_dir")
+    def _default_staging_dir(self) -> str:
+        return str(default_staging_dir())
+
+    def staged_file(self, sid: str, which: str) -> Path:
+        """The staged artifact (``which="artifact"``) or its graph view, by staging id."""
+        if not STAGING_ID.match(sid):
+            raise InvalidOptionError(f"{sid!r} is not a staging id.")
+        folder = Path(self.staging_dir) / sid
+        try:
+            index = json.loads((folder / INDEX_FILE).read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                "No such staged export (discarded, or its kernel stopped); stage it again."
+            ) from None
+        name = index.get(which)
+        if not isinstance(name, str):
+            raise FileNotFoundError(f"This staged export has no {which} file.")
+        return inside(folder, name)
+
+    def root_file(self, relative: str) -> Path:
+        return inside(Path(self.root_dir), relative)
+
+    def sha256(self, path: Path) -> str:
+        stat = path.stat()
+        return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+class OutsideError(PermissionError):
+    """A path that leaves the folder it must stay in."""
+
+
+def inside(folder: Path, relative: str) -> Path:
+    """``folder/relative`` with symlinks resolved; refuses absolute paths, ``..`` and escapes."""
+    parts = Path(relative).parts
+    if not relative or Path(relative).is_absolute() or ".." in parts:
+        raise OutsideError(
+            f"{relative!r} is refused: paths outside the served folder are not allowed."
+        )
+    root = folder.resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise OutsideError(f"{relative!r} points outside the served folder.")
+    if not path.exists():
+        raise FileNotFoundError(f"{relative!r} does not exist.")
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{relative!r} is a folder (an ONNX model with external data); download its files "
+            "from the file browser."
+        )
+    return path
+
+
+@cache
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, cached per (path, size, mtime) so a resumed download does not re-hash."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def http_error(err: Exception) -> web.HTTPError:
+    """The one mapping from errors to JSON HTTP errors (``APIHandler.write_error`` renders it)."""
+    status = 500
+    if isinstance(err, FileNotFoundError):
+        status = 404
+    elif isinstance(err, PermissionError):
+        status = 403
+    elif isinstance(err, (IsADirectoryError, InvalidOptionError)):
+        status = 400
+    elif isinstance(err, IntegrityError):
+        status = 409
+    return web.HTTPError(status, str(err), reason=type(err).__name__)
+
+
+def service(handler: JupyterHandler) -> ModelSave:
+    return handler.settings[SETTINGS_KEY]
 
 
 class HealthHandler(APIHandler):
@@ -26,7 +143,150 @@ class HealthHandler(APIHandler):
         self.finish(json.dumps({"status": "ok", "version": __version__}))
 
 
+class ConfigHandler(APIHandler):
+    """``GET /modelsave/config``: the folders the sidebar passes to the kernel side."""
+
+    @tornado.web.authenticated
+    def get(self) -> None:
+        state = service(self)
+        self.finish(json.dumps({"staging_dir": state.staging_dir, "root_dir": state.root_dir}))
+
+
+class _FileHandler(APIHandler, web.StaticFileHandler):
+    """Streams one resolved file with Range support, a sha256 header and JSON errors."""
+
+    disposition = "attachment"
+
+    def initialize(self) -> None:
+        web.StaticFileHandler.initialize(self, path="/")
+        self.file: Path | None = None
+
+    def resolve(self, *args: str) -> Path:
+        raise NotImplementedError
+
+    async def _send(self, *args: str, include_body: bool = True) -> None:
+        try:
+            self.file = self.resolve(*args)
+        except (OSError, ModelSaveError) as err:
+            raise http_error(err) from None
+        self.root = str(self.file.parent)
+        await web.StaticFileHandler.get(self, self.file.name, include_body=include_body)
+
+    def set_extra_headers(self, path: str) -> None:
+        assert self.file is not None
+        if self.disposition == "attachment":
+            self.set_attachment_header(self.file.name)
+        else:
+            self.set_header("Content-Disposition", "inline")
+        self.set_header(SHA256_HEADER, service(self).sha256(self.file))
+        self.set_header("Cache-Control", "no-cache")
+
+    def get_content_type(self) -> str:
+        return "application/octet-stream"
+
+    def compute_etag(self) -> str | None:
+        return None  # the default reads the whole file for an md5
+
+    def finish(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("set_content_type", self._headers.get("Content-Type", "application/json"))
+        return super().finish(*args, **kwargs)
+
+
+class StagedHandler(_FileHandler):
+    """``GET /modelsave/staged/<id>/artifact`` (download) or ``.../graph`` (Netron's view)."""
+
+    def resolve(self, sid: str, which: str) -> Path:  # type: ignore[override]
+        self.disposition = "attachment" if which == "artifact" else "inline"
+        return service(self).staged_file(sid, which)
+
+    @tornado.web.authenticated
+    async def get(self, sid: str, which: str) -> None:  # type: ignore[override]
+        await self._send(sid, which)
+
+    @tornado.web.authenticated
+    async def head(self, sid: str, which: str) -> None:  # type: ignore[override]
+        await self._send(sid, which, include_body=False)
+
+
+class DownloadHandler(_FileHandler):
+    """``GET /modelsave/download/<path>``: a written artifact below the server's root."""
+
+    def resolve(self, relative: str) -> Path:  # type: ignore[override]
+        return service(self).root_file(relative)
+
+    @tornado.web.authenticated
+    async def get(self, relative: str) -> None:  # type: ignore[override]
+        await self._send(relative)
+
+    @tornado.web.authenticated
+    async def head(self, relative: str) -> None:  # type: ignore[override]
+        await self._send(relative, include_body=False)
+
+
+# --- Netron ---
+
+
+def netron_dir() -> Path:
+    import netron
+
+    return Path(netron.__file__).parent
+
+
+@cache
+def netron_index() -> str:
+    """Netron's ``index.html`` with ``version`` 0.0.0 and no ``date`` meta.
+
+    A non-0.0.0 version turns on analytics and error reporting; the ``date`` meta makes the
+    viewer refuse to run 180 days after its release. The consent prompt (and its IP look-up) is
+    skipped by the ``consent`` cookie ``NetronPageHandler`` sets.
+    """
+    html = (netron_dir() / "index.html").read_text(encoding="utf-8")
+    html = re.sub(
+        r'<meta name="version" content="[^"]*">', '<meta name="version" content="0.0.0">', html
+    )
+    return re.sub(r'<meta name="date" content="[^"]*">\s*', "", html)
+
+
+class NetronPageHandler(JupyterHandler):
+    """``GET /modelsave/netron/``: the patched viewer page (a same-origin page, so cookies work)."""
+
+    @tornado.web.authenticated
+    def get(self) -> None:
+        path = url_path_join(self.base_url, NAMESPACE, "netron/")
+        self.set_cookie("consent", "jupyter_modelsave", path=path, samesite="Strict")
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(netron_index())
+
+
+class NetronAssetHandler(JupyterHandler, web.StaticFileHandler):
+    """``GET /modelsave/netron/<asset>``: the viewer's scripts, styles and metadata (no ``.py``)."""
+
+    @tornado.web.authenticated
+    def get(self, path: str, include_body: bool = True) -> Any:  # type: ignore[override]
+        return web.StaticFileHandler.get(self, path, include_body=include_body)
+
+    @tornado.web.authenticated
+    def head(self, path: str) -> Any:  # type: ignore[override]
+        return web.StaticFileHandler.get(self, path, include_body=False)
+
+
 def setup_route_handlers(web_app: Any) -> None:
-    base_url = web_app.settings["base_url"]
-    handlers = [(url_path_join(base_url, NAMESPACE, "health"), HealthHandler)]
+    """Create the ``ModelSave`` service in ``web_app.settings`` and add the routes."""
+    state = ModelSave(config=web_app.settings.get("config"))
+    state.root_dir = str(web_app.settings.get("server_root_dir") or ".")
+    web_app.settings[SETTINGS_KEY] = state
+
+    def url(*parts: str) -> str:
+        return url_path_join(web_app.settings["base_url"], NAMESPACE, *parts)
+
+    handlers = [
+        (url("health"), HealthHandler),
+        (url("config"), ConfigHandler),
+        (url("netron/"), NetronPageHandler),
+        (url("netron/index.html"), NetronPageHandler),
+        (url("netron", f"({NETRON_ASSET})"), NetronAssetHandler, {"path": str(netron_dir())}),
+        (url("staged", "([0-9a-f]{32})", "(artifact|graph)"), StagedHandler),
+        (url("download", "(.+)"), DownloadHandler),
+    ]
     web_app.add_handlers(".*$", handlers)

@@ -1,0 +1,196 @@
+"""The server extension's file routes: staged exports, downloads, Netron's viewer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+STAGING_ID = "0123456789abcdef0123456789abcdef"
+PAYLOAD = bytes(range(256)) * 40  # 10 KiB with distinct neighbouring bytes
+
+
+@pytest.fixture
+def staging_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "staging"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config, staging_dir):
+    return {**jp_server_config, "ModelSave": {"staging_dir": str(staging_dir)}}
+
+
+@pytest.fixture
+def staged(staging_dir: Path) -> Path:
+    """A staged export as the kernel side publishes it."""
+    folder = staging_dir / STAGING_ID
+    folder.mkdir()
+    (folder / "net.onnx").write_bytes(PAYLOAD)
+    (folder / "index.json").write_text(json.dumps({"artifact": "net.onnx", "graph": "net.onnx"}))
+    return folder
+
+
+@pytest.fixture
+def written(jp_root_dir: Path) -> Path:
+    path = jp_root_dir / "exports" / "net_v1.0.0_abc.onnx"
+    path.parent.mkdir()
+    path.write_bytes(PAYLOAD)
+    return path
+
+
+async def fetch_raw(http_server_client, jp_base_url, jp_auth_header, path, **kwargs):
+    """A request with the path exactly as written (jp_fetch would escape `%`)."""
+    kwargs.setdefault("headers", dict(jp_auth_header))
+    return await http_server_client.fetch(
+        f"{jp_base_url}modelsave/{path}", raise_error=False, follow_redirects=False, **kwargs
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "config",
+        f"staged/{STAGING_ID}/artifact",
+        f"staged/{STAGING_ID}/graph",
+        "download/exports/net_v1.0.0_abc.onnx",
+        "netron/browser.js",
+    ],
+)
+async def test_every_route_needs_authentication(
+    http_server_client, jp_base_url, staged, written, path
+):
+    # When a route is called without credentials
+    response = await fetch_raw(http_server_client, jp_base_url, {}, path, headers={})
+    # Then it is refused (API routes answer 403; pages redirect to the login page)
+    assert response.code in (302, 403)
+    if response.code == 302:
+        assert "/login" in response.headers["Location"]
+    assert PAYLOAD not in response.body
+
+
+async def test_netron_page_without_credentials_redirects_to_login(http_server_client, jp_base_url):
+    response = await fetch_raw(http_server_client, jp_base_url, {}, "netron/", headers={})
+    assert response.code == 302
+    assert "/login" in response.headers["Location"]
+
+
+async def test_config_names_the_staging_folder(jp_fetch, staging_dir, jp_root_dir):
+    response = await jp_fetch("modelsave", "config")
+    body = json.loads(response.body)
+    assert body["staging_dir"] == str(staging_dir)
+    assert Path(body["root_dir"]).resolve() == jp_root_dir.resolve()
+
+
+async def test_staged_download_has_length_name_and_sha256(jp_fetch, staged):
+    # When the staged artifact is downloaded
+    response = await jp_fetch("modelsave", "staged", STAGING_ID, "artifact")
+    # Then it is the bytes, announced with their length, a file name and their sha256
+    assert response.body == PAYLOAD
+    assert response.headers["Content-Length"] == str(len(PAYLOAD))
+    assert response.headers["Content-Disposition"] == "attachment; filename*=utf-8''net.onnx"
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(PAYLOAD).hexdigest()
+    assert response.headers["Accept-Ranges"] == "bytes"
+
+
+async def test_graph_is_served_inline_for_netron(jp_fetch, staged):
+    response = await jp_fetch("modelsave", "staged", STAGING_ID, "graph")
+    assert response.body == PAYLOAD
+    assert response.headers["Content-Disposition"] == "inline"
+
+
+async def test_a_range_request_resumes_a_download(jp_fetch, written):
+    # Given a download interrupted after 1000 bytes
+    # When the rest is asked for with a Range header
+    response = await jp_fetch(
+        "modelsave", "download", "exports", written.name, headers={"Range": "bytes=1000-"}
+    )
+    # Then the server answers 206 with exactly the missing bytes and the whole file's sha256
+    assert response.code == 206
+    assert response.body == PAYLOAD[1000:]
+    assert response.headers["Content-Range"] == f"bytes 1000-{len(PAYLOAD) - 1}/{len(PAYLOAD)}"
+    assert response.headers["Content-Length"] == str(len(PAYLOAD) - 1000)
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(PAYLOAD).hexdigest()
+
+
+async def test_a_middle_range(jp_fetch, written):
+    response = await jp_fetch(
+        "modelsave", "download", "exports", written.name, headers={"Range": "bytes=10-19"}
+    )
+    assert response.code == 206
+    assert response.body == PAYLOAD[10:20]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "download/..%2Fsecret.txt",
+        "download/exports%2F..%2F..%2Fsecret.txt",
+        "download/%2Fetc%2Fpasswd",
+        "download/escape.txt",  # a symlink inside the root that points outside
+    ],
+)
+async def test_paths_outside_the_root_are_refused(
+    http_server_client, jp_base_url, jp_auth_header, jp_root_dir, tmp_path, path
+):
+    # Given a secret next to (not inside) the root, and a symlink to it inside the root
+    secret = jp_root_dir.parent / "secret.txt"
+    secret.write_text("secret")
+    os.symlink(secret, jp_root_dir / "escape.txt")
+    # When a download path tries to leave the root
+    response = await fetch_raw(http_server_client, jp_base_url, jp_auth_header, path)
+    # Then it is refused with a JSON reason, and nothing of the file is sent
+    assert response.code in (403, 404), response.body
+    assert b"secret" not in response.body.replace(b"secret.txt", b"")
+    if response.code == 403:
+        assert "outside" in json.loads(response.body)["message"]
+
+
+async def test_unknown_staging_id_is_a_json_404(jp_fetch, staging_dir):
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch("modelsave", "staged", "f" * 32, "artifact")
+    assert err.value.code == 404
+    body = json.loads(err.value.response.body)
+    assert "stage it again" in body["message"]
+
+
+async def test_a_staged_index_cannot_point_outside_its_folder(jp_fetch, staged):
+    (staged / "index.json").write_text(json.dumps({"artifact": "../../etc/passwd"}))
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch("modelsave", "staged", STAGING_ID, "artifact")
+    assert err.value.code == 403
+
+
+async def test_a_folder_cannot_be_downloaded(jp_fetch, written):
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch("modelsave", "download", "exports")
+    assert err.value.code == 400
+    assert "folder" in json.loads(err.value.response.body)["message"]
+
+
+async def test_netron_page_is_patched(jp_fetch, jp_base_url):
+    # When the viewer page is asked for
+    response = await jp_fetch("modelsave", "netron/")
+    html = response.body.decode()
+    # Then it is Netron's page with version 0.0.0 (no analytics), no date (no expiry), and a
+    # consent cookie for the viewer's path (no prompt, no IP look-up)
+    assert '<meta name="version" content="0.0.0">' in html
+    assert 'name="date"' not in html
+    assert 'id="logo-github"' in html
+    cookies = response.headers.get_list("Set-Cookie")
+    assert f"consent=jupyter_modelsave; Path={jp_base_url}modelsave/netron/; SameSite=Strict" in (
+        cookies
+    )
+
+
+async def test_netron_assets_are_served_but_not_its_python(jp_fetch):
+    response = await jp_fetch("modelsave", "netron", "browser.js")
+    assert b"class" in response.body
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch("modelsave", "netron", "server.py")
+    assert err.value.code == 404
