@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import textwrap
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -72,8 +73,7 @@ class ModelSaveMagics(Magics):
         try:
             args = parse_argstring(self.modelsave, line)
         except (UsageError, ValueError) as err:  # ValueError: unbalanced quotes
-            usage = self.modelsave.parser.format_usage()
-            raise UsageError(f"{err}\n{usage}") from None
+            raise UsageError(f"{err}\n{usage(self.modelsave.parser)}") from None
         if args.model is None:
             display(HTML(models_html(find_models(self.shell.user_ns))))
             return
@@ -119,6 +119,18 @@ class ModelSaveMagics(Magics):
             raise UsageError(
                 f"{what} {expr!r} could not be evaluated: {type(err).__name__}: {err}{hint}"
             ) from None
+
+
+def usage(parser: argparse.ArgumentParser) -> str:
+    """``usage: %modelsave [--format FORMAT] ...`` (IPython formats it as reST, after ``::``)."""
+    items: list[str] = []  # "[--input EXPR]" stays on one line
+    for word in parser.format_usage().split()[1:]:
+        if items and items[-1].count("[") > items[-1].count("]"):
+            items[-1] += f"\0{word}"  # a space that textwrap does not break at
+        else:
+            items.append(word)
+    lines = textwrap.wrap(" ".join(items), 100, initial_indent="usage: ", subsequent_indent="    ")
+    return "\n".join(lines).replace("\0", " ")
 
 
 def stage_options(args: argparse.Namespace) -> dict[str, Any]:
