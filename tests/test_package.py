@@ -72,3 +72,14 @@ def test_server_extension_is_enabled():
     text = out.stdout + out.stderr
     assert re.search(r"jupyter_modelsave\S*\s+\S*enabled", text)
     assert re.search(r"jupyter_modelsave \S+ \S*OK", text)  # the "Validating" line
+
+
+def test_labextension_is_installed_enabled_and_ok():
+    out = subprocess.run(
+        [sys.executable, "-m", "jupyter", "labextension", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(ln for ln in (out.stdout + out.stderr).splitlines() if "jupyter_modelsave" in ln)
+    assert re.search(r"jupyter_modelsave v\S+ \S*enabled\S* \S*OK", line), line

@@ -1,0 +1,47 @@
+"""Figure 1: ``jms.stage(..., parity=False)`` vs a bare ``torch.onnx.export`` with the same options.
+
+Both warm (one untimed call each first), same process, same models. Target: ratio <= 1.05.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from _common import CASES, best_of, report
+
+import jupyter_modelsave as jms
+
+
+def bare_export(model, x, axes, path):
+    dims = {d: torch.export.Dim(a) for d, a in axes.items()}
+    name = "input" if isinstance(model, torch.nn.Sequential) else "tokens"
+    torch.onnx.export(model, (x,), str(path), dynamo=True, dynamic_shapes={name: dims},
+                      output_names=["output"], verbose=False)  # fmt: skip
+
+
+def main() -> None:
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case, (build, make_input, axes) in CASES.items():
+            model, x = build(), make_input()
+            name = "input" if case == "cnn" else "tokens"
+
+            def ours():
+                jms.stage(model, x, parity=False, dynamic_axes={name: axes}).discard()
+
+            def bare():
+                bare_export(model, x, axes, Path(tmp) / "bare.onnx")
+
+            ours(), bare()  # warm-up
+            t_ours, t_bare = best_of(ours), best_of(bare)
+            print(f"{case}: stage {t_ours:.3f} s, torch.onnx.export {t_bare:.3f} s")
+            ratios.append(t_ours / t_bare)
+    worst = max(ratios)
+    print(f"export_overhead worst case over {list(CASES)} (target <= 1.05)")
+    print(f"ratio {worst:.3f}")
+
+
+if __name__ == "__main__":
+    main()
