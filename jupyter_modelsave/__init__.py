@@ -25,6 +25,8 @@ _LAZY: dict[str, str] = {
     "NotAModelError": "jupyter_modelsave.core.errors",
     "WriteError": "jupyter_modelsave.core.errors",
     "IntegrityError": "jupyter_modelsave.core.errors",
+    "UnsafeArtifactError": "jupyter_modelsave.core.errors",
+    "StateDictMismatchError": "jupyter_modelsave.core.errors",
     "ModelInfo": "jupyter_modelsave.core.discovery",
     "find_models": "jupyter_modelsave.core.discovery",
     "watch": "jupyter_modelsave.core.discovery",
@@ -35,6 +37,11 @@ _LAZY: dict[str, str] = {
     "stage": "jupyter_modelsave.core.staging",
     "export": "jupyter_modelsave.core.staging",
     "load": "jupyter_modelsave.core.loading",
+    "load_into": "jupyter_modelsave.core.loading",
+    "ArtifactInfo": "jupyter_modelsave.core.catalog",
+    "list_artifacts": "jupyter_modelsave.core.catalog",
+    "to_base64": "jupyter_modelsave.core.transfer",
+    "from_base64": "jupyter_modelsave.core.transfer",
     "formats": "jupyter_modelsave.core.formats",
     # notebook widget (ipywidgets); the module is not named "widget", which would shadow jms.widget
     "ModelSaveWidget": "jupyter_modelsave.widgets",
@@ -44,6 +51,7 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .core.catalog import ArtifactInfo, list_artifacts
     from .core.discovery import ModelInfo, find_models, unwatch, watch
     from .core.errors import (
         ArtifactExistsError,
@@ -54,12 +62,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ModelSaveError,
         NotAModelError,
         ParityError,
+        StateDictMismatchError,
+        UnsafeArtifactError,
         WriteError,
     )
     from .core.formats import formats
-    from .core.loading import load
+    from .core.loading import load, load_into
     from .core.parity import OutputDiff, ParityReport
     from .core.staging import StagedExport, export, stage
+    from .core.transfer import from_base64, to_base64
     from .widgets import ModelSaveWidget, widget
 
 

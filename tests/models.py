@@ -90,3 +90,17 @@ class Untraceable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.linalg.eigvals(x).real
+
+
+class TiedLM(nn.Module):
+    """A language-model head tied to the embedding (one tensor under two names)."""
+
+    def __init__(self, vocab: int = 40, dim: int = 8) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.body = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.body(self.embed(tokens))))

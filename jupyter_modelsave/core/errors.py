@@ -46,3 +46,23 @@ class WriteError(ModelSaveError, OSError):
 
 class IntegrityError(ModelSaveError):
     """An artifact on disk does not match the sha256 recorded in its manifest."""
+
+
+class UnsafeArtifactError(ModelSaveError):
+    """Loading the artifact would unpickle arbitrary Python objects (it could run code)."""
+
+
+class StateDictMismatchError(ModelSaveError):
+    """The artifact's weights do not fit the model (missing, unexpected or reshaped keys)."""
+
+    def __init__(
+        self,
+        message: str,
+        missing: list[str] | None = None,
+        unexpected: list[str] | None = None,
+        shape_mismatches: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.missing = missing or []
+        self.unexpected = unexpected or []
+        self.shape_mismatches = shape_mismatches or []

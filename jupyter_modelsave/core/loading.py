@@ -1,14 +1,22 @@
-"""Loading a written artifact back, after checking it against its manifest."""
+"""Loading a written artifact back, after checking it against its manifest.
+
+Nothing is unpickled without restriction: ``torch.load`` always runs with ``weights_only=True``
+unless ``trusted=True`` is passed (see each format's module for what "safe" means for it).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import artifacts
-from .errors import IntegrityError, InvalidOptionError
+from .errors import IntegrityError, InvalidOptionError, StateDictMismatchError
 from .formats import format_for_path, get_format
+from .formats.base import ArtifactFormat
+
+if TYPE_CHECKING:
+    import torch
 
 
 def read_manifest(path: str | Path) -> dict[str, Any] | None:
@@ -22,28 +30,111 @@ def read_manifest(path: str | Path) -> dict[str, Any] | None:
         raise IntegrityError(f"The manifest {manifest} cannot be read: {err}.") from err
 
 
-def load(path: str | Path, *, map_location: str = "cpu") -> Any:
-    """Load an artifact as its natural object (ONNX: an ``onnxruntime.InferenceSession``).
+def load(
+    path: str | Path, *, map_location: str | torch.device = "cpu", trusted: bool = False
+) -> Any:
+    """Load an artifact as its natural object.
 
-    When a manifest is present its sha256 is checked first (``IntegrityError`` on mismatch); the
-    format comes from the manifest, else from the file extension.
+    ONNX: an ``onnxruntime.InferenceSession``; safetensors and state_dict: a state dict;
+    checkpoint: the checkpoint dict; torchscript: a ``ScriptModule``; torch_export: an
+    ``ExportedProgram``. When a manifest is present its sha256 is checked first
+    (``IntegrityError`` on mismatch); the format comes from the manifest, else from the file.
+    ``map_location`` ("cpu", "cuda", "cuda:1", a ``torch.device``) is where tensors land, so a
+    GPU-saved artifact loads on a CPU-only machine. ``trusted=True`` allows full unpickling of a
+    file that needs it (else ``UnsafeArtifactError``): only for files you trust.
     """
+    path, fmt = _checked(path)
+    return fmt.load(path, map_location=check_map_location(map_location), trusted=trusted)
+
+
+def load_into(
+    model: torch.nn.Module,
+    path: str | Path,
+    *,
+    strict: bool = True,
+    map_location: str | torch.device | None = None,
+    trusted: bool = False,
+) -> Any:
+    """Copy an artifact's weights into ``model`` (``load_state_dict``); return its missing/unexpected keys.
+
+    With ``strict=True`` (the default) every key must match, and shapes always must:
+    otherwise ``StateDictMismatchError`` lists the missing, unexpected and reshaped keys, and the
+    model is left unchanged. ``map_location`` defaults to the model's device. Tied weights stay
+    tied: aliases come back as one tensor, copied into each name.
+    """
+    from .verify import device_of
+
+    path, fmt = _checked(path)
+    device = check_map_location(map_location if map_location is not None else device_of(model))
+    weights = fmt.weights(fmt.load(path, map_location=device, trusted=trusted))
+    _check_fits(model, weights, strict, path)
+    return model.load_state_dict(weights, strict=strict)
+
+
+def check_map_location(map_location: Any) -> torch.device:
+    """A ``torch.device`` that exists on this machine, or ``InvalidOptionError`` saying why."""
+    import torch
+
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError):
+        raise InvalidOptionError(
+            f"map_location={map_location!r} is not a device; use 'cpu', 'cuda', 'cuda:1' or a "
+            "torch.device."
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise InvalidOptionError(
+                f"map_location={map_location!r}, but this machine has {count} CUDA device(s); "
+                "use map_location='cpu'."
+            )
+    return device
+
+
+def _checked(path: str | Path) -> tuple[Path, ArtifactFormat]:
+    """The artifact's path and format, after checking it against its manifest."""
     path = Path(path)
     if not path.exists():
         raise InvalidOptionError(f"No artifact at {path}.")
     manifest = read_manifest(path)
-    if manifest is not None:
-        actual = artifacts.sha256_of(path)
-        if actual != manifest.get("sha256"):
-            raise IntegrityError(
-                f"{path} does not match its manifest: sha256 {actual[:12]}... was expected to be "
-                f"{str(manifest.get('sha256'))[:12]}.... The file was changed or damaged; export it again."
-            )
-        fmt = get_format(manifest.get("format"))
-    else:
+    if manifest is None:
         fmt = format_for_path(str(path))
         if fmt is None:
             raise InvalidOptionError(
                 f"Cannot tell the format of {path}: no manifest and an unknown extension."
             )
-    return fmt.load(path, map_location=map_location)
+        return path, fmt
+    actual = artifacts.sha256_of(path)
+    if actual != manifest.get("sha256"):
+        raise IntegrityError(
+            f"{path} does not match its manifest: sha256 {actual[:12]}... was expected to be "
+            f"{str(manifest.get('sha256'))[:12]}.... The file was changed or damaged; export it again."
+        )
+    return path, get_format(manifest.get("format"))
+
+
+def _check_fits(model: torch.nn.Module, weights: dict[str, Any], strict: bool, path: Path) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    reshaped = [
+        f"{k}: model {list(expected[k].shape)}, artifact {list(weights[k].shape)}"
+        for k in expected
+        if k in weights and expected[k].shape != weights[k].shape
+    ]
+    problems = [
+        *([f"{len(missing)} missing: {', '.join(missing)}"] if strict and missing else []),
+        *([f"{len(unexpected)} unexpected: {', '.join(unexpected)}"] if strict and unexpected else []),
+        *([f"{len(reshaped)} with another shape: {'; '.join(reshaped)}"] if reshaped else []),
+    ]  # fmt: skip
+    if problems:
+        hint = " Pass strict=False to load the matching keys only." if not reshaped else ""
+        raise StateDictMismatchError(
+            f"The weights in {path.name} do not fit {type(model).__name__}: "
+            + "; ".join(problems)
+            + f".{hint} Check that the model is built with the same configuration.",
+            missing,
+            unexpected,
+            reshaped,
+        )

@@ -174,7 +174,8 @@ def stage(
     """Export ``model`` into a private work folder and check parity against the live model.
 
     ``example_inputs``: a tensor, tuple of tensors or dict of keyword tensors; default, the inputs
-    of the last forward call recorded by ``jms.watch``. ``device``: export a copy of the model on
+    of the last forward call recorded by ``jms.watch``; weight formats (safetensors, state_dict,
+    checkpoint) run without any, and skip the forward pass. ``device``: export a copy of the model on
     that device (the live model never moves); default, where the model lives. See the README for
     every option. Other keyword arguments are options of the chosen format (``format_options``).
     """
@@ -189,15 +190,21 @@ def stage(
     if clash:
         raise InvalidOptionError(f"metadata keys {clash} are reserved; rename them.")
     name = check_artifact_name(name if name is not None else _guess_name(model))
-    model, example = _placed(model, _example_for(model, example_inputs), device)
+    model, example = _placed(model, _example_for(model, example_inputs, fmt.needs_inputs), device)
+    runs = example is not None  # else a weight format without inputs: nothing to run or name
+    if example is None:
+        example = ExampleInputs(())
     ref_dtype = _float_dtype(model)
     default_atol, default_rtol = default_tolerances(ref_dtype)
     atol = default_atol if atol is None else check_tolerance("atol", atol)
     rtol = default_rtol if rtol is None else check_tolerance("rtol", rtol)
     in_names = check_names("input_names", input_names, len(example.names)) or example.names
 
-    with preserved(model), reference_mode():
-        live_names, live_tensors = flatten_outputs(call_model(model, example))
+    live_names: list[str] = []
+    live_tensors: list[torch.Tensor] = []
+    if runs:
+        with preserved(model), reference_mode():
+            live_names, live_tensors = flatten_outputs(call_model(model, example))
     out_names = check_names("output_names", output_names, len(live_names)) or live_names
     renamed = example.replaced(example.tensors)
     renamed.names = in_names
@@ -215,7 +222,7 @@ def stage(
             progress("parity", 0.6)
             report = fmt.verify(exported, job, atol, rtol, progress)
         warnings = list(exported.warnings)
-        if example_inputs is None:
+        if example_inputs is None and example.names:
             warnings.insert(0, "example inputs: the last recorded forward call's inputs")
         specs = [TensorSpec.of(n, t) for n, t in zip(out_names, live_tensors)]
         staged = StagedExport(fmt, exported, job, report, name, warnings, specs)
@@ -250,11 +257,16 @@ def _check_model(model: Any) -> torch.nn.Module:
     return model
 
 
-def _example_for(model: torch.nn.Module, example_inputs: Any) -> ExampleInputs:
+def _example_for(
+    model: torch.nn.Module, example_inputs: Any, required: bool
+) -> ExampleInputs | None:
+    """The given inputs, else the last recorded call's; None when the format does not need any."""
     if example_inputs is None:
         recorded = last_inputs(model)
         if recorded is not None:
             return recorded
+        if not required:
+            return None
     return normalize_inputs(model, example_inputs)
 
 
@@ -266,8 +278,8 @@ def _float_dtype(model: torch.nn.Module) -> str:
 
 
 def _placed(
-    model: torch.nn.Module, example: ExampleInputs, device: Any
-) -> tuple[torch.nn.Module, ExampleInputs]:
+    model: torch.nn.Module, example: ExampleInputs | None, device: Any
+) -> tuple[torch.nn.Module, ExampleInputs | None]:
     """The model to export (a copy when ``device`` differs from where it lives) and inputs on its device."""
     home = torch.device(device_of(model))
     if device is not None:
@@ -278,7 +290,7 @@ def _placed(
         if target != home:
             model = copy.deepcopy(model).to(target)
             home = target
-    if any(t.device != home for t in example.tensors):
+    if example is not None and any(t.device != home for t in example.tensors):
         example = example.to(home)
     return model, example
 

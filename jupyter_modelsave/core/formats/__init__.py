@@ -14,6 +14,11 @@ from .base import ArtifactFormat
 # format name -> "module:class", imported on first use
 REGISTRY: dict[str, str] = {
     "onnx": "jupyter_modelsave.core.formats.onnx:OnnxFormat",
+    "safetensors": "jupyter_modelsave.core.formats.safetensors_format:SafetensorsFormat",
+    "state_dict": "jupyter_modelsave.core.formats.state_dict:StateDictFormat",
+    "checkpoint": "jupyter_modelsave.core.formats.checkpoint:CheckpointFormat",
+    "torchscript": "jupyter_modelsave.core.formats.torchscript:TorchScriptFormat",
+    "torch_export": "jupyter_modelsave.core.formats.torch_export:TorchExportFormat",
 }
 
 
@@ -31,9 +36,9 @@ def get_format(name: str) -> ArtifactFormat:
 
 
 def format_for_path(path: str) -> ArtifactFormat | None:
-    """The format whose file extension ``path`` ends with, if any."""
+    """The format a file without manifest looks like (its extension; ``.pt`` files are sniffed)."""
     for name in REGISTRY:
         fmt = get_format(name)
-        if str(path).endswith(fmt.extension):
+        if fmt.matches(path):
             return fmt
     return None

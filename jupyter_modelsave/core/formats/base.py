@@ -49,6 +49,11 @@ class ArtifactFormat:
     name: ClassVar[str]
     extension: ClassVar[str]  # of the file, or of the folder for multi-file artifacts
     description: ClassVar[str]
+    needs_inputs: ClassVar[bool] = True  # weight formats save without running the model
+
+    def matches(self, path: Path) -> bool:
+        """Whether a file without a manifest looks like this format (by default: its extension)."""
+        return str(path).endswith(self.extension)
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Validate this format's own ``stage`` options; the base format takes none."""
@@ -79,6 +84,34 @@ class ArtifactFormat:
         """A function running the artifact on a probe, returning numpy outputs by name."""
         raise NotImplementedError
 
-    def load(self, path: Path, map_location: str = "cpu") -> Any:
-        """The natural object for a written artifact (an ORT session for ONNX, ...)."""
+    def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
+        """The natural object for a written artifact (an ORT session for ONNX, ...).
+
+        ``map_location`` is a checked ``torch.device`` (or "cpu"); ``trusted=True`` allows full
+        unpickling where the format would otherwise refuse it (``UnsafeArtifactError``).
+        """
         raise NotImplementedError
+
+    def weights(self, loaded: Any) -> dict[str, torch.Tensor]:
+        """The state dict inside what ``load`` returned (for ``jms.load_into``)."""
+        raise InvalidOptionError(
+            f"A {self.name} artifact holds no PyTorch state dict to load into a model; "
+            "export the weights with format='safetensors' or 'state_dict'."
+        )
+
+
+class WeightsFormat(ArtifactFormat):
+    """A format that stores weights only: saved without running the model, parity = round trip."""
+
+    needs_inputs = False
+
+    def verify(
+        self, exported: Exported, job: ExportJob, atol: float, rtol: float, progress: Progress
+    ) -> ParityReport:
+        """Reload the staged file: every tensor must come back bitwise equal, same dtype."""
+        from ..verify import weights_parity
+
+        return weights_parity(job.model, self.weights(self.load(exported.path)))
+
+    def weights(self, loaded: Any) -> dict[str, torch.Tensor]:
+        return loaded

@@ -1,0 +1,107 @@
+"""TorchScript: ``torch.jit.trace`` (default) or ``torch.jit.script`` (``method="script"``), a ``.pt``.
+
+Tracing records the operations run on the example inputs, so, as for ONNX, a Python ``if`` on
+tensor values is baked in; the parity probes (including other sizes on dynamic axes) catch it.
+Scripting compiles ``forward``'s source and keeps control flow, but accepts only TorchScript's
+Python subset. Tracing takes positional inputs (keyword-only parameters are not traceable).
+
+Loading needs no ``trusted=True``: ``torch.jit.load`` does not run Python's pickle (tensors and
+constants go through TorchScript's own restricted unpickler) and the program is TorchScript, which
+can call only registered torch operators, and nothing runs until the module is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._capture import captured_output
+from ..errors import ExportError, InvalidOptionError
+from ..inputs import ExampleInputs
+from ._torchload import is_torchscript_archive
+from .base import ArtifactFormat, Exported, ExportJob
+from .onnx import _first_line
+
+FILE = "model.pt"
+METHODS = ("trace", "script")
+
+
+class TorchScriptFormat(ArtifactFormat):
+    name = "torchscript"
+    extension = ".pt"
+    description = "torch.jit.trace or torch.jit.script, parity checked like ONNX"
+
+    def matches(self, path: Path) -> bool:
+        return str(path).endswith((".pt", ".pth")) and is_torchscript_archive(path)
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(options) - {"method"}
+        if unknown:
+            raise InvalidOptionError(
+                f"format 'torchscript' takes only method, not {', '.join(sorted(unknown))}."
+            )
+        method = options.get("method", "trace")
+        if method not in METHODS:
+            raise InvalidOptionError(f"method must be 'trace' or 'script', got {method!r}.")
+        return {"method": method}
+
+    def export(self, job: ExportJob) -> Exported:
+        method = job.format_options["method"]
+        path = job.workdir / FILE
+        try:
+            with captured_output() as lines, torch.no_grad():
+                module = _script(job) if method == "script" else _trace(job)
+                torch.jit.save(module, str(path))
+        except Exception as err:  # tracing and scripting raise many unrelated types
+            other = "script" if method == "trace" else "trace"
+            raise ExportError(
+                f"torch.jit.{method} failed: {type(err).__name__}: {_first_line(err)}. Check that "
+                f"forward() runs on the example inputs, or try method={other!r}."
+            ) from err
+        return Exported(path, method, warnings=_notes(method, lines))
+
+    def runner(
+        self, exported: Exported, job: ExportJob
+    ) -> Callable[[ExampleInputs], dict[str, Any]]:
+        from ..verify import device_of, flatten_outputs, to_numpy
+
+        module = torch.jit.load(str(exported.path), map_location=device_of(job.model)).eval()
+
+        def run(probe: ExampleInputs) -> dict[str, Any]:
+            with torch.no_grad():
+                _, tensors = flatten_outputs(module(*probe.args, **probe.kwargs))
+            return {n: to_numpy(t) for n, t in zip(job.output_names, tensors)}
+
+        return run
+
+    def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
+        return torch.jit.load(str(path), map_location=map_location)
+
+    def weights(self, loaded: Any) -> dict[str, torch.Tensor]:
+        return loaded.state_dict()
+
+
+def _notes(method: str, lines: list[str]) -> list[str]:
+    """What tracing said (TracerWarnings matter), with torch's deprecation notices folded into one."""
+    kept = [f"{method}: {line}" for line in lines if "is deprecated. Please switch" not in line]
+    if len(kept) < len(lines):
+        kept.append(
+            "TorchScript is deprecated in this torch version; format='torch_export' is its successor."
+        )
+    return kept[:20]
+
+
+def _trace(job: ExportJob) -> torch.jit.ScriptModule:
+    example = job.example
+    if example.kwargs:  # trace by name: positional parameters may be given as keywords too
+        return torch.jit.trace(
+            job.model, example_kwarg_inputs=example.by_name(), strict=False, check_trace=False
+        )
+    return torch.jit.trace(job.model, example.args, strict=False, check_trace=False)
+
+
+def _script(job: ExportJob) -> torch.jit.ScriptModule:
+    return torch.jit.script(job.model)

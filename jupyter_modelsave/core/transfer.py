@@ -1,0 +1,103 @@
+"""An artifact as one text string, for pasting or sending where files cannot go.
+
+The string is ``jms1:<format>:<layout>:<sha256>:<base64 payload>``: the payload is the artifact's
+bytes (``layout`` ``file``), or a zip of a folder artifact (``layout`` ``zip``); the sha256 is the
+payload's, so a changed or truncated string is detected on decode (``IntegrityError``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import IntegrityError, ParityError
+from .formats import get_format
+
+if TYPE_CHECKING:
+    import torch
+
+PREFIX = "jms1"
+_TEXT = re.compile(
+    r"^jms1:(?P<format>\w+):(?P<layout>file|zip):(?P<sha>[0-9a-f]{64}):(?P<data>.*)$", re.S
+)
+
+
+def to_base64(model: Any, format: str = "onnx", example_inputs: Any = None, **options: Any) -> str:  # fmt: skip
+    """Stage ``model`` (``jms.stage`` options), check parity, and return the artifact as a string.
+
+    Raises ``ParityError`` when parity fails (pass ``allow_mismatch=True`` to encode it anyway).
+    """
+    from .staging import stage
+
+    allow_mismatch = options.pop("allow_mismatch", False)
+    staged = stage(model, example_inputs, format=format, **options)
+    try:
+        if staged.report is not None and not staged.report.passed and not allow_mismatch:
+            raise ParityError(
+                f"Not encoded: {staged.report.summary()}. Pass allow_mismatch=True to encode it anyway.",
+                staged.report,
+            )
+        return encode(staged.path, staged.format)
+    finally:
+        staged.discard()
+
+
+def from_base64(text: str, *, map_location: str | torch.device = "cpu", trusted: bool = False) -> Any:  # fmt: skip
+    """The loaded object of a ``to_base64`` string (as ``jms.load`` returns it), after its sha256 check."""
+    from .loading import check_map_location
+
+    fmt_name, layout, payload = decode(text)
+    fmt = get_format(fmt_name)
+    with tempfile.TemporaryDirectory(prefix="jms-base64-") as tmp:
+        path = Path(tmp) / f"artifact{fmt.extension}"
+        if layout == "zip":
+            with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+                archive.extractall(path)
+        else:
+            path.write_bytes(payload)
+        return fmt.load(path, map_location=check_map_location(map_location), trusted=trusted)
+
+
+def encode(path: Path, format: str) -> str:
+    """The string for an artifact file or folder of the given format."""
+    layout, payload = ("zip", _zipped(path)) if path.is_dir() else ("file", path.read_bytes())
+    sha = hashlib.sha256(payload).hexdigest()
+    return f"{PREFIX}:{format}:{layout}:{sha}:{base64.b64encode(payload).decode()}"
+
+
+def decode(text: str) -> tuple[str, str, bytes]:
+    """(format, layout, payload) of a string, or ``IntegrityError`` when it is not intact."""
+    match = _TEXT.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise IntegrityError(
+            "This is not a jupyter_modelsave string (expected 'jms1:<format>:<layout>:<sha256>:"
+            "<base64>'). Copy the whole string that jms.to_base64 returned."
+        )
+    try:
+        payload = base64.b64decode(match["data"], validate=True)
+    except binascii.Error as err:
+        raise IntegrityError(
+            f"The base64 payload is damaged ({err}); copy the string again."
+        ) from None
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual != match["sha"]:
+        raise IntegrityError(
+            f"The payload's sha256 is {actual[:12]}..., the string says {match['sha'][:12]}...: it was "
+            "changed or truncated on the way. Copy the whole string again."
+        )
+    return match["format"], match["layout"], payload
+
+
+def _zipped(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+            archive.write(file, file.relative_to(folder).as_posix())
+    return buffer.getvalue()
