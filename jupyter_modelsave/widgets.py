@@ -54,7 +54,8 @@ class ModelSaveWidget(w.VBox):
     ) -> None:
         self._namespace = _user_namespace() if namespace is None else namespace
         self._models: dict[str, Any] = {}
-        self._axes: list[tuple[str, int, w.Checkbox, w.Text]] = []
+        # the dynamic-axes editor: (input name, dim, "dynamic?" checkbox, axis name) per dimension
+        self.axes: list[tuple[str, int, w.Checkbox, w.Text]] = []
         self.staged: Any = None  # the StagedExport waiting for write/discard
         self.written: Path | None = None
         self.exception: BaseException | None = None
@@ -147,13 +148,24 @@ class ModelSaveWidget(w.VBox):
             return
         self.model_picker.value = name
 
+    def mark_dynamic(self, tensor: str, dim: int, name: str | None = None) -> None:
+        """Tick the dynamic-axes row of ``tensor``'s dimension ``dim`` (and rename its axis)."""
+        for row_tensor, row_dim, box, text in self.axes:
+            if (row_tensor, row_dim) == (tensor, dim):
+                box.value = True
+                if name is not None:
+                    text.value = name
+                return
+        rows = ", ".join(f"{t}[{d}]" for t, d, _, _ in self.axes) or "none"
+        self._fail(InvalidOptionError(f"No input dimension {tensor}[{dim}]; rows: {rows}."))
+
     def options(self) -> dict[str, Any]:
         """The ``jms.stage`` keyword arguments the controls describe (defaults left out)."""
         options: dict[str, Any] = {"format": self.format_picker.value}
         if self.opset_picker.value is not None:
             options["opset"] = self.opset_picker.value
         axes: dict[str, dict[int, str]] = {}
-        for tensor, dim, box, name in self._axes:
+        for tensor, dim, box, name in self.axes:
             if box.value:
                 axes.setdefault(tensor, {})[dim] = name.value.strip()
         if axes:
@@ -275,20 +287,20 @@ class ModelSaveWidget(w.VBox):
             self._fail(err, self.state)
         else:
             self.error_box.value = self.error = ""
-        old = {(t, d): (box.value, name.value) for t, d, box, name in self._axes} if keep else {}
-        self._axes = []
+        old = {(t, d): (box.value, name.value) for t, d, box, name in self.axes} if keep else {}
+        self.axes = []
         for spec in specs or []:
             for dim, size in enumerate(spec.shape):
                 ticked, name = old.get(
                     (spec.name, dim), (False, "batch" if dim == 0 else f"{spec.name}_dim{dim}")
                 )
-                self._axes.append((
+                self.axes.append((
                     spec.name,
                     dim,
                     w.Checkbox(ticked, description=f"{spec.name}[{dim}] = {size}", indent=False),
                     w.Text(name, layout={"width": "12em"}),
                 ))  # fmt: skip
-        rows = [w.HBox([box, name]) for _, _, box, name in self._axes]
+        rows = [w.HBox([box, name]) for _, _, box, name in self.axes]
         title = "dynamic axes (tick the dimensions that may change size)"
         self.axes_box.children = [w.Label(title), *rows] if rows else []
         self.input_info.value = _inputs_html(specs, self.model_picker.value)

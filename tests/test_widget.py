@@ -31,11 +31,11 @@ def test_it_lists_the_namespace_models_and_one_axis_row_per_input_dimension(name
     # Then both models can be picked, and the rows follow the picked model's last input
     assert set(widget.model_picker.options) == {"net", "cnn"}
     assert widget.state == "pick"
-    assert [(t, d) for t, d, _, _ in widget._axes] == [("image", d) for d in range(4)]
+    assert [(t, d) for t, d, _, _ in widget.axes] == [("image", d) for d in range(4)]
     assert "image [2, 3, 16, 16] float32" in widget.input_info.value
     # And picking the other model rebuilds the rows for its input
     widget.pick("net")
-    assert [(t, d) for t, d, _, _ in widget._axes] == [("input", 0), ("input", 1)]
+    assert [(t, d) for t, d, _, _ in widget.axes] == [("input", 0), ("input", 1)]
     assert widget.format_picker.options == tuple(jms.formats())
 
 
@@ -46,7 +46,7 @@ def test_stage_then_write_goes_from_pick_to_written_with_a_manifest(
     widget = ModelSaveWidget("net", namespace=namespace, dest="out/")
     assert widget.write_button.disabled and not widget.stage_button.disabled
     # When the batch dimension is ticked and the export is staged
-    widget._axes[0][2].value = True
+    widget.mark_dynamic("input", 0)
     staged = widget.stage()
     # Then the report and the summary are shown, and Write/Discard become available
     assert widget.state == "staged" and widget.error == ""
@@ -120,7 +120,7 @@ def test_an_expression_input_replaces_the_recorded_one_and_bad_ones_are_explaine
     # When an expression is typed as the example input
     widget.input_expr.value = "torch.randn(5, 8)"
     # Then the axis rows follow its shape
-    assert [box.description for _, _, box, _ in widget._axes] == ["input[0] = 5", "input[1] = 8"]
+    assert [box.description for _, _, box, _ in widget.axes] == ["input[0] = 5", "input[1] = 8"]
     # When the expression cannot be evaluated
     widget.input_expr.value = "torch.randn(5, nope)"
     # Then the error names it, and staging refuses it the same way
@@ -137,24 +137,27 @@ def test_bad_tolerances_and_axis_names_are_refused_in_plain_words(namespace):
     assert widget.stage() is None
     assert widget.error == "InvalidOptionError: atol must be a number such as 1e-4, got 'tight'."
     widget.atol.value = ""
-    widget._axes[0][2].value = True
-    widget._axes[0][3].value = "not a name"
+    widget.mark_dynamic("input", 0, "not a name")
     assert widget.stage() is None
     assert widget.error.startswith("InvalidOptionError: dynamic_axes['input'][0]: axis name")
 
 
 def test_copy_as_code_gives_a_call_that_writes_the_same_artifact(namespace, tmp_path):
     widget = ModelSaveWidget("net", namespace=namespace, dest=f"{tmp_path}/a/")
-    widget._axes[0][2].value = True
+    widget.mark_dynamic("input", 0, "n")
     widget.atol.value = "1e-3"
     namespace["example"] = torch.randn(4, 8)
     widget.input_expr.value = "example"  # the ticked row is kept: same input, same dimension
+    widget.mark_dynamic("input", 2)
+    assert (
+        widget.error == "InvalidOptionError: No input dimension input[2]; rows: input[0], input[1]."
+    )
     # When the code is shown
     code = widget.show_code()
     # Then it is the plain call with the options that differ from the defaults
     assert code.splitlines()[-1] == (
         f"jms.export(net, '{tmp_path}/a/', example, "
-        "dynamic_axes={'input': {0: 'batch'}}, atol=0.001)"
+        "dynamic_axes={'input': {0: 'n'}}, atol=0.001)"
     )
     assert widget.code.layout.display is None
     # And running it writes the artifact the widget writes
@@ -169,7 +172,7 @@ def test_a_model_object_outside_the_namespace_is_listed_under_its_class_name():
     widget = ModelSaveWidget(lone, namespace={})
     assert widget.model_picker.options == ("smallcnn",)
     assert "no recorded input" in widget.input_info.value
-    assert widget._axes == []
+    assert widget.axes == []
 
 
 def test_an_empty_namespace_disables_stage_and_says_why():
