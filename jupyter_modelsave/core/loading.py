@@ -117,7 +117,7 @@ def _checked(path: str | Path) -> tuple[Path, ArtifactFormat]:
 def _check_fits(model: torch.nn.Module, weights: dict[str, Any], strict: bool, path: Path) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
+    unexpected = sorted(k for k in weights if k not in expected)
     reshaped = [
         f"{k}: model {list(expected[k].shape)}, artifact {list(weights[k].shape)}"
         for k in expected
