@@ -4,17 +4,23 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
+import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 
+import { ISidebarActions } from './components/ModelSavePanel';
+import { openGraph } from './graph';
+// eslint-disable-next-line jupyter/prefer-lazy-imports
 import { ModelSaveModel } from './model';
 import { PLUGIN_ID } from './tokens';
+import { downloadUrl, saveToComputer, stagedUrl } from './urls';
 // The sidebar is added to the shell (and restored) during activation, so load it at once.
 // eslint-disable-next-line jupyter/prefer-lazy-imports
 import { ModelSaveSidebar } from './widget';
 
 /**
- * The Model Save sidebar: lists the PyTorch models of the current notebook's kernel.
+ * The Model Save sidebar: lists the PyTorch models of the current notebook's kernel, stages an
+ * export in the kernel, shows its parity report and graph, and writes or downloads it.
  */
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
@@ -22,17 +28,31 @@ const plugin: JupyterFrontEndPlugin<void> = {
     'Export live PyTorch models from a Jupyter kernel as checked, versioned artifacts.',
   autoStart: true,
   requires: [ILabShell, INotebookTracker],
-  optional: [ILayoutRestorer, ITranslator],
+  optional: [ILayoutRestorer, ITranslator, IDefaultFileBrowser],
   activate: (
     app: JupyterFrontEnd,
     labShell: ILabShell,
     tracker: INotebookTracker,
     restorer: ILayoutRestorer | null,
-    translator: ITranslator | null
+    translator: ITranslator | null,
+    fileBrowser: IDefaultFileBrowser | null
   ) => {
     const trans = (translator ?? nullTranslator).load('jupyter_modelsave');
     const model = new ModelSaveModel(tracker);
-    const sidebar = new ModelSaveSidebar(model, trans);
+    const actions: ISidebarActions = {
+      openGraph: staged => {
+        if (staged.graph) {
+          openGraph(app.shell, staged.id, staged.graph);
+        }
+      },
+      downloadStaged: staged =>
+        saveToComputer(stagedUrl(staged.id, 'artifact'), staged.file),
+      downloadWritten: path =>
+        saveToComputer(downloadUrl(path), path.split('/').pop() ?? path)
+    };
+    // Show a written artifact in the file browser at once, not at its next poll.
+    model.written.connect(() => void fileBrowser?.model.refresh());
+    const sidebar = new ModelSaveSidebar(model, actions, trans);
 
     // labShell is app.shell in JupyterLab; requiring it keeps the plugin out of
     // shells without a left area.
@@ -41,8 +61,6 @@ const plugin: JupyterFrontEndPlugin<void> = {
       restorer.add(sidebar, PLUGIN_ID);
     }
     void model.refreshHealth();
-
-    console.log('JupyterLab extension jupyter_modelsave is activated!');
   }
 };
 

@@ -1,27 +1,49 @@
 import { ISessionContext } from '@jupyterlab/apputils';
-import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import {
+  INotebookTracker,
+  NotebookActions,
+  NotebookPanel
+} from '@jupyterlab/notebook';
+import { Kernel } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
+import { KernelSide, KernelSideError } from './kernel';
 import { requestAPI } from './request';
-import { HealthState, IHealth, IKernelState } from './tokens';
+import {
+  HealthState,
+  IHealth,
+  IKernelState,
+  IServerConfig,
+  JobState,
+  KernelAPI,
+  KernelSideState
+} from './tokens';
 
 /**
  * State of the Model Save sidebar.
  *
- * Follows the session of the current notebook (`INotebookTracker.currentWidget`)
- * and the health of the server extension; emits `changed` on every update.
+ * Follows the session of the current notebook (`INotebookTracker.currentWidget`), keeps one
+ * `KernelSide` per kernel, and refreshes the model list after each executed cell of that
+ * notebook while the sidebar is visible (never while it is hidden). Emits `changed` on every
+ * update.
  */
 export class ModelSaveModel implements IDisposable {
   constructor(tracker: INotebookTracker) {
     this._tracker = tracker;
     tracker.currentChanged.connect(this._onCurrentChanged, this);
+    NotebookActions.executed.connect(this._onExecuted, this);
     this._follow(tracker.currentWidget);
   }
 
-  /** Emitted whenever the kernel state or the health state changes. */
+  /** Emitted whenever anything the sidebar shows changes. */
   get changed(): ISignal<this, void> {
     return this._changed;
+  }
+
+  /** Emitted after an artifact was written (the file browser refreshes). */
+  get written(): ISignal<this, KernelAPI.IWritten> {
+    return this._writtenSignal;
   }
 
   /** The current notebook's kernel, or `null` when no notebook is open. */
@@ -43,8 +65,55 @@ export class ModelSaveModel implements IDisposable {
     return this._health;
   }
 
+  get side(): KernelSideState {
+    return this._sideState;
+  }
+
+  /** The kernel's models, `null` before the first answer. */
+  get models(): KernelAPI.IModels['models'] | null {
+    return this._models;
+  }
+
+  get options(): KernelAPI.IOptions | null {
+    return this._options;
+  }
+
+  get selected(): KernelAPI.IModelInfo | null {
+    return this._models?.find(m => m.name === this._selected) ?? null;
+  }
+
+  get job(): JobState {
+    return this._job;
+  }
+
+  /** Where the staged export was written, once it was. */
+  get writtenTo(): KernelAPI.IWritten | null {
+    return this._writtenTo;
+  }
+
+  /** An error of the last write or discard. */
+  get acceptError(): KernelAPI.IError | null {
+    return this._acceptError;
+  }
+
   get isDisposed(): boolean {
     return this._isDisposed;
+  }
+
+  /** The sidebar tells the model when it is shown or hidden. */
+  setVisible(visible: boolean): void {
+    this._visible = visible;
+    if (visible) {
+      void this.refreshModels();
+    }
+  }
+
+  select(name: string | null): void {
+    if (this._job.kind === 'staging') {
+      return;
+    }
+    this._selected = name;
+    this._emit();
   }
 
   /** Ask the server extension for its version. */
@@ -63,14 +132,173 @@ export class ModelSaveModel implements IDisposable {
     }
   }
 
+  /** List the models of the current kernel (installs the kernel side when needed). */
+  async refreshModels(): Promise<void> {
+    if (!this._visible || this._job.kind === 'staging') {
+      return;
+    }
+    const side = await this._ensureSide();
+    if (!side) {
+      return;
+    }
+    try {
+      const reply = await side.request<KernelAPI.IModels>('models');
+      if (side === this._side) {
+        this._models = reply.models;
+        this._emit();
+      }
+    } catch (error) {
+      console.warn('jupyter_modelsave: listing models failed', error);
+    }
+  }
+
+  /** Stage the selected model in the kernel. */
+  async stage(args: KernelAPI.IStageArgs): Promise<void> {
+    const side = this._side;
+    if (!side || this._job.kind === 'staging') {
+      return;
+    }
+    await this._discardCurrent();
+    this._job = { kind: 'staging', step: 'prepare', fraction: 0 };
+    this._writtenTo = null;
+    this._acceptError = null;
+    this._emit();
+    try {
+      const staged = await side.request<KernelAPI.IStaged>(
+        'stage',
+        args,
+        (step, fraction) => {
+          this._job = { kind: 'staging', step, fraction };
+          this._emit();
+        }
+      );
+      this._job = { kind: 'staged', staged };
+    } catch (error) {
+      this._job = { kind: 'error', error: asError(error) };
+    }
+    this._emit();
+    void this.refreshModels();
+  }
+
+  /** Cancel a running stage by interrupting the kernel (the engine cleans up). */
+  async cancel(): Promise<void> {
+    if (this._job.kind === 'staging') {
+      await this._kernelConnection()?.interrupt();
+    }
+  }
+
+  /** Write the staged export below the server root. */
+  async write(args: Omit<KernelAPI.IWriteArgs, 'id'>): Promise<void> {
+    if (this._job.kind !== 'staged' || !this._side) {
+      return;
+    }
+    this._acceptError = null;
+    try {
+      const written = await this._side.request<KernelAPI.IWritten>('write', {
+        ...args,
+        id: this._job.staged.id
+      });
+      this._writtenTo = written;
+      this._writtenSignal.emit(written);
+    } catch (error) {
+      this._acceptError = asError(error);
+    }
+    this._emit();
+  }
+
+  /** Drop the staged export (its files are removed) and go back to the form. */
+  async discard(): Promise<void> {
+    await this._discardCurrent();
+    this._job = { kind: 'idle' };
+    this._writtenTo = null;
+    this._acceptError = null;
+    this._emit();
+  }
+
   dispose(): void {
     if (this._isDisposed) {
       return;
     }
     this._isDisposed = true;
     this._tracker.currentChanged.disconnect(this._onCurrentChanged, this);
+    NotebookActions.executed.disconnect(this._onExecuted, this);
     this._follow(null);
     Signal.clearData(this);
+  }
+
+  private async _discardCurrent(): Promise<void> {
+    if (this._job.kind === 'staged' && this._side) {
+      const id = this._job.staged.id;
+      try {
+        await this._side.request('discard', { id });
+      } catch (error) {
+        console.warn('jupyter_modelsave: discard failed', error);
+      }
+    }
+  }
+
+  private _kernelConnection(): Kernel.IKernelConnection | null {
+    return this._panel?.sessionContext.session?.kernel ?? null;
+  }
+
+  /** The kernel side of the current kernel, connecting it on first use. */
+  private async _ensureSide(): Promise<KernelSide | null> {
+    if (this._side && !this._side.isDisposed) {
+      return this._sideState.kind === 'ready' ? this._side : null;
+    }
+    const kernel = this._kernelConnection();
+    if (!kernel) {
+      this._setSide({ kind: 'none' });
+      return null;
+    }
+    if (kernel.status === 'dead') {
+      this._setSide({ kind: 'dead' });
+      return null;
+    }
+    const side = new KernelSide(kernel);
+    this._side = side;
+    this._setSide({ kind: 'connecting' });
+    try {
+      const info = await kernel.info;
+      const language = info.language_info.name;
+      if (language !== 'python') {
+        this._setSide({ kind: 'unsupported', language }, side);
+        return null;
+      }
+      this._config ??= await requestAPI<IServerConfig>('config');
+      await side.open(this._config);
+      this._setSide({ kind: 'ready' }, side);
+      if (side === this._side && !this._options) {
+        this._options = await side.request<KernelAPI.IOptions>('options');
+        this._emit();
+      }
+      return side === this._side ? side : null;
+    } catch (error) {
+      this._setSide({ kind: 'error', message: asError(error).message }, side);
+      return null;
+    }
+  }
+
+  private _setSide(state: KernelSideState, side?: KernelSide): void {
+    if (side && side !== this._side) {
+      return; // a newer connection replaced this one
+    }
+    this._sideState = state;
+    this._emit();
+  }
+
+  /** Forget the kernel side (kernel changed, restarted or died); reconnect when visible. */
+  private _resetSide(): void {
+    this._side?.dispose();
+    this._side = null;
+    this._sideState = { kind: 'none' };
+    this._models = null;
+    this._options = null;
+    if (this._job.kind !== 'idle') {
+      // staged files die with the kernel side's process or are dropped by discard
+      this._job = { kind: 'idle' };
+      this._writtenTo = null;
+    }
   }
 
   private _onCurrentChanged(
@@ -78,24 +306,58 @@ export class ModelSaveModel implements IDisposable {
     panel: NotebookPanel | null
   ): void {
     this._follow(panel);
-    this._changed.emit();
+    this._emit();
+    void this.refreshModels();
+  }
+
+  private _onExecuted(
+    _: unknown,
+    args: { notebook: unknown; success: boolean }
+  ): void {
+    if (this._panel && args.notebook === this._panel.content) {
+      void this.refreshModels();
+    }
+  }
+
+  private _onKernelChanged(): void {
+    this._resetSide();
+    this._emit();
+    void this.refreshModels();
+  }
+
+  private _onStatusChanged(_: ISessionContext, status: Kernel.Status): void {
+    if (status === 'restarting' || status === 'autorestarting') {
+      this._resetSide();
+    } else if (status === 'dead') {
+      this._resetSide();
+      this._sideState = { kind: 'dead' };
+    } else if (status === 'idle' && this._sideState.kind === 'none') {
+      void this.refreshModels();
+    }
+    this._emit();
   }
 
   /** Move the session listeners from the previous notebook to `panel`. */
   private _follow(panel: NotebookPanel | null): void {
     if (this._panel) {
       const old = this._panel.sessionContext;
-      old.kernelChanged.disconnect(this._emit, this);
-      old.statusChanged.disconnect(this._emit, this);
+      old.kernelChanged.disconnect(this._onKernelChanged, this);
+      old.statusChanged.disconnect(this._onStatusChanged, this);
       old.connectionStatusChanged.disconnect(this._emit, this);
       old.propertyChanged.disconnect(this._emit, this);
       this._panel.disposed.disconnect(this._onPanelDisposed, this);
     }
+    if (panel !== this._panel) {
+      void this._discardCurrent();
+      this._resetSide();
+      this._job = { kind: 'idle' };
+      this._selected = null;
+    }
     this._panel = panel;
     if (panel) {
       const ctx: ISessionContext = panel.sessionContext;
-      ctx.kernelChanged.connect(this._emit, this);
-      ctx.statusChanged.connect(this._emit, this);
+      ctx.kernelChanged.connect(this._onKernelChanged, this);
+      ctx.statusChanged.connect(this._onStatusChanged, this);
       ctx.connectionStatusChanged.connect(this._emit, this);
       ctx.propertyChanged.connect(this._emit, this);
       panel.disposed.connect(this._onPanelDisposed, this);
@@ -104,16 +366,36 @@ export class ModelSaveModel implements IDisposable {
 
   private _onPanelDisposed(): void {
     this._follow(null);
-    this._changed.emit();
+    this._emit();
   }
 
   private _emit(): void {
-    this._changed.emit();
+    if (!this._isDisposed) {
+      this._changed.emit();
+    }
   }
 
   private _tracker: INotebookTracker;
   private _panel: NotebookPanel | null = null;
   private _health: HealthState = { kind: 'pending' };
+  private _config: IServerConfig | null = null;
+  private _side: KernelSide | null = null;
+  private _sideState: KernelSideState = { kind: 'none' };
+  private _models: KernelAPI.IModelInfo[] | null = null;
+  private _options: KernelAPI.IOptions | null = null;
+  private _selected: string | null = null;
+  private _job: JobState = { kind: 'idle' };
+  private _writtenTo: KernelAPI.IWritten | null = null;
+  private _acceptError: KernelAPI.IError | null = null;
+  private _visible = false;
   private _isDisposed = false;
   private _changed = new Signal<this, void>(this);
+  private _writtenSignal = new Signal<this, KernelAPI.IWritten>(this);
+}
+
+function asError(error: unknown): KernelAPI.IError {
+  if (error instanceof KernelSideError) {
+    return { type: error.type, message: error.message };
+  }
+  return { type: 'Error', message: String(error) };
 }

@@ -32,3 +32,154 @@ export type HealthState =
   | { kind: 'pending' }
   | { kind: 'ok'; health: IHealth }
   | { kind: 'error'; message: string };
+
+/** Body of `GET <base_url>/modelsave/config`: folders the kernel side needs. */
+export interface IServerConfig {
+  staging_dir: string;
+  root_dir: string;
+}
+
+/** The Comm target of the kernel side (`jupyter_modelsave/kernel.py`). */
+export const COMM_TARGET = 'jupyter_modelsave';
+
+/**
+ * JSON types of the kernel side's replies (mirrors of the Python `to_dict()`s).
+ */
+export namespace KernelAPI {
+  export interface ITensorSpec {
+    name: string;
+    shape: number[];
+    dtype: string;
+    device: string;
+  }
+
+  /** `jms.ModelInfo.to_dict()`. */
+  export interface IModelInfo {
+    name: string;
+    class_name: string;
+    num_params: number;
+    size_bytes: number;
+    device: string;
+    dtype: string;
+    training: boolean;
+    last_input: ITensorSpec[] | null;
+  }
+
+  export interface IModels {
+    models: IModelInfo[];
+  }
+
+  /** What the options form offers. */
+  export interface IOptions {
+    version: string;
+    formats: string[];
+    exporters: string[];
+    /** exporter -> [lowest, highest] opset. */
+    opsets: { [exporter: string]: [number, number] };
+    /** float dtype -> [atol, rtol]. */
+    tolerances: { [dtype: string]: [number, number] };
+  }
+
+  /** Arguments of the `stage` operation. */
+  export interface IStageArgs {
+    model: string;
+    format: string;
+    exporter?: string;
+    opset?: number | null;
+    /** input name -> { dim: axis name }. */
+    dynamic_axes?: { [input: string]: { [dim: string]: string } };
+    /** A Python expression, or null for the last recorded call. */
+    example?: string | null;
+    atol?: number | null;
+    rtol?: number | null;
+    name?: string;
+  }
+
+  export interface IOutputDiff {
+    name: string;
+    shape: number[];
+    max_abs: number | string;
+    max_rel: number | string;
+    mismatch_fraction: number;
+    cosine: number | string;
+    min_atol: number | string;
+    top1_agreement: number | null;
+    shape_mismatch: string | null;
+    passed: boolean;
+  }
+
+  export interface IProbe {
+    name: string;
+    passed: boolean;
+    outputs: IOutputDiff[];
+  }
+
+  /** `ParityReport.to_dict()`. */
+  export interface IReport {
+    passed: boolean;
+    atol: number;
+    rtol: number;
+    probes: IProbe[];
+    reference_device: string;
+    tf32: boolean;
+    diagnosis: string[];
+    kind: string;
+    outputs: IOutputDiff[];
+  }
+
+  /** Reply of `stage`. */
+  export interface IStaged {
+    id: string;
+    name: string;
+    format: string;
+    exporter: string;
+    opset: number | null;
+    size_bytes: number;
+    sha256: string;
+    warnings: string[];
+    report: IReport | null;
+    inputs: ITensorSpec[];
+    outputs: ITensorSpec[];
+    /** File names in the staging folder. */
+    file: string;
+    graph: string | null;
+    folder_artifact: boolean;
+  }
+
+  /** Arguments of `write`. */
+  export interface IWriteArgs {
+    id: string;
+    folder: string;
+    name?: string;
+    version?: string;
+    overwrite?: boolean;
+    allow_mismatch?: boolean;
+  }
+
+  /** Reply of `write`: paths relative to the server root. */
+  export interface IWritten {
+    path: string;
+    manifest: string;
+  }
+
+  export interface IError {
+    type: string;
+    message: string;
+  }
+}
+
+/** The kernel side of the current notebook. */
+export type KernelSideState =
+  | { kind: 'none' }
+  | { kind: 'connecting' }
+  | { kind: 'ready' }
+  | { kind: 'unsupported'; language: string }
+  | { kind: 'dead' }
+  | { kind: 'error'; message: string };
+
+/** The export in progress or under review. */
+export type JobState =
+  | { kind: 'idle' }
+  | { kind: 'staging'; step: string; fraction: number }
+  | { kind: 'staged'; staged: KernelAPI.IStaged }
+  | { kind: 'error'; error: KernelAPI.IError };

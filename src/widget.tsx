@@ -1,19 +1,26 @@
 import { ReactWidget, UseSignal } from '@jupyterlab/apputils';
 import { TranslationBundle } from '@jupyterlab/translation';
+import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
-import { ModelSavePanel } from './components/ModelSavePanel';
+import { ISidebarActions, ModelSavePanel } from './components/ModelSavePanel';
 import { modelSaveIcon } from './icons';
 import { ModelSaveModel } from './model';
 import { SIDEBAR_ID } from './tokens';
 
 /**
- * The left-area sidebar: a ReactWidget that re-renders on `model.changed`.
+ * The left-area sidebar: a ReactWidget that re-renders on `model.changed`, and tells the model
+ * when it is shown or hidden (the model list refreshes only while visible).
  */
 export class ModelSaveSidebar extends ReactWidget {
-  constructor(model: ModelSaveModel, trans: TranslationBundle) {
+  constructor(
+    model: ModelSaveModel,
+    actions: ISidebarActions,
+    trans: TranslationBundle
+  ) {
     super();
     this.model = model;
+    this._actions = actions;
     this._trans = trans;
     this.id = SIDEBAR_ID;
     this.addClass('jp-ModelSave');
@@ -31,13 +38,23 @@ export class ModelSaveSidebar extends ReactWidget {
     super.dispose();
   }
 
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this.model.setVisible(true);
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this.model.setVisible(false);
+  }
+
   protected render(): JSX.Element {
     return (
       <UseSignal signal={this.model.changed}>
         {() => (
           <ModelSavePanel
-            kernel={this.model.kernel}
-            health={this.model.health}
+            model={this.model}
+            actions={this._actions}
             trans={this._trans}
           />
         )}
@@ -45,5 +62,6 @@ export class ModelSaveSidebar extends ReactWidget {
     );
   }
 
+  private _actions: ISidebarActions;
   private _trans: TranslationBundle;
 }

@@ -1,24 +1,37 @@
 import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
-import { HealthState, IKernelState } from '../tokens';
+import { ModelSaveModel } from '../model';
+import { KernelAPI } from '../tokens';
 import { EmptyState } from './EmptyState';
+import { ExportForm } from './ExportForm';
 import { KernelHeader } from './KernelHeader';
+import { ModelList } from './ModelList';
+import { ReviewPanel } from './ReviewPanel';
 import { ServerStatus } from './ServerStatus';
+import { StageProgress } from './StageProgress';
+
+/** What the sidebar can do besides changing the model (they need the app). */
+export interface ISidebarActions {
+  openGraph: (staged: KernelAPI.IStaged) => void;
+  downloadStaged: (staged: KernelAPI.IStaged) => void;
+  downloadWritten: (path: string) => void;
+}
 
 export interface IModelSavePanelProps {
-  kernel: IKernelState | null;
-  health: HealthState;
+  model: ModelSaveModel;
+  actions: ISidebarActions;
   trans: TranslationBundle;
 }
 
-/** The whole sidebar: header, body (model list to come), footer. */
+/** The whole sidebar: header (notebook, kernel), body (models, options, review), footer. */
 export function ModelSavePanel({
-  kernel,
-  health,
+  model,
+  actions,
   trans
 }: IModelSavePanelProps): JSX.Element {
   const title = trans.__('Model Save');
+  const kernel = model.kernel;
   return (
     <div className="jp-ModelSave-panel" role="region" aria-label={title}>
       <header className="jp-ModelSave-header">
@@ -26,17 +39,110 @@ export function ModelSavePanel({
         {kernel && <KernelHeader kernel={kernel} trans={trans} />}
       </header>
       <div className="jp-ModelSave-body">
-        <EmptyState
-          message={
-            kernel
-              ? trans.__('PyTorch models of this kernel will be listed here.')
-              : trans.__('Open a notebook to list its PyTorch models')
-          }
-        />
+        {kernel ? (
+          <Body model={model} actions={actions} trans={trans} />
+        ) : (
+          <EmptyState
+            message={trans.__('Open a notebook to list its PyTorch models')}
+          />
+        )}
       </div>
       <footer className="jp-ModelSave-footer">
-        <ServerStatus health={health} trans={trans} />
+        <ServerStatus health={model.health} trans={trans} />
       </footer>
     </div>
+  );
+}
+
+function Body({ model, actions, trans }: IModelSavePanelProps): JSX.Element {
+  const side = model.side;
+  switch (side.kind) {
+    case 'unsupported':
+      return (
+        <EmptyState
+          message={trans.__(
+            'This kernel runs %1; models can be exported from Python kernels only.',
+            side.language
+          )}
+        />
+      );
+    case 'dead':
+      return (
+        <EmptyState
+          message={trans.__(
+            'The kernel is dead. Restart it to list its models.'
+          )}
+        />
+      );
+    case 'error':
+      return (
+        <div className="jp-ModelSave-errorBox" role="alert">
+          {trans.__('The kernel side could not start: %1', side.message)}
+          <br />
+          {trans.__(
+            'Is jupyter_modelsave installed in this kernel’s environment?'
+          )}
+        </div>
+      );
+  }
+  const models = model.models;
+  if (models === null) {
+    return <EmptyState message={trans.__('Connecting to the kernel…')} />;
+  }
+  if (models.length === 0) {
+    return (
+      <EmptyState message={trans.__('No PyTorch models in this kernel yet')} />
+    );
+  }
+  const job = model.job;
+  const selected = model.selected;
+  const staging = job.kind === 'staging';
+  return (
+    <>
+      <ModelList
+        models={models}
+        selected={selected?.name ?? null}
+        disabled={staging || job.kind === 'staged'}
+        onSelect={name => model.select(name)}
+        trans={trans}
+      />
+      {selected && model.options && job.kind !== 'staged' && (
+        <ExportForm
+          key={selected.name}
+          model={selected}
+          options={model.options}
+          disabled={staging}
+          onStage={args => void model.stage(args)}
+          trans={trans}
+        />
+      )}
+      {job.kind === 'staging' && (
+        <StageProgress
+          step={job.step}
+          fraction={job.fraction}
+          onCancel={() => void model.cancel()}
+          trans={trans}
+        />
+      )}
+      {job.kind === 'error' && (
+        <div className="jp-ModelSave-errorBox" role="alert">
+          <strong>{job.error.type}</strong>: {job.error.message}
+        </div>
+      )}
+      {job.kind === 'staged' && (
+        <ReviewPanel
+          key={job.staged.id}
+          staged={job.staged}
+          written={model.writtenTo}
+          error={model.acceptError}
+          onGraph={() => actions.openGraph(job.staged)}
+          onDownload={() => actions.downloadStaged(job.staged)}
+          onDownloadWritten={actions.downloadWritten}
+          onWrite={args => model.write(args)}
+          onDiscard={() => void model.discard()}
+          trans={trans}
+        />
+      )}
+    </>
   );
 }

@@ -1,0 +1,414 @@
+import { TranslationBundle } from '@jupyterlab/translation';
+import * as React from 'react';
+
+import { formatShape } from '../format';
+import { KernelAPI } from '../tokens';
+
+export interface IExportFormProps {
+  model: KernelAPI.IModelInfo;
+  options: KernelAPI.IOptions;
+  disabled: boolean;
+  onStage: (args: KernelAPI.IStageArgs) => void;
+  trans: TranslationBundle;
+}
+
+/** One dimension of one input in the dynamic-axes editor. */
+interface IAxisRow {
+  input: string;
+  dim: number;
+  size: number;
+  enabled: boolean;
+  name: string;
+}
+
+interface IFormState {
+  format: string;
+  exporter: string;
+  opset: string;
+  axes: IAxisRow[];
+  exampleMode: 'last' | 'expression';
+  expression: string;
+  atol: string;
+  rtol: string;
+  name: string;
+}
+
+type Errors = Partial<Record<string, string>>;
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
+
+/** The form's first state, from the model's last recorded call. */
+function initialState(
+  model: KernelAPI.IModelInfo,
+  options: KernelAPI.IOptions
+): IFormState {
+  const axes: IAxisRow[] = [];
+  for (const spec of model.last_input ?? []) {
+    spec.shape.forEach((size, dim) =>
+      axes.push({
+        input: spec.name,
+        dim,
+        size,
+        enabled: false,
+        name: dim === 0 ? 'batch' : `${spec.name}_dim${dim}`
+      })
+    );
+  }
+  return {
+    format: options.formats.includes('onnx') ? 'onnx' : options.formats[0],
+    exporter: 'auto',
+    opset: '',
+    axes,
+    exampleMode: model.last_input ? 'last' : 'expression',
+    expression: '',
+    atol: '',
+    rtol: '',
+    name: SAFE_NAME.test(model.name) ? model.name : 'model'
+  };
+}
+
+/** Every invalid field with the reason; empty when the form can be staged. */
+export function validate(
+  state: IFormState,
+  options: KernelAPI.IOptions,
+  trans: TranslationBundle
+): Errors {
+  const errors: Errors = {};
+  if (state.opset !== '') {
+    const [low, high] = options.opsets[state.exporter] ?? [0, 0];
+    const opset = Number(state.opset);
+    if (!Number.isInteger(opset) || opset < low || opset > high) {
+      errors.opset = trans.__('Choose an opset from %1 to %2.', low, high);
+    }
+  }
+  state.axes.forEach(row => {
+    if (row.enabled && !IDENTIFIER.test(row.name)) {
+      errors[`axis-${row.input}-${row.dim}`] = trans.__(
+        'An axis name is an identifier such as batch or seq_len.'
+      );
+    }
+  });
+  if (state.exampleMode === 'expression' && !state.expression.trim()) {
+    errors.expression = trans.__(
+      'Give a Python expression, e.g. torch.randn(1, 3, 224, 224).'
+    );
+  }
+  for (const key of ['atol', 'rtol'] as const) {
+    const text = state[key].trim();
+    if (text !== '' && !(Number.isFinite(Number(text)) && Number(text) >= 0)) {
+      errors[key] = trans.__('A number ≥ 0 such as 1e-4.');
+    }
+  }
+  if (!SAFE_NAME.test(state.name)) {
+    errors.name = trans.__(
+      "Letters, digits, '_', '.', '+' or '-', starting with a letter or digit."
+    );
+  }
+  return errors;
+}
+
+/** The `stage` arguments of a valid form. */
+function stageArgs(
+  model: KernelAPI.IModelInfo,
+  state: IFormState
+): KernelAPI.IStageArgs {
+  const args: KernelAPI.IStageArgs = {
+    model: model.name,
+    format: state.format,
+    name: state.name,
+    example: state.exampleMode === 'expression' ? state.expression : null,
+    atol: state.atol.trim() ? Number(state.atol) : null,
+    rtol: state.rtol.trim() ? Number(state.rtol) : null
+  };
+  if (state.format === 'onnx') {
+    args.exporter = state.exporter;
+    args.opset = state.opset ? Number(state.opset) : null;
+    const axes: KernelAPI.IStageArgs['dynamic_axes'] = {};
+    for (const row of state.axes.filter(r => r.enabled)) {
+      axes[row.input] = { ...axes[row.input], [String(row.dim)]: row.name };
+    }
+    if (Object.keys(axes).length > 0) {
+      args.dynamic_axes = axes;
+    }
+  }
+  return args;
+}
+
+/**
+ * The export options of the picked model. ONNX-only options (exporter, opset, dynamic axes)
+ * show for the ONNX format; invalid values are refused in the form, with the reason.
+ */
+export function ExportForm({
+  model,
+  options,
+  disabled,
+  onStage,
+  trans
+}: IExportFormProps): JSX.Element {
+  const [state, setState] = React.useState(() => initialState(model, options));
+  const errors = validate(state, options, trans);
+  const valid = Object.keys(errors).length === 0;
+  const update = (patch: Partial<IFormState>) =>
+    setState(s => ({ ...s, ...patch }));
+  const setAxis = (index: number, patch: Partial<IAxisRow>) =>
+    setState(s => ({
+      ...s,
+      axes: s.axes.map((row, i) => (i === index ? { ...row, ...patch } : row))
+    }));
+  const [low, high] = options.opsets[state.exporter] ?? [0, 0];
+  const dtype = model.dtype.split(',')[0];
+  const [atol, rtol] = options.tolerances[dtype] ??
+    options.tolerances.float32 ?? [1e-4, 1e-3];
+  const onnx = state.format === 'onnx';
+  const id = (field: string) => `jp-ModelSave-${model.name}-${field}`;
+
+  return (
+    <form
+      className="jp-ModelSave-form"
+      aria-label={trans.__('Export options')}
+      onSubmit={event => {
+        event.preventDefault();
+        if (valid && !disabled) {
+          onStage(stageArgs(model, state));
+        }
+      }}
+    >
+      <Field id={id('format')} label={trans.__('Format')}>
+        <select
+          id={id('format')}
+          className="jp-mod-styled"
+          value={state.format}
+          onChange={e => update({ format: e.target.value })}
+        >
+          {options.formats.map(f => (
+            <option key={f} value={f}>
+              {f}
+            </option>
+          ))}
+        </select>
+      </Field>
+
+      {onnx && (
+        <>
+          <Field
+            id={id('exporter')}
+            label={trans.__('Exporter')}
+            hint={trans.__('auto: dynamo, falling back to TorchScript.')}
+          >
+            <select
+              id={id('exporter')}
+              className="jp-mod-styled"
+              value={state.exporter}
+              onChange={e => update({ exporter: e.target.value })}
+            >
+              {options.exporters.map(e => (
+                <option key={e} value={e}>
+                  {e}
+                </option>
+              ))}
+            </select>
+          </Field>
+          <Field
+            id={id('opset')}
+            label={trans.__('Opset')}
+            hint={trans.__(
+              'This kernel supports %1 to %2; default: the exporter’s.',
+              low,
+              high
+            )}
+            error={errors.opset}
+          >
+            <select
+              id={id('opset')}
+              className="jp-mod-styled"
+              value={state.opset}
+              aria-invalid={!!errors.opset}
+              onChange={e => update({ opset: e.target.value })}
+            >
+              <option value="">{trans.__('default')}</option>
+              {range(low, high).map(v => (
+                <option key={v} value={String(v)}>
+                  {v}
+                </option>
+              ))}
+            </select>
+          </Field>
+          <fieldset className="jp-ModelSave-axes">
+            <legend>{trans.__('Dynamic axes')}</legend>
+            {state.axes.length === 0 ? (
+              <small className="jp-ModelSave-hint">
+                {trans.__(
+                  'Call the model once in the notebook to edit its dynamic axes.'
+                )}
+              </small>
+            ) : (
+              state.axes.map((row, i) => {
+                const key = `axis-${row.input}-${row.dim}`;
+                return (
+                  <div className="jp-ModelSave-axis" key={key}>
+                    <input
+                      type="checkbox"
+                      id={id(key)}
+                      checked={row.enabled}
+                      onChange={e => setAxis(i, { enabled: e.target.checked })}
+                    />
+                    <label htmlFor={id(key)}>
+                      {trans.__('%1 dim %2 (%3)', row.input, row.dim, row.size)}
+                    </label>
+                    <input
+                      type="text"
+                      className="jp-mod-styled"
+                      aria-label={trans.__(
+                        'Axis name of %1 dim %2',
+                        row.input,
+                        row.dim
+                      )}
+                      value={row.name}
+                      disabled={!row.enabled}
+                      aria-invalid={!!errors[key]}
+                      onChange={e => setAxis(i, { name: e.target.value })}
+                    />
+                    {errors[key] && (
+                      <small className="jp-ModelSave-error">
+                        {errors[key]}
+                      </small>
+                    )}
+                  </div>
+                );
+              })
+            )}
+            <small className="jp-ModelSave-hint">
+              {trans.__('Checked dimensions may change size at inference.')}
+            </small>
+          </fieldset>
+        </>
+      )}
+
+      <fieldset className="jp-ModelSave-example">
+        <legend>{trans.__('Example input')}</legend>
+        <label>
+          <input
+            type="radio"
+            name={id('example')}
+            checked={state.exampleMode === 'last'}
+            disabled={!model.last_input}
+            onChange={() => update({ exampleMode: 'last' })}
+          />
+          {model.last_input
+            ? trans.__(
+                'Last call %1',
+                model.last_input.map(s => formatShape(s.shape)).join(', ')
+              )
+            : trans.__('Last call (none recorded yet)')}
+        </label>
+        <label>
+          <input
+            type="radio"
+            name={id('example')}
+            checked={state.exampleMode === 'expression'}
+            onChange={() => update({ exampleMode: 'expression' })}
+          />
+          {trans.__('Expression')}
+        </label>
+        {state.exampleMode === 'expression' && (
+          <input
+            type="text"
+            className="jp-mod-styled jp-ModelSave-code"
+            aria-label={trans.__('Example input expression')}
+            placeholder={trans.__('e.g. torch.randn(1, 3, 224, 224)')}
+            value={state.expression}
+            aria-invalid={!!errors.expression}
+            onChange={e => update({ expression: e.target.value })}
+          />
+        )}
+        {errors.expression && (
+          <small className="jp-ModelSave-error">{errors.expression}</small>
+        )}
+      </fieldset>
+
+      <div className="jp-ModelSave-row">
+        <Field id={id('atol')} label={trans.__('atol')} error={errors.atol}>
+          <input
+            id={id('atol')}
+            type="text"
+            inputMode="decimal"
+            className="jp-mod-styled"
+            placeholder={String(atol)}
+            value={state.atol}
+            aria-invalid={!!errors.atol}
+            onChange={e => update({ atol: e.target.value })}
+          />
+        </Field>
+        <Field id={id('rtol')} label={trans.__('rtol')} error={errors.rtol}>
+          <input
+            id={id('rtol')}
+            type="text"
+            inputMode="decimal"
+            className="jp-mod-styled"
+            placeholder={String(rtol)}
+            value={state.rtol}
+            aria-invalid={!!errors.rtol}
+            onChange={e => update({ rtol: e.target.value })}
+          />
+        </Field>
+      </div>
+      <small className="jp-ModelSave-hint">
+        {trans.__('Tolerances of the parity check; empty: by dtype.')}
+      </small>
+
+      <Field
+        id={id('name')}
+        label={trans.__('Artifact name')}
+        hint={trans.__('Files are named <name>_v<version>_<sha256>.')}
+        error={errors.name}
+      >
+        <input
+          id={id('name')}
+          type="text"
+          className="jp-mod-styled"
+          value={state.name}
+          aria-invalid={!!errors.name}
+          onChange={e => update({ name: e.target.value })}
+        />
+      </Field>
+
+      <button
+        type="submit"
+        className="jp-Button jp-mod-styled jp-mod-accept"
+        disabled={disabled || !valid}
+      >
+        {trans.__('Stage')}
+      </button>
+    </form>
+  );
+}
+
+interface IFieldProps {
+  id: string;
+  label: string;
+  hint?: string;
+  error?: string;
+  children: React.ReactNode;
+}
+
+/** A labelled form control with its hint or its error. */
+function Field({ id, label, hint, error, children }: IFieldProps): JSX.Element {
+  return (
+    <div className="jp-ModelSave-field">
+      <label htmlFor={id}>{label}</label>
+      {children}
+      {error ? (
+        <small className="jp-ModelSave-error" role="alert">
+          {error}
+        </small>
+      ) : (
+        hint && <small className="jp-ModelSave-hint">{hint}</small>
+      )}
+    </div>
+  );
+}
+
+function range(low: number, high: number): number[] {
+  return Array.from({ length: high - low + 1 }, (_, i) => high - i);
+}

@@ -1,0 +1,58 @@
+import { TranslationBundle } from '@jupyterlab/translation';
+import * as React from 'react';
+
+import { formatBytes, formatCount, formatShape } from '../format';
+import { KernelAPI } from '../tokens';
+
+export interface IModelListProps {
+  models: KernelAPI.IModelInfo[];
+  selected: string | null;
+  disabled: boolean;
+  onSelect: (name: string) => void;
+  trans: TranslationBundle;
+}
+
+/** The kernel's models; one button per model, the picked one pressed. */
+export function ModelList({
+  models,
+  selected,
+  disabled,
+  onSelect,
+  trans
+}: IModelListProps): JSX.Element {
+  return (
+    <ul className="jp-ModelSave-models" aria-label={trans.__('Models')}>
+      {models.map(m => (
+        <li key={m.name}>
+          <button
+            type="button"
+            className="jp-ModelSave-model"
+            aria-pressed={m.name === selected}
+            disabled={disabled}
+            onClick={() => onSelect(m.name)}
+          >
+            <span className="jp-ModelSave-modelName">{m.name}</span>
+            <span className="jp-ModelSave-modelClass">{m.class_name}</span>
+            <span className="jp-ModelSave-modelMeta">
+              {trans.__(
+                '%1 params · %2 · %3 · %4',
+                formatCount(m.num_params),
+                formatBytes(m.size_bytes),
+                m.device,
+                m.dtype
+              )}
+            </span>
+            <span className="jp-ModelSave-modelMeta">
+              {m.last_input
+                ? trans.__(
+                    'last input %1',
+                    m.last_input.map(s => formatShape(s.shape)).join(', ')
+                  )
+                : trans.__('no call recorded yet')}
+            </span>
+          </button>
+        </li>
+      ))}
+    </ul>
+  );
+}

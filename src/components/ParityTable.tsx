@@ -1,0 +1,63 @@
+import { TranslationBundle } from '@jupyterlab/translation';
+import * as React from 'react';
+
+import { formatNumber, formatShape } from '../format';
+import { KernelAPI } from '../tokens';
+
+export interface IParityTableProps {
+  report: KernelAPI.IReport;
+  trans: TranslationBundle;
+}
+
+/** Per output (its worst probe): shape, max abs, max rel, mismatched fraction, pass/fail. */
+export function ParityTable({ report, trans }: IParityTableProps): JSX.Element {
+  return (
+    <div className="jp-ModelSave-parity">
+      <table
+        className="jp-ModelSave-parityTable"
+        aria-label={trans.__('Parity report')}
+      >
+        <thead>
+          <tr>
+            <th scope="col">{trans.__('Output')}</th>
+            <th scope="col">{trans.__('Shape')}</th>
+            <th scope="col">{trans.__('Max abs')}</th>
+            <th scope="col">{trans.__('Max rel')}</th>
+            <th scope="col">{trans.__('Mismatch')}</th>
+            <th scope="col">{trans.__('Result')}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {report.outputs.map(o => (
+            <tr key={o.name} data-passed={o.passed}>
+              <th scope="row">{o.name}</th>
+              <td>{o.shape_mismatch ?? formatShape(o.shape)}</td>
+              <td>{formatNumber(o.max_abs)}</td>
+              <td>{formatNumber(o.max_rel)}</td>
+              <td>{`${(o.mismatch_fraction * 100).toFixed(1)}%`}</td>
+              <td className="jp-ModelSave-verdict" data-passed={o.passed}>
+                {o.passed ? trans.__('pass') : trans.__('fail')}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <ul className="jp-ModelSave-probes" aria-label={trans.__('Probes')}>
+        {report.probes.map(p => (
+          <li key={p.name} data-passed={p.passed}>
+            {p.passed ? '✓' : '✗'} {p.name}
+          </li>
+        ))}
+      </ul>
+      <div className="jp-ModelSave-reportMeta">
+        {trans.__(
+          'atol %1 · rtol %2 · reference on %3 · TF32 %4',
+          formatNumber(report.atol),
+          formatNumber(report.rtol),
+          report.reference_device,
+          report.tf32 ? trans.__('on') : trans.__('off')
+        )}
+      </div>
+    </div>
+  );
+}

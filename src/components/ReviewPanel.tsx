@@ -1,0 +1,234 @@
+import { TranslationBundle } from '@jupyterlab/translation';
+import * as React from 'react';
+
+import { formatBytes } from '../format';
+import { KernelAPI } from '../tokens';
+import { ParityTable } from './ParityTable';
+
+export interface IReviewPanelProps {
+  staged: KernelAPI.IStaged;
+  written: KernelAPI.IWritten | null;
+  error: KernelAPI.IError | null;
+  onGraph: () => void;
+  onDownload: () => void;
+  onDownloadWritten: (path: string) => void;
+  onWrite: (args: Omit<KernelAPI.IWriteArgs, 'id'>) => Promise<void>;
+  onDiscard: () => void;
+  trans: TranslationBundle;
+}
+
+const VERSION = /^\d+\.\d+\.\d+$/;
+
+/** The staged export: parity, exporter, warnings, size and sha256; Graph, Write, Download, Discard. */
+export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
+  const { staged, written, error, trans } = props;
+  const report = staged.report;
+  const failed = report !== null && !report.passed;
+  const [folder, setFolder] = React.useState('exports');
+  const [version, setVersion] = React.useState('');
+  const [overwrite, setOverwrite] = React.useState(false);
+  const [allowMismatch, setAllowMismatch] = React.useState(false);
+  const [writing, setWriting] = React.useState(false);
+  const folderError =
+    folder.startsWith('/') || folder.split('/').includes('..')
+      ? trans.__('A folder inside the Jupyter root, e.g. exports.')
+      : '';
+  const versionError =
+    version && !VERSION.test(version)
+      ? trans.__('A version looks like 1.2.3; empty: the next one.')
+      : '';
+  const canWrite =
+    !written &&
+    !writing &&
+    !folderError &&
+    !versionError &&
+    (!failed || allowMismatch);
+
+  return (
+    <section
+      className="jp-ModelSave-review"
+      aria-label={trans.__('Staged export')}
+    >
+      <div
+        className="jp-ModelSave-verdictLine"
+        data-passed={report ? report.passed : true}
+        role="status"
+      >
+        {report === null
+          ? trans.__('Staged (no parity check)')
+          : report.passed
+            ? trans.__('Parity passed on %1 probes', report.probes.length)
+            : trans.__('Parity FAILED')}
+      </div>
+
+      {report && <ParityTable report={report} trans={trans} />}
+
+      {report && report.diagnosis.length > 0 && (
+        <ul
+          className="jp-ModelSave-diagnosis"
+          aria-label={trans.__('Diagnosis')}
+          role="alert"
+        >
+          {report.diagnosis.map((d, i) => (
+            <li key={i}>{d}</li>
+          ))}
+        </ul>
+      )}
+
+      <dl className="jp-ModelSave-facts">
+        <dt>{trans.__('Format')}</dt>
+        <dd>
+          {staged.format}
+          {staged.opset !== null && trans.__(', opset %1', staged.opset)}
+        </dd>
+        <dt>{trans.__('Exporter')}</dt>
+        <dd>{staged.exporter}</dd>
+        <dt>{trans.__('Size')}</dt>
+        <dd>{formatBytes(staged.size_bytes)}</dd>
+        <dt>{trans.__('sha256')}</dt>
+        <dd>
+          <code className="jp-ModelSave-sha" aria-label={trans.__('sha256')}>
+            {staged.sha256}
+          </code>
+        </dd>
+      </dl>
+
+      {staged.warnings.length > 0 && (
+        <details className="jp-ModelSave-warnings">
+          <summary>
+            {trans._n('%1 warning', '%1 warnings', staged.warnings.length)}
+          </summary>
+          <ul>
+            {staged.warnings.map((w, i) => (
+              <li key={i}>{w}</li>
+            ))}
+          </ul>
+        </details>
+      )}
+
+      <div className="jp-ModelSave-actions">
+        {staged.graph && (
+          <button
+            type="button"
+            className="jp-Button jp-mod-styled"
+            onClick={props.onGraph}
+          >
+            {trans.__('Graph')}
+          </button>
+        )}
+        {!staged.folder_artifact && (
+          <button
+            type="button"
+            className="jp-Button jp-mod-styled"
+            onClick={props.onDownload}
+            title={trans.__(
+              'Save to this computer; check it against the sha256 above.'
+            )}
+          >
+            {trans.__('Download')}
+          </button>
+        )}
+      </div>
+
+      <fieldset className="jp-ModelSave-destination" disabled={!!written}>
+        <legend>{trans.__('Write to the Jupyter root')}</legend>
+        <div className="jp-ModelSave-field">
+          <label htmlFor="jp-ModelSave-folder">{trans.__('Folder')}</label>
+          <input
+            id="jp-ModelSave-folder"
+            type="text"
+            className="jp-mod-styled"
+            value={folder}
+            aria-invalid={!!folderError}
+            onChange={e => setFolder(e.target.value)}
+          />
+          <small
+            className={folderError ? 'jp-ModelSave-error' : 'jp-ModelSave-hint'}
+          >
+            {folderError ||
+              trans.__('Relative to the Jupyter root; created if missing.')}
+          </small>
+        </div>
+        <div className="jp-ModelSave-field">
+          <label htmlFor="jp-ModelSave-version">{trans.__('Version')}</label>
+          <input
+            id="jp-ModelSave-version"
+            type="text"
+            className="jp-mod-styled"
+            placeholder={trans.__('next (1.0.0 for a new name)')}
+            value={version}
+            aria-invalid={!!versionError}
+            onChange={e => setVersion(e.target.value)}
+          />
+          {versionError && (
+            <small className="jp-ModelSave-error">{versionError}</small>
+          )}
+        </div>
+        <label className="jp-ModelSave-check">
+          <input
+            type="checkbox"
+            checked={overwrite}
+            onChange={e => setOverwrite(e.target.checked)}
+          />
+          {trans.__('Overwrite an existing file')}
+        </label>
+        {failed && (
+          <label className="jp-ModelSave-check">
+            <input
+              type="checkbox"
+              checked={allowMismatch}
+              onChange={e => setAllowMismatch(e.target.checked)}
+            />
+            {trans.__('Write although parity failed')}
+          </label>
+        )}
+      </fieldset>
+
+      {error && (
+        <div className="jp-ModelSave-errorBox" role="alert">
+          <strong>{error.type}</strong>: {error.message}
+        </div>
+      )}
+
+      {written && (
+        <div className="jp-ModelSave-written" role="status">
+          {trans.__('Written to')} <code>{written.path}</code>
+          <button
+            type="button"
+            className="jp-Button jp-mod-styled"
+            onClick={() => props.onDownloadWritten(written.path)}
+          >
+            {trans.__('Download file')}
+          </button>
+        </div>
+      )}
+
+      <div className="jp-ModelSave-actions">
+        <button
+          type="button"
+          className="jp-Button jp-mod-styled jp-mod-accept"
+          disabled={!canWrite}
+          onClick={async () => {
+            setWriting(true);
+            await props.onWrite({
+              folder,
+              version: version || undefined,
+              overwrite,
+              allow_mismatch: allowMismatch
+            });
+            setWriting(false);
+          }}
+        >
+          {trans.__('Write')}
+        </button>
+        <button
+          type="button"
+          className="jp-Button jp-mod-styled jp-mod-reject"
+          onClick={props.onDiscard}
+        >
+          {written ? trans.__('Done') : trans.__('Discard')}
+        </button>
+      </div>
+    </section>
+  );
+}
