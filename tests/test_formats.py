@@ -1,6 +1,7 @@
 """Every format round-trips the models built in tests/models.py; format options are checked."""
 
 import json
+import zipfile
 
 import pytest
 import torch
@@ -317,3 +318,14 @@ def test_torch_export_keeps_keyword_inputs(tmp_path):
 def test_formats_lists_every_format():
     expected = ["onnx", "safetensors", "state_dict", "checkpoint", "torchscript", "torch_export"]
     assert jms.formats() == expected
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "torch_export"])
+def test_graph_archives_embed_the_metadata(tmp_path, cnn_and_input, fmt):
+    cnn, x = cnn_and_input
+    staged = jms.stage(cnn, x, format=fmt, metadata={"class_names": ["cat", "dog"]})
+    with zipfile.ZipFile(staged.write(tmp_path)) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("jupyter_modelsave.json"))
+        note = json.loads(archive.read(name))
+    assert note["metadata"] == {"class_names": ["cat", "dog"]}
+    assert (note["inputs"], note["outputs"]) == (["image"], ["output"])

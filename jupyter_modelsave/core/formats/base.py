@@ -115,3 +115,19 @@ class WeightsFormat(ArtifactFormat):
 
     def weights(self, loaded: Any) -> dict[str, torch.Tensor]:
         return loaded
+
+
+EXTRA_FILE = "jupyter_modelsave.json"  # name of the embedded note in TorchScript and .pt2 archives
+
+
+def embedded_note(job: ExportJob) -> str:
+    """JSON embedded in archives that hold extra files: producer, torch, I/O names, metadata."""
+    import json
+
+    import torch
+
+    from ... import __version__
+
+    return json.dumps({"producer": "jupyter_modelsave", "producer_version": __version__,
+                       "torch_version": str(torch.__version__), "inputs": job.input_names,
+                       "outputs": job.output_names, "metadata": job.metadata})  # fmt: skip

@@ -2,7 +2,8 @@
 
 ``dynamic_axes`` become ``dynamic_shapes`` (one ``torch.export.Dim`` per axis name). The program is
 saved with its weights on the CPU (``move_to_device_pass``) so that it loads on any machine;
-``map_location`` moves the loaded program. Parity runs the reloaded program's ``module()``.
+``map_location`` moves the loaded program. Parity runs the reloaded program's ``module()``. The
+archive embeds ``jupyter_modelsave.json`` (producer, versions, input/output names, ``metadata``).
 
 Safe loading: ``torch.export.load`` unpickles some archive members with ``weights_only=False``
 (pickled weights or constants, opaque objects, and as a fallback the example inputs). Unless
@@ -26,7 +27,7 @@ from .._capture import captured_output
 from ..errors import ExportError, UnsafeArtifactError
 from ..inputs import ExampleInputs
 from ._torchload import TRUST_HINT, safe_torch_load
-from .base import ArtifactFormat, Exported, ExportJob
+from .base import EXTRA_FILE, ArtifactFormat, Exported, ExportJob, embedded_note
 from .onnx import _dynamic_shapes, _first_line  # shared with the ONNX exporter
 
 FILE = "model.pt2"
@@ -47,7 +48,10 @@ class TorchExportFormat(ArtifactFormat):
                     kwargs=job.example.kwargs or None,
                     dynamic_shapes=_dynamic_shapes(job),
                 )
-                torch.export.save(_on_device(program, torch.device("cpu")), str(path))
+                cpu_program = _on_device(program, torch.device("cpu"))
+                torch.export.save(
+                    cpu_program, str(path), extra_files={EXTRA_FILE: embedded_note(job)}
+                )
         except Exception as err:  # torch.export raises many unrelated types
             raise ExportError(
                 f"torch.export failed: {type(err).__name__}: {_first_line(err)}. Replace Python "

@@ -8,6 +8,9 @@ Python subset. Tracing takes positional inputs (keyword-only parameters are not 
 Loading needs no ``trusted=True``: ``torch.jit.load`` does not run Python's pickle (tensors and
 constants go through TorchScript's own restricted unpickler) and the program is TorchScript, which
 can call only registered torch operators, and nothing runs until the module is called.
+
+The archive embeds ``jupyter_modelsave.json`` (producer, torch version, input/output names, the
+user's ``metadata``): ``torch.jit.load(path, _extra_files={"jupyter_modelsave.json": ""})``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from .._capture import captured_output
 from ..errors import ExportError, InvalidOptionError
 from ..inputs import ExampleInputs
 from ._torchload import is_torchscript_archive
-from .base import ArtifactFormat, Exported, ExportJob
+from .base import EXTRA_FILE, ArtifactFormat, Exported, ExportJob, embedded_note
 from .onnx import _first_line
 
 FILE = "model.pt"
@@ -54,7 +57,7 @@ class TorchScriptFormat(ArtifactFormat):
         try:
             with captured_output() as lines, torch.no_grad():
                 module = _script(job) if method == "script" else _trace(job)
-                torch.jit.save(module, str(path))
+                torch.jit.save(module, str(path), _extra_files={EXTRA_FILE: embedded_note(job)})
         except Exception as err:  # tracing and scripting raise many unrelated types
             other = "script" if method == "trace" else "trace"
             raise ExportError(
