@@ -1,4 +1,4 @@
-"""The reused torchlib registry changes the cost of an export, not its result."""
+"""The export caches (torchlib registry, traced programs) change the cost of an export, not its result."""
 
 import onnx
 import pytest
@@ -13,7 +13,12 @@ pytestmark = pytest.mark.skipif(not _torchlib_cache.supported(), reason="torch v
 
 
 def _graph(path) -> bytes:
-    return onnx.load(str(path)).graph.SerializeToString()
+    """The computation: nodes, initializers, inputs and outputs, without exporter annotations."""
+    graph = onnx.load(str(path)).graph
+    for item in [*graph.node, *graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+        del item.metadata_props[:]
+    del graph.metadata_props[:]
+    return graph.SerializeToString()
 
 
 def test_graph_is_identical_to_a_bare_dynamo_export(tmp_path):
@@ -50,3 +55,46 @@ def test_registry_is_built_once_and_handed_out_as_independent_copies(monkeypatch
     first.functions.clear()
     assert second.functions  # a copy: clearing one leaves the other whole
     assert ONNXRegistry.__dict__["from_torchlib"] is before  # restored after the block
+
+
+REUSED = "dynamo: reused the traced program of this model's previous stage"
+
+
+def test_restaging_with_other_opset_names_and_metadata_reuses_the_traced_program(tmp_path):
+    model = models.TwoInputs().eval()
+    inputs = (torch.randn(2, 4), torch.randn(2, 6))
+    axes = {"left": {0: "batch"}, "right": {0: "batch"}}
+    first = jms.stage(model, inputs, dynamic_axes=axes, parity=False)
+    assert REUSED not in first.warnings
+    second = jms.stage(model, inputs, dynamic_axes=axes, opset=18, metadata={"v": 2},
+                       output_names=["sum"])  # fmt: skip
+    assert REUSED in second.warnings
+    assert second.report.passed and second.opset == 18
+    assert [o.name for o in onnx.load(str(second.path)).graph.output] == ["sum"]
+    batch = torch.export.Dim("batch")
+    bare = torch.onnx.export(model, inputs, dynamo=True, opset_version=18, output_names=["sum"],
+                             dynamic_shapes={"left": {0: batch}, "right": {0: batch}},
+                             verbose=False)  # fmt: skip
+    bare.save(str(tmp_path / "bare.onnx"))
+    assert _graph(second.path) == _graph(tmp_path / "bare.onnx")
+
+
+def test_an_in_place_weight_update_invalidates_the_cached_program():
+    model = models.mlp().eval()
+    x = torch.randn(2, 8)
+    jms.stage(model, x, parity=False).discard()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # what optimizer.step() does
+    again = jms.stage(model, x)
+    assert REUSED not in again.warnings
+    assert again.report.passed  # the artifact carries the new weights
+
+
+def test_other_input_shapes_or_axes_invalidate_the_cached_program():
+    model = models.mlp().eval()
+    jms.stage(model, torch.randn(2, 8), parity=False).discard()
+    assert REUSED not in jms.stage(model, torch.randn(3, 8), parity=False).warnings
+    assert REUSED not in jms.stage(model, torch.randn(3, 8), parity=False,
+                                   dynamic_axes={"input": {0: "n"}}).warnings  # fmt: skip
+    assert REUSED in jms.stage(model, torch.randn(3, 8), parity=False,
+                               dynamic_axes={"input": {0: "n"}}).warnings  # fmt: skip

@@ -93,13 +93,14 @@ def _export_with_fallback(job: ExportJob, path: Path) -> tuple[str, list[str]]:
     for exporter in order:
         try:
             with captured_output() as lines:
-                (_export_dynamo if exporter == "dynamo" else _export_torchscript)(job, path)
+                export = _export_dynamo if exporter == "dynamo" else _export_torchscript
+                own_notes = export(job, path)
         except Exception as err:  # exporters raise many unrelated types; we report them all
             notes.append(f"{exporter} exporter failed: {type(err).__name__}: {_first_line(err)}")
             continue
-        notes += [f"{exporter}: {line}" for line in lines[:20]]
-        if len(notes) > len(lines[:20]):
+        if notes:
             notes.append(f"used the {exporter} exporter instead; check the parity report closely.")
+        notes += [f"{exporter}: {line}" for line in [*own_notes, *lines[:20]]]
         return exporter, notes
     raise ExportError(
         "The model could not be exported to ONNX.\n  "
@@ -128,21 +129,44 @@ def _dynamic_shapes(job: ExportJob) -> dict[str, Any] | None:
     return shapes
 
 
-def _export_dynamo(job: ExportJob, path: Path) -> None:
+def _export_dynamo(job: ExportJob, path: Path) -> list[str]:
+    from . import _program_cache
     from ._torchlib_cache import reused_torchlib_registry
 
+    cached = _program_cache.lookup(job)
     with reused_torchlib_registry():
-        program = _dynamo_program(job)
+        program = _dynamo_program(job, cached)
+    _program_cache.remember(job, program.exported_program)
+    if cached is not None:
+        _name_dynamic_axes(program, job)
     program.save(str(path))  # external data only when over 2 GB; _finish then normalises it
+    return (
+        ["reused the traced program of this model's previous stage"] if cached is not None else []
+    )
 
 
-def _dynamo_program(job: ExportJob) -> Any:
+def _name_dynamic_axes(program: Any, job: ExportJob) -> None:
+    """A cached program carries torch's symbols (``s3``); give them the user's axis names."""
+    inputs = {value.name: value for value in program.model.graph.inputs}
+    mapping = {
+        inputs[name].shape[dim]: axis
+        for name, axes in job.dynamic_axes.items()
+        if name in inputs
+        for dim, axis in axes.items()
+        if not isinstance(inputs[name].shape[dim], int)
+    }
+    if mapping:
+        program.rename_axes(mapping)
+
+
+def _dynamo_program(job: ExportJob, cached: Any) -> Any:
+    """Export from the cached ``ExportedProgram`` when there is one, else trace the model."""
     return torch.onnx.export(
-        job.model,
+        cached if cached is not None else job.model,
         job.example.args,
         kwargs=job.example.kwargs or None,
         dynamo=True,
-        dynamic_shapes=_dynamic_shapes(job),
+        dynamic_shapes=None if cached is not None else _dynamic_shapes(job),
         input_names=job.input_names,
         output_names=job.output_names,
         opset_version=job.opset,
@@ -151,7 +175,7 @@ def _dynamo_program(job: ExportJob) -> Any:
     )
 
 
-def _export_torchscript(job: ExportJob, path: Path) -> None:
+def _export_torchscript(job: ExportJob, path: Path) -> list[str]:
     args: tuple = job.example.args + ((job.example.kwargs,) if job.example.kwargs else ())
     torch.onnx.export(
         job.model,
@@ -164,6 +188,7 @@ def _export_torchscript(job: ExportJob, path: Path) -> None:
         opset_version=job.opset,
         verbose=False,
     )
+    return []
 
 
 def _finish(path: Path, job: ExportJob, large: bool) -> None:
