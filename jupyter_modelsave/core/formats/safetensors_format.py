@@ -71,7 +71,7 @@ class SafetensorsFormat(WeightsFormat):
         (folder / INDEX_FILE).write_text(
             json.dumps({"metadata": meta, "weight_map": weight_map}, indent=2)
         )
-        return Exported(folder, "safetensors", warnings=[f"{len(shards)} shards"])
+        return Exported(folder, "safetensors")
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
         """The state dict, with every alias pointing at the same tensor as its original."""
