@@ -329,3 +329,24 @@ def test_graph_archives_embed_the_metadata(tmp_path, cnn_and_input, fmt):
         note = json.loads(archive.read(name))
     assert note["metadata"] == {"class_names": ["cat", "dog"]}
     assert (note["inputs"], note["outputs"]) == (["image"], ["output"])
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "torch_export"])
+@pytest.mark.parametrize(
+    ("build", "example"),
+    [
+        (models.TiedLM, lambda: torch.randint(0, 40, (2, 5))),
+        (lambda: models.mlp().to(torch.bfloat16), lambda: torch.randn(2, 8, dtype=torch.bfloat16)),
+        (lambda: models.mlp().to(torch.float16), lambda: torch.randn(2, 8, dtype=torch.float16)),
+    ],
+    ids=["tied_lm_head", "bf16", "fp16"],
+)
+def test_graph_formats_round_trip_tied_and_half_precision_models(tmp_path, fmt, build, example):
+    model = build()
+    staged = jms.stage(model, example(), format=fmt)
+    assert staged.report.passed, staged.report.diagnosis
+    fresh = build()
+    jms.load_into(fresh, staged.write(tmp_path))
+    assert all(
+        torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values())
+    )
