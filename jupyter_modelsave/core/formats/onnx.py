@@ -130,19 +130,24 @@ def _dynamic_shapes(job: ExportJob) -> dict[str, Any] | None:
 
 
 def _export_dynamo(job: ExportJob, path: Path) -> list[str]:
+    """Export with dynamo, starting from this model's previous export when it still applies."""
     from . import _program_cache
     from ._torchlib_cache import reused_torchlib_registry
 
     cached = _program_cache.lookup(job)
-    with reused_torchlib_registry():
-        program = _dynamo_program(job, cached)
-    _program_cache.remember(job, program.exported_program)
-    if cached is not None:
-        _name_dynamic_axes(program, job)
+    if cached is not None and cached.opset == job.opset:
+        program = _program_cache.renamed(cached, job)
+        notes = ["reused the ONNX graph of this model's previous stage"]
+    else:
+        with reused_torchlib_registry():
+            program = _dynamo_program(job, cached and cached.exported_program)
+        notes = []
+        if cached is not None:
+            _name_dynamic_axes(program, job)
+            notes = ["reused the traced program of this model's previous stage"]
+    _program_cache.remember(job, program)
     program.save(str(path))  # external data only when over 2 GB; _finish then normalises it
-    return (
-        ["reused the traced program of this model's previous stage"] if cached is not None else []
-    )
+    return notes
 
 
 def _name_dynamic_axes(program: Any, job: ExportJob) -> None:
