@@ -52,5 +52,7 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
 
 def report(name: str, ours: float, baseline: float, target: str) -> None:
     """Print the figure; the ratio is on the last line, as bench/README.md describes."""
-    print(f"{name}: jupyter_modelsave {ours * 1e3:.1f} ms, baseline {baseline * 1e3:.1f} ms ({target})")
+    print(
+        f"{name}: jupyter_modelsave {ours * 1e3:.1f} ms, baseline {baseline * 1e3:.1f} ms ({target})"
+    )
     print(f"ratio {ours / baseline:.3f}")

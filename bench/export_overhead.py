@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _common import CASES, best_of, report
+from _common import CASES, best_of
 
 import jupyter_modelsave as jms
 
@@ -28,10 +28,10 @@ def main() -> None:
             model, x = build(), make_input()
             name = "input" if case == "cnn" else "tokens"
 
-            def ours():
+            def ours(model=model, x=x, name=name, axes=axes):
                 jms.stage(model, x, parity=False, dynamic_axes={name: axes}).discard()
 
-            def bare():
+            def bare(model=model, x=x, axes=axes):
                 bare_export(model, x, axes, Path(tmp) / "bare.onnx")
 
             ours(), bare()  # warm-up

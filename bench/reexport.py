@@ -34,8 +34,8 @@ def main() -> None:
     ratios = []
     for change, options in CHANGES.items():
         model = transformer()
-        first = timed(lambda: jms.stage(model, x, dynamic_axes=axes).discard())
-        second = timed(lambda: jms.stage(model, x, dynamic_axes=axes, **options).discard())
+        first = timed(lambda m=model: jms.stage(m, x, dynamic_axes=axes).discard())
+        second = timed(lambda m=model, o=options: jms.stage(m, x, dynamic_axes=axes, **o).discard())
         ratios.append(second / first)
         print(f"{change}: first stage {first:.3f} s, second {second:.3f} s ({second / first:.2f}x)")
     print("reexport, worst change (target <= 0.4)")

@@ -30,7 +30,9 @@ def main() -> None:
         start = time.perf_counter()
         torch.onnx.export(b, (xb,), str(Path(tmp) / "b.onnx"), dynamo=True, verbose=False)
         bare = time.perf_counter() - start
-    print(f"model B after model A: stage {ours:.3f} s, torch.onnx.export {bare:.3f} s (target <= 0.7)")
+    print(
+        f"model B after model A: stage {ours:.3f} s, torch.onnx.export {bare:.3f} s (target <= 0.7)"
+    )
     print(f"ratio {ours / bare:.3f}")
 
 

@@ -225,3 +225,16 @@ def test_html_report_is_a_table_with_each_probe():
     html = jms.stage(models.mlp(), torch.randn(2, 8)).report._repr_html_()
     assert html.count("<tr") == 1 + 3  # header + one row per probe (one output)
     assert "parity passed" in html
+
+
+def test_verify_rechecks_parity_with_other_tolerances_without_exporting_again():
+    model = models.DataDependentBranch()
+    staged = jms.stage(model, torch.full((2, 4), 5.0))
+    assert not staged.report.passed
+    path_before = staged.path.stat().st_mtime_ns
+    loose = staged.verify(atol=1e9)
+    assert loose.passed and staged.report is loose and loose.atol == 1e9
+    assert staged.tolerances == (1e9, 1e-3)
+    assert staged.path.stat().st_mtime_ns == path_before
+    with pytest.raises(jms.InvalidOptionError, match="atol must be"):
+        staged.verify(atol=-1)

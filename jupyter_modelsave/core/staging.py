@@ -44,7 +44,8 @@ class StagedExport:
     """An exported artifact waiting in a private work folder, with its parity report."""
 
     def __init__(self, fmt: ArtifactFormat, exported: Exported, job: ExportJob, report: ParityReport | None,
-                 name: str, warnings: list[str], output_specs: list[TensorSpec]) -> None:  # fmt: skip
+                 name: str, warnings: list[str], output_specs: list[TensorSpec],
+                 tolerances: tuple[float, float]) -> None:  # fmt: skip
         self.format = fmt.name
         self.exporter = exported.exporter
         self.opset = exported.opset
@@ -63,11 +64,26 @@ class StagedExport:
         self.sha256 = artifacts.sha256_of(self.path)
         self._extension = fmt.extension
         self._workdir = job.workdir
+        self.tolerances = tolerances  # (atol, rtol) of the last parity check
+        self._verify_again = lambda atol, rtol: fmt.verify(exported, job, atol, rtol, no_progress)
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(job.workdir), True)
 
     @property
     def discarded(self) -> bool:
         return not self._cleanup.alive
+
+    def verify(self, *, atol: float | None = None, rtol: float | None = None) -> ParityReport:
+        """Check parity again (e.g. with other tolerances) without exporting again.
+
+        Tolerances default to the last ones used; the new report replaces ``self.report``.
+        """
+        if self.discarded:
+            raise InvalidOptionError("This export was discarded; stage it again to verify it.")
+        atol = self.tolerances[0] if atol is None else check_tolerance("atol", atol)
+        rtol = self.tolerances[1] if rtol is None else check_tolerance("rtol", rtol)
+        self.report = self._verify_again(atol, rtol)
+        self.tolerances = (atol, rtol)
+        return self.report
 
     def write(self, dest: str | Path, *, name: str | None = None, version: str | None = None,
               overwrite: bool = False, allow_mismatch: bool = False) -> Path:  # fmt: skip
@@ -225,7 +241,7 @@ def stage(
         if example_inputs is None and example.names:
             warnings.insert(0, "example inputs: the last recorded forward call's inputs")
         specs = [TensorSpec.of(n, t) for n, t in zip(out_names, live_tensors)]
-        staged = StagedExport(fmt, exported, job, report, name, warnings, specs)
+        staged = StagedExport(fmt, exported, job, report, name, warnings, specs, (atol, rtol))
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
