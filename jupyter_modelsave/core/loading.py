@@ -7,11 +7,12 @@ unless ``trusted=True`` is passed (see each format's module for what "safe" mean
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import artifacts
-from .errors import IntegrityError, InvalidOptionError, StateDictMismatchError
+from .errors import IntegrityError, InvalidOptionError, ModelSaveError, StateDictMismatchError
 from .formats import format_for_path, get_format
 from .formats.base import ArtifactFormat
 
@@ -44,7 +45,8 @@ def load(
     file that needs it (else ``UnsafeArtifactError``): only for files you trust.
     """
     path, fmt = _checked(path)
-    return fmt.load(path, map_location=check_map_location(map_location), trusted=trusted)
+    device = check_map_location(map_location)
+    return _readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
 
 
 def load_into(
@@ -66,7 +68,8 @@ def load_into(
 
     path, fmt = _checked(path)
     device = check_map_location(map_location if map_location is not None else device_of(model))
-    weights = fmt.weights(fmt.load(path, map_location=device, trusted=trusted))
+    loaded = _readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
+    weights = fmt.weights(loaded)
     _check_fits(model, weights, strict, path)
     return model.load_state_dict(weights, strict=strict)
 
@@ -99,7 +102,7 @@ def _checked(path: str | Path) -> tuple[Path, ArtifactFormat]:
         raise InvalidOptionError(f"No artifact at {path}.")
     manifest = read_manifest(path)
     if manifest is None:
-        fmt = format_for_path(str(path))
+        fmt = _readable(path, "a model artifact", lambda: format_for_path(str(path)))
         if fmt is None:
             raise InvalidOptionError(
                 f"Cannot tell the format of {path}: no manifest and an unknown extension."
@@ -138,3 +141,20 @@ def _check_fits(model: torch.nn.Module, weights: dict[str, Any], strict: bool, p
             unexpected,
             reshaped,
         )
+
+
+def _readable(path: Path, what: str, read: Callable[[], Any]) -> Any:
+    """``read()``, turning the many errors of damaged or foreign files into one ``IntegrityError``.
+
+    ``ModelSaveError``s (``UnsafeArtifactError`` among them) pass through unchanged.
+    """
+    try:
+        return read()
+    except ModelSaveError:
+        raise
+    except Exception as err:  # torch.load, zipfile, safetensors and ORT each raise their own
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise IntegrityError(
+            f"{path} cannot be read as {what} ({type(err).__name__}: {detail}). It is damaged or "
+            "not what its name says; export it again."
+        ) from err
