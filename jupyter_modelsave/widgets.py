@@ -31,6 +31,7 @@ from .core.formats import formats
 from .core.inputs import TensorSpec
 
 _WIDE = {"description_width": "initial"}
+_LINK = "color: var(--jp-content-link-color, #1976d2); text-decoration: underline"
 
 
 class ModelSaveWidget(w.VBox):
@@ -235,6 +236,7 @@ class ModelSaveWidget(w.VBox):
     def show_code(self) -> str:
         """Show the equivalent code in a selectable text area (and return it)."""
         self.code.value = f"import jupyter_modelsave as jms\n\n{self.code_text()}"
+        self.code.rows = self.code.value.count("\n") + 2
         self.code.layout.display = None
         return self.code.value
 
@@ -384,7 +386,7 @@ def _inputs_html(specs: list[TensorSpec] | None, name: str | None) -> str:
     if specs is None:
         return f"<i>no recorded input: run {html.escape(name)}(...) once, or give an expression</i>"
     shapes = ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in specs)
-    return f"input: <code>{html.escape(shapes)}</code>"
+    return f"example: <code>{html.escape(shapes)}</code>"
 
 
 def _summary_html(staged: Any) -> str:
@@ -395,7 +397,7 @@ def _summary_html(staged: Any) -> str:
         ("sha256", staged.sha256),
     ]
     cells = "".join(
-        f"<tr><th>{k}</th><td><code>{html.escape(str(v))}</code></td></tr>"
+        f'<tr><th style="text-align:left">{k}</th><td><code>{html.escape(str(v))}</code></td></tr>'
         for k, v in rows
         if v is not None
     )
@@ -405,7 +407,7 @@ def _summary_html(staged: Any) -> str:
 def _written_html(path: Path) -> str:
     url = file_browser_url(path)
     link = (
-        f' &middot; <a href="{html.escape(url)}" target="_blank" rel="noopener">'
+        f' &middot; <a href="{html.escape(url)}" target="_blank" rel="noopener" style="{_LINK}">'
         "show in the file browser</a>"
         if url
         else ""
