@@ -207,3 +207,17 @@ def test_jms_widget_survives_the_widgets_module_being_imported_first():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["jupyter_modelsave.widgets", "ModelSaveWidget"]
+
+
+def test_the_format_picker_offers_the_registry_and_stages_the_chosen_format(tmp_path):
+    # Given a model that never ran (weight formats need no example input)
+    widget = ModelSaveWidget("net", namespace={"net": models.mlp()}, dest=f"{tmp_path}/")
+    assert widget.format_picker.value == "onnx"
+    assert "safetensors" in widget.format_picker.options
+    # When another registered format is chosen, staged and written
+    widget.format_picker.value = "safetensors"
+    staged = widget.stage()
+    path = widget.write()
+    # Then the artifact is in that format and the code names it
+    assert staged.format == "safetensors" and path.suffix == ".safetensors"
+    assert widget.code_text() == f"jms.export(net, '{tmp_path}/', format='safetensors')"
