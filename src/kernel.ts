@@ -115,7 +115,16 @@ export class KernelSide implements IDisposable {
       );
     }
     this._pending.clear();
-    if (this._comm && !this._comm.isDisposed && !this._kernel.isDisposed) {
+    // Close the Comm only on a live kernel: a restarting one has dropped it already, and a
+    // message queued during a restart would be the first thing the new kernel receives.
+    const live =
+      this._kernel.status === 'idle' || this._kernel.status === 'busy';
+    if (
+      live &&
+      this._comm &&
+      !this._comm.isDisposed &&
+      !this._kernel.isDisposed
+    ) {
       try {
         this._comm.close();
       } catch {

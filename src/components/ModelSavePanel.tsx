@@ -133,6 +133,7 @@ function Body({ model, actions, trans }: IModelSavePanelProps): JSX.Element {
         <ReviewPanel
           key={job.staged.id}
           staged={job.staged}
+          defaultFolder={exportsFolder(model.kernel?.notebookPath ?? '')}
           written={model.writtenTo}
           error={model.acceptError}
           onGraph={() => actions.openGraph(job.staged)}
@@ -145,4 +146,11 @@ function Body({ model, actions, trans }: IModelSavePanelProps): JSX.Element {
       )}
     </>
   );
+}
+
+/** `exports` next to the notebook, relative to the Jupyter root. */
+function exportsFolder(notebookPath: string): string {
+  const parts = notebookPath.split('/');
+  parts.pop();
+  return [...parts, 'exports'].join('/');
 }

@@ -9,7 +9,7 @@ export interface IParityTableProps {
   trans: TranslationBundle;
 }
 
-/** Per output (its worst probe): shape, max abs, max rel, mismatched fraction, pass/fail. */
+/** Per output (its worst probe): name and shape, max abs, max rel, mismatched fraction, pass/fail. */
 export function ParityTable({ report, trans }: IParityTableProps): JSX.Element {
   return (
     <div className="jp-ModelSave-parity">
@@ -20,18 +20,23 @@ export function ParityTable({ report, trans }: IParityTableProps): JSX.Element {
         <thead>
           <tr>
             <th scope="col">{trans.__('Output')}</th>
-            <th scope="col">{trans.__('Shape')}</th>
             <th scope="col">{trans.__('Max abs')}</th>
             <th scope="col">{trans.__('Max rel')}</th>
-            <th scope="col">{trans.__('Mismatch')}</th>
+            <th scope="col" title={trans.__('Mismatched fraction')}>
+              {trans.__('Mism.')}
+            </th>
             <th scope="col">{trans.__('Result')}</th>
           </tr>
         </thead>
         <tbody>
           {report.outputs.map(o => (
             <tr key={o.name} data-passed={o.passed}>
-              <th scope="row">{o.name}</th>
-              <td>{o.shape_mismatch ?? formatShape(o.shape)}</td>
+              <th scope="row">
+                {o.name}
+                <small className="jp-ModelSave-shape">
+                  {o.shape_mismatch ?? formatShape(o.shape)}
+                </small>
+              </th>
               <td>{formatNumber(o.max_abs)}</td>
               <td>{formatNumber(o.max_rel)}</td>
               <td>{`${(o.mismatch_fraction * 100).toFixed(1)}%`}</td>

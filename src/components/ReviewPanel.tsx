@@ -7,6 +7,8 @@ import { ParityTable } from './ParityTable';
 
 export interface IReviewPanelProps {
   staged: KernelAPI.IStaged;
+  /** The folder the form starts with (relative to the Jupyter root). */
+  defaultFolder: string;
   written: KernelAPI.IWritten | null;
   error: KernelAPI.IError | null;
   onGraph: () => void;
@@ -24,7 +26,7 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
   const { staged, written, error, trans } = props;
   const report = staged.report;
   const failed = report !== null && !report.passed;
-  const [folder, setFolder] = React.useState('exports');
+  const [folder, setFolder] = React.useState(props.defaultFolder);
   const [version, setVersion] = React.useState('');
   const [overwrite, setOverwrite] = React.useState(false);
   const [allowMismatch, setAllowMismatch] = React.useState(false);
@@ -48,6 +50,7 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
     <section
       className="jp-ModelSave-review"
       aria-label={trans.__('Staged export')}
+      data-staging-id={staged.id}
     >
       <div
         className="jp-ModelSave-verdictLine"

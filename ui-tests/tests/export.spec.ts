@@ -1,0 +1,209 @@
+import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import type { Locator, TestInfo } from '@playwright/test';
+import * as fs from 'fs';
+import * as path from 'path';
+
+/**
+ * The sidebar's export flow against the real server and a real ipykernel: models, options,
+ * stage, parity, Netron graph, write, discard.
+ */
+
+const NOTEBOOK = 'sidebar_models.ipynb';
+
+/** Netron replaces window.eval with a thrower; Playwright's helpers need it. */
+async function keepEval(page: IJupyterLabPageFixture): Promise<void> {
+  await page.addInitScript(() => {
+    const original = window.eval;
+    Object.defineProperty(window, 'eval', {
+      get: () => original,
+      set: () => {
+        // Netron's replacement is ignored
+      },
+      configurable: false
+    });
+  });
+}
+
+async function openSidebar(page: IJupyterLabPageFixture): Promise<Locator> {
+  const tab = page
+    .getByRole('tablist', { name: 'main sidebar' })
+    .getByRole('tab', { name: 'Model Save' });
+  if ((await tab.getAttribute('aria-selected')) !== 'true') {
+    await tab.click();
+  }
+  const region = page.getByRole('region', { name: 'Model Save' });
+  await expect(region).toBeVisible();
+  return region;
+}
+
+async function snapshot(
+  page: IJupyterLabPageFixture,
+  testInfo: TestInfo,
+  name: string
+): Promise<void> {
+  const body = await page.screenshot({
+    path: testInfo.outputPath(`${name}.png`)
+  });
+  await testInfo.attach(name, { body, contentType: 'image/png' });
+}
+
+/** Open the fixture notebook and run its first cell (the model definitions). */
+async function openFixture(
+  page: IJupyterLabPageFixture,
+  tmpPath: string
+): Promise<Locator> {
+  await page.notebook.openByPath(`${tmpPath}/${NOTEBOOK}`);
+  await page.notebook.activate(NOTEBOOK);
+  const sidebar = await openSidebar(page);
+  await page.notebook.runCell(1);
+  return sidebar;
+}
+
+function model(sidebar: Locator, name: string): Locator {
+  return sidebar
+    .getByRole('list', { name: 'Models' })
+    .getByRole('button', { name: new RegExp(`^${name}`) });
+}
+
+test.describe('Model Save sidebar: export', () => {
+  test.beforeEach(async ({ page, tmpPath }) => {
+    await page.contents.uploadFile(
+      path.resolve(__dirname, 'data', NOTEBOOK),
+      `${tmpPath}/${NOTEBOOK}`
+    );
+  });
+
+  test('stages a CNN with a dynamic batch, shows parity and the graph, writes it', async ({
+    page,
+    tmpPath
+  }, testInfo) => {
+    test.setTimeout(150_000);
+    await keepEval(page);
+    const requests: string[] = [];
+    page.on('request', request => requests.push(request.url()));
+
+    // Models: listed once defined; their last input appears after the next cell runs them.
+    const sidebar = await openFixture(page, tmpPath);
+    await expect(model(sidebar, 'cnn')).toContainText('SmallCNN');
+    await expect(model(sidebar, 'mlp')).toContainText('Sequential');
+    await expect(model(sidebar, 'branchy')).toContainText('Branchy');
+    await expect(model(sidebar, 'cnn')).toContainText('no call recorded yet');
+    await page.notebook.runCell(2);
+    await expect(model(sidebar, 'cnn')).toContainText(
+      'last input [2, 3, 16, 16]'
+    );
+
+    // Options: pick the CNN, make its batch dimension dynamic, choose opset 18.
+    await model(sidebar, 'cnn').click();
+    await expect(model(sidebar, 'cnn')).toHaveAttribute('aria-pressed', 'true');
+    const form = sidebar.getByRole('form', { name: 'Export options' });
+    await form.getByLabel('Opset').selectOption('18');
+    await form.getByRole('checkbox', { name: 'image dim 0 (2)' }).check();
+    await expect(form.getByLabel('Axis name of image dim 0')).toHaveValue(
+      'batch'
+    );
+    // An invalid value is refused in the form with the reason.
+    await form.getByLabel('Axis name of image dim 0').fill('2batch');
+    await expect(form.getByText('An axis name is an identifier')).toBeVisible();
+    await expect(form.getByRole('button', { name: 'Stage' })).toBeDisabled();
+    await form.getByLabel('Axis name of image dim 0').fill('batch');
+    await snapshot(page, testInfo, '1-options-light');
+
+    // Stage: parity passes on every probe, including another batch size.
+    await form.getByRole('button', { name: 'Stage' }).click();
+    const review = sidebar.getByRole('region', { name: 'Staged export' });
+    await expect(review.getByText(/^Parity passed on \d+ probes$/)).toBeVisible(
+      { timeout: 120_000 }
+    );
+    const table = review.getByRole('table', { name: 'Parity report' });
+    await expect(table.getByRole('row', { name: /output/ })).toContainText(
+      'pass'
+    );
+    await expect(review.getByRole('list', { name: 'Probes' })).toContainText(
+      'batch'
+    );
+    await expect(review.getByText(', opset 18')).toBeVisible();
+    await expect(review.getByLabel('sha256')).toHaveText(/^[0-9a-f]{64}$/);
+    await snapshot(page, testInfo, '2-review-light');
+
+    // Graph: Netron opens in a main-area tab and draws the model's nodes.
+    await review.getByRole('button', { name: 'Graph' }).click();
+    const frame = page.frameLocator('.jp-ModelSave-graph iframe');
+    await expect(
+      frame.locator('g.node', { hasText: 'Conv' }).first()
+    ).toBeVisible({ timeout: 60_000 });
+    await snapshot(page, testInfo, '3-graph-light');
+    const external = requests.filter(
+      url => !/^(https?:\/\/(localhost|127\.0\.0\.1)(:\d+)?\/|data:|blob:)/.test(url)
+    );
+    expect(external).toEqual([]);
+    expect(requests.some(url => url.includes('/modelsave/netron/'))).toBe(true);
+
+    // Write: the artifact lands next to the notebook and shows in the file browser.
+    await openSidebar(page);
+    await review.getByRole('button', { name: 'Write' }).click();
+    const written = review.getByRole('status').filter({ hasText: 'Written to' });
+    await expect(written).toContainText(
+      new RegExp(`${tmpPath}/exports/cnn_v1\\.0\\.0_[0-9a-f]{12}\\.onnx`)
+    );
+    const relative = (await written.locator('code').innerText()).trim();
+    expect(await page.contents.fileExists(relative)).toBe(true);
+    expect(await page.contents.fileExists(`${relative}.json`)).toBe(true);
+    await page.sidebar.openTab('filebrowser');
+    await page.filebrowser.openDirectory(`${tmpPath}/exports`);
+    await expect(
+      page.locator('.jp-DirListing-item', {
+        hasText: path.basename(relative)
+      })
+    ).toHaveCount(2); // the artifact and its manifest
+    await openSidebar(page);
+    await snapshot(page, testInfo, '4-written-light');
+
+    await page.theme.setDarkTheme();
+    await snapshot(page, testInfo, '5-written-dark');
+    await review.getByRole('button', { name: 'Done' }).click();
+    await expect(review).toHaveCount(0);
+    await page.theme.setLightTheme();
+  });
+
+  test('warns about a data-dependent branch; Discard leaves nothing on disk', async ({
+    page,
+    tmpPath
+  }, testInfo) => {
+    test.setTimeout(150_000);
+    const sidebar = await openFixture(page, tmpPath);
+    await expect(model(sidebar, 'branchy')).toBeVisible();
+    await page.notebook.runCell(2);
+    await expect(model(sidebar, 'branchy')).toContainText('last input [2, 4]');
+
+    await model(sidebar, 'branchy').click();
+    await sidebar.getByRole('button', { name: 'Stage' }).click();
+    const review = sidebar.getByRole('region', { name: 'Staged export' });
+    await expect(review.getByText('Parity FAILED', { exact: true })).toBeVisible({
+      timeout: 120_000
+    });
+    await expect(review.getByRole('alert')).toContainText(
+      'data-dependent branch'
+    );
+    await expect(review.getByRole('button', { name: 'Write' })).toBeDisabled();
+    await page.theme.setDarkTheme();
+    await snapshot(page, testInfo, '6-failed-dark');
+    await page.theme.setLightTheme();
+    await snapshot(page, testInfo, '6-failed-light');
+
+    // Discard: the staged files are gone from the staging folder and from the server.
+    const id = await review.getAttribute('data-staging-id');
+    expect(id).toMatch(/^[0-9a-f]{32}$/);
+    const config = await (await page.request.get('/modelsave/config')).json();
+    const folder = path.join(config.staging_dir, id!);
+    expect(fs.existsSync(folder)).toBe(true);
+    await review.getByRole('button', { name: 'Discard' }).click();
+    await expect(review).toHaveCount(0);
+    await expect.poll(() => fs.existsSync(folder)).toBe(false);
+    const gone = await page.request.get(`/modelsave/staged/${id}/artifact`);
+    expect(gone.status()).toBe(404);
+    expect(await page.contents.directoryExists(`${tmpPath}/exports`)).toBe(
+      false
+    );
+  });
+});
