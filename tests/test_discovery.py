@@ -79,3 +79,17 @@ def test_watch_refuses_non_modules():
 
     with pytest.raises(jms.NotAModelError):
         jms.watch("not a model")
+
+
+def test_stage_does_not_replace_the_recorded_input_with_its_own_probes():
+    from jupyter_modelsave.core.discovery import last_inputs
+
+    net = models.mlp()
+    jms.watch(net)
+    net(torch.randn(4, 8))
+    staged = jms.stage(net, dynamic_axes={"input": {0: "batch"}})
+    assert staged.report.passed and len(staged.report.probes) == 4  # it ran the model 4 more times
+    staged.verify()
+    assert last_inputs(net).args[0].shape == (4, 8)
+    net(torch.randn(6, 8))  # the user's own calls are still recorded
+    assert last_inputs(net).args[0].shape == (6, 8)

@@ -7,8 +7,11 @@ namespace's process has not imported it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +49,28 @@ _LAST_INPUTS: weakref.WeakKeyDictionary[Any, ExampleInputs] = weakref.WeakKeyDic
 _HOOKS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
+_PAUSED = threading.local()
+
+
+@contextlib.contextmanager
+def recording_paused() -> Iterator[None]:
+    """Within the block (in this thread), forward calls are not recorded as "last inputs".
+
+    ``stage`` runs the model on its parity probes and exporters trace it: those are not the
+    user's calls, so they must not replace the inputs jms later offers as the default.
+    """
+    depth = getattr(_PAUSED, "depth", 0)
+    _PAUSED.depth = depth + 1
+    try:
+        yield
+    finally:
+        _PAUSED.depth = depth
+
+
 def _record_last_input(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
     """Forward pre-hook: keep one detached copy of this call's tensors (replacing the previous)."""
+    if getattr(_PAUSED, "depth", 0):
+        return
     import torch
 
     from .inputs import ExampleInputs, input_names_for

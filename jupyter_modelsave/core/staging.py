@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import functools
 import shutil
 import sys
 import tempfile
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import torch
 
 from .. import __version__
 from . import artifacts
-from .discovery import last_inputs
+from .discovery import last_inputs, recording_paused
 from .errors import InvalidOptionError, NotAModelError, ParityError
 from .formats import get_format
 from .formats.base import ArtifactFormat, Exported, ExportJob
@@ -38,6 +40,17 @@ from .options import (
 )
 from .parity import ParityReport
 from .verify import Progress, call_model, device_of, flatten_outputs, no_progress
+
+
+def _unrecorded(function: Callable) -> Callable:
+    """Run ``function`` with last-input recording paused: its forward calls are jms's own."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with recording_paused():
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 class StagedExport:
@@ -72,6 +85,7 @@ class StagedExport:
     def discarded(self) -> bool:
         return not self._cleanup.alive
 
+    @_unrecorded
     def verify(self, *, atol: float | None = None, rtol: float | None = None) -> ParityReport:
         """Check parity again (e.g. with other tolerances) without exporting again.
 
@@ -167,6 +181,7 @@ def _file_hashes(path: Path) -> dict[str, str]:
     }
 
 
+@_unrecorded
 def stage(
     model: Any,
     example_inputs: Any = None,
