@@ -50,3 +50,9 @@ def captured_output() -> Iterator[list[str]]:
 def strip_ansi(text: str) -> str:
     """Text without terminal colour codes (the exporters colour their messages)."""
     return _ANSI.sub("", text)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, uncoloured and at most 300 characters."""
+    text = strip_ansi(str(err)).strip()
+    return text.splitlines()[0][:300] if text else ""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import artifacts
+from ._capture import first_line
 from .errors import IntegrityError, InvalidOptionError, ModelSaveError, StateDictMismatchError
 from .formats import format_for_path, get_format
 from .formats.base import ArtifactFormat
@@ -153,8 +154,7 @@ def _readable(path: Path, what: str, read: Callable[[], Any]) -> Any:
     except ModelSaveError:
         raise
     except Exception as err:  # torch.load, zipfile, safetensors and ORT each raise their own
-        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
         raise IntegrityError(
-            f"{path} cannot be read as {what} ({type(err).__name__}: {detail}). It is damaged or "
+            f"{path} cannot be read as {what} ({type(err).__name__}: {first_line(err)}). It is damaged or "
             "not what its name says; export it again."
         ) from err

@@ -61,6 +61,17 @@ def outputs_parity(
     )
 
 
+def module_runner(module: Any, output_names: list[str]) -> ArtifactRunner:
+    """An ``ArtifactRunner`` for artifacts that load as torch callables (TorchScript, .pt2)."""
+
+    def run(probe: ExampleInputs) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            _, tensors = flatten_outputs(module(*probe.args, **probe.kwargs))
+        return {n: to_numpy(t) for n, t in zip(output_names, tensors)}
+
+    return run
+
+
 def weights_parity(model: torch.nn.Module, reloaded: dict[str, torch.Tensor]) -> ParityReport:
     """Every tensor of ``model.state_dict()`` must come back bitwise equal with the same dtype."""
     live = model.state_dict()

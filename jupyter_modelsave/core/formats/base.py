@@ -131,3 +131,22 @@ def embedded_note(job: ExportJob) -> str:
     return json.dumps({"producer": "jupyter_modelsave", "producer_version": __version__,
                        "torch_version": str(torch.__version__), "inputs": job.input_names,
                        "outputs": job.output_names, "metadata": job.metadata})  # fmt: skip
+
+
+def dynamic_shapes(job: ExportJob) -> dict[str, Any] | None:
+    """``dynamic_axes`` (artifact names) -> torch.export ``dynamic_shapes`` (forward's names).
+
+    One ``torch.export.Dim`` per axis name, so inputs that share a name share the dimension.
+    """
+    import torch
+
+    if not any(name in job.dynamic_axes for name in job.input_names):
+        return None
+    dims: dict[str, Any] = {}
+    shapes: dict[str, Any] = {}
+    for param, name in zip(job.example.names, job.input_names):
+        axes = job.dynamic_axes.get(name)
+        shapes[param] = (
+            {d: dims.setdefault(a, torch.export.Dim(a)) for d, a in axes.items()} if axes else None
+        )
+    return shapes

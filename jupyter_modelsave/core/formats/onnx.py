@@ -14,10 +14,10 @@ from typing import Any
 import torch
 
 from ... import __version__
-from .._capture import captured_output, strip_ansi
+from .._capture import captured_output, first_line
 from ..errors import ExportError
 from ..inputs import ExampleInputs
-from .base import ArtifactFormat, Exported, ExportJob
+from .base import ArtifactFormat, Exported, ExportJob, dynamic_shapes
 
 EXTERNAL_DATA_BYTES = 2 * 1024**3 - 64 * 1024**2  # leave room for the graph itself
 MODEL_FILE = "model.onnx"
@@ -96,7 +96,7 @@ def _export_with_fallback(job: ExportJob, path: Path) -> tuple[str, list[str]]:
                 export = _export_dynamo if exporter == "dynamo" else _export_torchscript
                 own_notes = export(job, path)
         except Exception as err:  # exporters raise many unrelated types; we report them all
-            notes.append(f"{exporter} exporter failed: {type(err).__name__}: {_first_line(err)}")
+            notes.append(f"{exporter} exporter failed: {type(err).__name__}: {first_line(err)}")
             continue
         if notes:
             notes.append(f"used the {exporter} exporter instead; check the parity report closely.")
@@ -108,25 +108,6 @@ def _export_with_fallback(job: ExportJob, path: Path) -> tuple[str, list[str]]:
         + "\nCheck that forward() runs on the example inputs, replace Python control flow on "
         "tensor values with torch.where/torch.cond, or try exporter='torchscript'."
     )
-
-
-def _first_line(err: Exception) -> str:
-    text = strip_ansi(str(err)).strip()
-    return text.splitlines()[0][:300] if text else ""
-
-
-def _dynamic_shapes(job: ExportJob) -> dict[str, Any] | None:
-    """``dynamic_axes`` (artifact names) -> torch.export ``dynamic_shapes`` (forward's names)."""
-    if not any(name in job.dynamic_axes for name in job.input_names):
-        return None
-    dims: dict[str, torch.export.Dim] = {}
-    shapes: dict[str, Any] = {}
-    for param, name in zip(job.example.names, job.input_names):
-        axes = job.dynamic_axes.get(name)
-        shapes[param] = (
-            {d: dims.setdefault(a, torch.export.Dim(a)) for d, a in axes.items()} if axes else None
-        )
-    return shapes
 
 
 def _export_dynamo(job: ExportJob, path: Path) -> list[str]:
@@ -171,7 +152,7 @@ def _dynamo_program(job: ExportJob, cached: Any) -> Any:
         job.example.args,
         kwargs=job.example.kwargs or None,
         dynamo=True,
-        dynamic_shapes=None if cached is not None else _dynamic_shapes(job),
+        dynamic_shapes=None if cached is not None else dynamic_shapes(job),
         input_names=job.input_names,
         output_names=job.output_names,
         opset_version=job.opset,
@@ -215,7 +196,7 @@ def _finish(path: Path, job: ExportJob, large: bool) -> None:
         )
         onnx.checker.check_model(str(path))
     except (onnx.checker.ValidationError, ValueError, OSError) as err:
-        raise ExportError(f"The exported ONNX model is not valid: {_first_line(err)}") from err
+        raise ExportError(f"The exported ONNX model is not valid: {first_line(err)}") from err
 
 
 def _set_metadata(proto: Any, job: ExportJob) -> None:

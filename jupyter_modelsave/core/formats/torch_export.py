@@ -23,12 +23,11 @@ from typing import Any
 
 import torch
 
-from .._capture import captured_output
+from .._capture import captured_output, first_line
 from ..errors import ExportError, UnsafeArtifactError
 from ..inputs import ExampleInputs
 from ._torchload import TRUST_HINT, safe_torch_load
-from .base import EXTRA_FILE, ArtifactFormat, Exported, ExportJob, embedded_note
-from .onnx import _dynamic_shapes, _first_line  # shared with the ONNX exporter
+from .base import EXTRA_FILE, ArtifactFormat, Exported, ExportJob, dynamic_shapes, embedded_note
 
 FILE = "model.pt2"
 
@@ -46,7 +45,7 @@ class TorchExportFormat(ArtifactFormat):
                     job.model,
                     job.example.args,
                     kwargs=job.example.kwargs or None,
-                    dynamic_shapes=_dynamic_shapes(job),
+                    dynamic_shapes=dynamic_shapes(job),
                 )
                 cpu_program = _on_device(program, torch.device("cpu"))
                 torch.export.save(
@@ -54,7 +53,7 @@ class TorchExportFormat(ArtifactFormat):
                 )
         except Exception as err:  # torch.export raises many unrelated types
             raise ExportError(
-                f"torch.export failed: {type(err).__name__}: {_first_line(err)}. Replace Python "
+                f"torch.export failed: {type(err).__name__}: {first_line(err)}. Replace Python "
                 "control flow on tensor values with torch.where/torch.cond, or check that the "
                 "dynamic axes really are dynamic."
             ) from err
@@ -63,16 +62,10 @@ class TorchExportFormat(ArtifactFormat):
     def runner(
         self, exported: Exported, job: ExportJob
     ) -> Callable[[ExampleInputs], dict[str, Any]]:
-        from ..verify import device_of, flatten_outputs, to_numpy
+        from ..verify import device_of, module_runner
 
         module = self.load(exported.path, torch.device(device_of(job.model))).module()
-
-        def run(probe: ExampleInputs) -> dict[str, Any]:
-            with torch.no_grad():
-                _, tensors = flatten_outputs(module(*probe.args, **probe.kwargs))
-            return {n: to_numpy(t) for n, t in zip(job.output_names, tensors)}
-
-        return run
+        return module_runner(module, job.output_names)
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
         data = Path(path).read_bytes()

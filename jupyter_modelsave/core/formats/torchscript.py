@@ -21,12 +21,11 @@ from typing import Any
 
 import torch
 
-from .._capture import captured_output
+from .._capture import captured_output, first_line
 from ..errors import ExportError, InvalidOptionError
 from ..inputs import ExampleInputs
 from ._torchload import is_torchscript_archive
 from .base import EXTRA_FILE, ArtifactFormat, Exported, ExportJob, embedded_note
-from .onnx import _first_line
 
 FILE = "model.pt"
 METHODS = ("trace", "script")
@@ -61,7 +60,7 @@ class TorchScriptFormat(ArtifactFormat):
         except Exception as err:  # tracing and scripting raise many unrelated types
             other = "script" if method == "trace" else "trace"
             raise ExportError(
-                f"torch.jit.{method} failed: {type(err).__name__}: {_first_line(err)}. Check that "
+                f"torch.jit.{method} failed: {type(err).__name__}: {first_line(err)}. Check that "
                 f"forward() runs on the example inputs, or try method={other!r}."
             ) from err
         return Exported(path, method, warnings=_notes(method, lines))
@@ -69,16 +68,10 @@ class TorchScriptFormat(ArtifactFormat):
     def runner(
         self, exported: Exported, job: ExportJob
     ) -> Callable[[ExampleInputs], dict[str, Any]]:
-        from ..verify import device_of, flatten_outputs, to_numpy
+        from ..verify import device_of, module_runner
 
         module = torch.jit.load(str(exported.path), map_location=device_of(job.model)).eval()
-
-        def run(probe: ExampleInputs) -> dict[str, Any]:
-            with torch.no_grad():
-                _, tensors = flatten_outputs(module(*probe.args, **probe.kwargs))
-            return {n: to_numpy(t) for n, t in zip(job.output_names, tensors)}
-
-        return run
+        return module_runner(module, job.output_names)
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
         return torch.jit.load(str(path), map_location=map_location)
