@@ -4,6 +4,7 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
+import { IConsoleTracker } from '@jupyterlab/console';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
@@ -19,7 +20,7 @@ import { downloadUrl, saveToComputer, stagedUrl } from './urls';
 import { ModelSaveSidebar } from './widget';
 
 /**
- * The Model Save sidebar: lists the PyTorch models of the current notebook's kernel, stages an
+ * The Model Save sidebar: lists the PyTorch models of the current notebook's (or console's) kernel, stages an
  * export in the kernel, shows its parity report and graph, and writes or downloads it.
  */
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -28,17 +29,27 @@ const plugin: JupyterFrontEndPlugin<void> = {
     'Export live PyTorch models from a Jupyter kernel as checked, versioned artifacts.',
   autoStart: true,
   requires: [ILabShell, INotebookTracker],
-  optional: [ILayoutRestorer, ITranslator, IDefaultFileBrowser],
+  optional: [
+    ILayoutRestorer,
+    ITranslator,
+    IDefaultFileBrowser,
+    IConsoleTracker
+  ],
   activate: (
     app: JupyterFrontEnd,
     labShell: ILabShell,
     tracker: INotebookTracker,
     restorer: ILayoutRestorer | null,
     translator: ITranslator | null,
-    fileBrowser: IDefaultFileBrowser | null
+    fileBrowser: IDefaultFileBrowser | null,
+    consoles: IConsoleTracker | null
   ) => {
     const trans = (translator ?? nullTranslator).load('jupyter_modelsave');
-    const model = new ModelSaveModel(tracker);
+    const model = new ModelSaveModel({
+      shell: labShell,
+      notebooks: tracker,
+      consoles
+    });
     const actions: ISidebarActions = {
       openGraph: staged => {
         if (staged.graph) {

@@ -1,4 +1,6 @@
+import { ILabShell } from '@jupyterlab/application';
 import { ISessionContext } from '@jupyterlab/apputils';
+import { ConsolePanel, IConsoleTracker } from '@jupyterlab/console';
 import {
   INotebookTracker,
   NotebookActions,
@@ -20,20 +22,28 @@ import {
   KernelSideState
 } from './tokens';
 
+/** A main-area widget with a kernel session that the sidebar can follow. */
+export type SessionPanel = NotebookPanel | ConsolePanel;
+
 /**
  * State of the Model Save sidebar.
  *
- * Follows the session of the current notebook (`INotebookTracker.currentWidget`), keeps one
- * `KernelSide` per kernel, and refreshes the model list after each executed cell of that
- * notebook while the sidebar is visible (never while it is hidden). Emits `changed` on every
- * update.
+ * Follows the session of the current notebook or console: the main area's current widget when
+ * it is one of them, else the last one followed (the sidebar keeps its kernel while a Netron or
+ * editor tab is active). Keeps one `KernelSide` per kernel and refreshes the model list after
+ * each cell executed in the followed notebook or console while the sidebar is visible (never
+ * while it is hidden). Emits `changed` on every update.
  */
 export class ModelSaveModel implements IDisposable {
-  constructor(tracker: INotebookTracker) {
-    this._tracker = tracker;
-    tracker.currentChanged.connect(this._onCurrentChanged, this);
+  constructor(options: ModelSaveModel.IOptions) {
+    this._shell = options.shell;
+    this._notebooks = options.notebooks;
+    this._consoles = options.consoles;
+    this._shell.currentChanged.connect(this._onCurrentChanged, this);
+    this._notebooks.currentChanged.connect(this._onCurrentChanged, this);
+    this._consoles?.currentChanged.connect(this._onCurrentChanged, this);
     NotebookActions.executed.connect(this._onExecuted, this);
-    this._follow(tracker.currentWidget);
+    this._follow(this._pick());
   }
 
   /** Emitted whenever anything the sidebar shows changes. */
@@ -46,15 +56,20 @@ export class ModelSaveModel implements IDisposable {
     return this._writtenSignal;
   }
 
-  /** The current notebook's kernel, or `null` when no notebook is open. */
+  /** The followed notebook's or console's kernel, or `null` when none is open. */
   get kernel(): IKernelState | null {
     const panel = this._panel;
     if (!panel || panel.isDisposed) {
       return null;
     }
     const ctx = panel.sessionContext;
+    const path = panel instanceof NotebookPanel ? panel.context.path : ctx.path;
     return {
-      notebookPath: panel.context.path,
+      path,
+      name:
+        panel instanceof NotebookPanel
+          ? (path.split('/').pop() ?? path)
+          : ctx.name,
       displayName: ctx.kernelDisplayName,
       status: ctx.kernelDisplayStatus
     };
@@ -220,7 +235,9 @@ export class ModelSaveModel implements IDisposable {
       return;
     }
     this._isDisposed = true;
-    this._tracker.currentChanged.disconnect(this._onCurrentChanged, this);
+    this._shell.currentChanged.disconnect(this._onCurrentChanged, this);
+    this._notebooks.currentChanged.disconnect(this._onCurrentChanged, this);
+    this._consoles?.currentChanged.disconnect(this._onCurrentChanged, this);
     NotebookActions.executed.disconnect(this._onExecuted, this);
     this._follow(null);
     Signal.clearData(this);
@@ -301,13 +318,32 @@ export class ModelSaveModel implements IDisposable {
     }
   }
 
-  private _onCurrentChanged(
-    _: INotebookTracker,
-    panel: NotebookPanel | null
-  ): void {
-    this._follow(panel);
-    this._emit();
-    void this.refreshModels();
+  /** The main area's current notebook or console, else the one followed, else the trackers'. */
+  private _pick(): SessionPanel | null {
+    const current = this._shell.currentWidget;
+    if (
+      (current instanceof NotebookPanel || current instanceof ConsolePanel) &&
+      !current.isDisposed
+    ) {
+      if (this._notebooks.has(current) || this._consoles?.has(current)) {
+        return current;
+      }
+    }
+    if (this._panel && !this._panel.isDisposed) {
+      return this._panel;
+    }
+    return (
+      this._notebooks.currentWidget ?? this._consoles?.currentWidget ?? null
+    );
+  }
+
+  private _onCurrentChanged(): void {
+    const panel = this._pick();
+    if (panel !== this._panel) {
+      this._follow(panel);
+      this._emit();
+      void this.refreshModels();
+    }
   }
 
   private _onExecuted(
@@ -317,6 +353,10 @@ export class ModelSaveModel implements IDisposable {
     if (this._panel && args.notebook === this._panel.content) {
       void this.refreshModels();
     }
+  }
+
+  private _onConsoleExecuted(): void {
+    void this.refreshModels();
   }
 
   private _onKernelChanged(): void {
@@ -337,8 +377,11 @@ export class ModelSaveModel implements IDisposable {
     this._emit();
   }
 
-  /** Move the session listeners from the previous notebook to `panel`. */
-  private _follow(panel: NotebookPanel | null): void {
+  /** Move the session listeners from the previous notebook or console to `panel`. */
+  private _follow(panel: SessionPanel | null): void {
+    if (this._panel instanceof ConsolePanel) {
+      this._panel.console.executed.disconnect(this._onConsoleExecuted, this);
+    }
     if (this._panel) {
       const old = this._panel.sessionContext;
       old.kernelChanged.disconnect(this._onKernelChanged, this);
@@ -362,11 +405,16 @@ export class ModelSaveModel implements IDisposable {
       ctx.propertyChanged.connect(this._emit, this);
       panel.disposed.connect(this._onPanelDisposed, this);
     }
+    if (panel instanceof ConsolePanel) {
+      panel.console.executed.connect(this._onConsoleExecuted, this);
+    }
   }
 
   private _onPanelDisposed(): void {
     this._follow(null);
+    this._follow(this._pick());
     this._emit();
+    void this.refreshModels();
   }
 
   private _emit(): void {
@@ -375,8 +423,10 @@ export class ModelSaveModel implements IDisposable {
     }
   }
 
-  private _tracker: INotebookTracker;
-  private _panel: NotebookPanel | null = null;
+  private _shell: ILabShell;
+  private _notebooks: INotebookTracker;
+  private _consoles: IConsoleTracker | null;
+  private _panel: SessionPanel | null = null;
   private _health: HealthState = { kind: 'pending' };
   private _config: IServerConfig | null = null;
   private _side: KernelSide | null = null;
@@ -391,6 +441,16 @@ export class ModelSaveModel implements IDisposable {
   private _isDisposed = false;
   private _changed = new Signal<this, void>(this);
   private _writtenSignal = new Signal<this, KernelAPI.IWritten>(this);
+}
+
+export namespace ModelSaveModel {
+  export interface IOptions {
+    /** The shell whose current main-area widget the sidebar follows. */
+    shell: ILabShell;
+    notebooks: INotebookTracker;
+    /** Consoles are followed too when JupyterLab has them. */
+    consoles: IConsoleTracker | null;
+  }
 }
 
 function asError(error: unknown): KernelAPI.IError {

@@ -17,10 +17,12 @@ export interface IHealth {
   version: string;
 }
 
-/** What the sidebar knows about the kernel of the current notebook. */
+/** What the sidebar knows about the kernel of the current notebook or console. */
 export interface IKernelState {
-  /** Path of the notebook, relative to the server root. */
-  notebookPath: string;
+  /** Path of the notebook or console session, relative to the server root. */
+  path: string;
+  /** What the header shows: the notebook's file name or the console's name ("Console 1"). */
+  name: string;
   /** Kernel display name, e.g. "Python 3 (ipykernel)" or "No Kernel". */
   displayName: string;
   /** Kernel display status, e.g. "idle", "busy", "starting", "unknown". */

@@ -8,16 +8,15 @@ export interface IKernelHeaderProps {
   trans: TranslationBundle;
 }
 
-/** The current notebook, its kernel's display name and status. */
+/** The current notebook or console, its kernel's display name and status. */
 export function KernelHeader({
   kernel,
   trans
 }: IKernelHeaderProps): JSX.Element {
-  const notebookName = kernel.notebookPath.split('/').pop() ?? '';
   return (
     <div className="jp-ModelSave-kernel" aria-label={trans.__('Kernel')}>
-      <div className="jp-ModelSave-notebook" title={kernel.notebookPath}>
-        {notebookName}
+      <div className="jp-ModelSave-notebook" title={kernel.path}>
+        {kernel.name}
       </div>
       <div className="jp-ModelSave-kernelLine">
         <span

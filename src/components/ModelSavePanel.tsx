@@ -43,7 +43,9 @@ export function ModelSavePanel({
           <Body model={model} actions={actions} trans={trans} />
         ) : (
           <EmptyState
-            message={trans.__('Open a notebook to list its PyTorch models')}
+            message={trans.__(
+              'Open a notebook or console to list its PyTorch models'
+            )}
           />
         )}
       </div>
@@ -133,7 +135,7 @@ function Body({ model, actions, trans }: IModelSavePanelProps): JSX.Element {
         <ReviewPanel
           key={job.staged.id}
           staged={job.staged}
-          defaultFolder={exportsFolder(model.kernel?.notebookPath ?? '')}
+          defaultFolder={exportsFolder(model.kernel?.path ?? '')}
           written={model.writtenTo}
           error={model.acceptError}
           onGraph={() => actions.openGraph(job.staged)}
@@ -148,9 +150,9 @@ function Body({ model, actions, trans }: IModelSavePanelProps): JSX.Element {
   );
 }
 
-/** `exports` next to the notebook, relative to the Jupyter root. */
-function exportsFolder(notebookPath: string): string {
-  const parts = notebookPath.split('/');
+/** `exports` next to the notebook (or the console's folder), relative to the Jupyter root. */
+function exportsFolder(path: string): string {
+  const parts = path.split('/');
   parts.pop();
   return [...parts, 'exports'].join('/');
 }

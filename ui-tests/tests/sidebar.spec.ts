@@ -45,7 +45,7 @@ test.describe('Model Save sidebar', () => {
       region.getByRole('heading', { name: 'Model Save' })
     ).toBeVisible();
     await expect(
-      region.getByText('Open a notebook to list its PyTorch models')
+      region.getByText('Open a notebook or console to list its PyTorch models')
     ).toBeVisible();
     await expect(region.getByLabel('Server extension')).toHaveText(
       /^server extension \d+\.\d+\.\d+/
@@ -77,7 +77,7 @@ test.describe('Model Save sidebar', () => {
       /^server extension \d+\.\d+\.\d+/
     );
     await expect(
-      region.getByText('Open a notebook to list its PyTorch models')
+      region.getByText('Open a notebook or console to list its PyTorch models')
     ).toHaveCount(0);
     await snapshot(page, testInfo, 'sidebar');
 
@@ -90,8 +90,45 @@ test.describe('Model Save sidebar', () => {
     await page.notebook.save();
     await page.notebook.close();
     await expect(
-      region.getByText('Open a notebook to list its PyTorch models')
+      region.getByText('Open a notebook or console to list its PyTorch models')
     ).toBeVisible();
     await expect(region.getByLabel('Kernel name')).toHaveCount(0);
+  });
+
+  test('follows the kernel of the current console', async ({
+    page
+  }, testInfo) => {
+    test.setTimeout(90_000);
+    await page.evaluate(async () => {
+      await window.jupyterapp.commands.execute('console:create', {
+        kernelPreference: { name: 'python3' }
+      });
+    });
+    const prompt = page.locator('.jp-CodeConsole-promptCell .cm-content');
+    await prompt.click();
+    await page.keyboard.type(
+      'from torch import nn; lin = nn.Linear(4, 2); lin.out_features'
+    );
+    await page.keyboard.press('Shift+Enter');
+    await expect(
+      page.locator('.jp-CodeConsole-content .jp-OutputArea-output').last()
+    ).toHaveText('2');
+
+    const region = await openSidebar(page);
+    await expect(region.getByText('Console 1')).toBeVisible();
+    await expect(region.getByLabel('Kernel name')).toContainText('Python 3');
+    const models = region.getByRole('list', { name: 'Models' });
+    const lin = models.getByRole('button', { name: /^lin/ });
+    await expect(lin).toContainText('Linear');
+    await expect(lin).toContainText('10 params');
+
+    // The list refreshes after each execution in the console.
+    await prompt.click();
+    await page.keyboard.type('head = nn.Linear(2, 1)');
+    await page.keyboard.press('Shift+Enter');
+    await expect(models.getByRole('button', { name: /^head/ })).toContainText(
+      'Linear'
+    );
+    await snapshot(page, testInfo, 'sidebar-console');
   });
 });
