@@ -206,4 +206,38 @@ test.describe('Model Save sidebar: export', () => {
       false
     );
   });
+
+  test.describe('kernel restart', () => {
+    // Galata's default `kernels` fixture proxies every POST under /api/kernels and answers 201,
+    // also for /api/kernels/<id>/restart, where JupyterLab expects 200: the restart then never
+    // leaves "starting". Without the kernels mock the real server answers.
+    test.use({ kernels: null });
+
+    test('restart while the sidebar is open recovers the model list', async ({
+      page,
+      tmpPath
+    }, testInfo) => {
+      test.setTimeout(120_000);
+      const sidebar = await openFixture(page, tmpPath);
+      await expect(model(sidebar, 'cnn')).toContainText('SmallCNN');
+
+      await page.menu.clickMenuItem('Kernel>Restart Kernel…');
+      await page
+        .getByRole('button', { name: 'Confirm Kernel Restart' })
+        .click();
+      // The new kernel has no models; the sidebar reconnects once it is idle.
+      await expect(
+        sidebar.getByText('No PyTorch models in this kernel yet')
+      ).toBeVisible({ timeout: 60_000 });
+      await expect(
+        sidebar.getByRole('status', { name: 'Kernel status' })
+      ).toHaveText('idle');
+      await snapshot(page, testInfo, '7-restarted');
+
+      await page.notebook.runCell(1);
+      await expect(model(sidebar, 'cnn')).toContainText('SmallCNN');
+      await expect(model(sidebar, 'mlp')).toContainText('Sequential');
+      await snapshot(page, testInfo, '8-relisted');
+    });
+  });
 });
