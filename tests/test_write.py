@@ -129,13 +129,12 @@ def test_discard_deletes_the_staged_files_and_blocks_write(tmp_path):
 
 CRASH = textwrap.dedent(
     """
-    import os, signal, sys, shutil, torch
+    import errno, os, signal, sys, torch
     import jupyter_modelsave as jms
     from jupyter_modelsave.core import artifacts
     from tests import models
 
     staged = jms.stage(models.mlp(), torch.randn(2, 8), parity=False, name="crash")
-    real_copy = shutil.copyfile
 
     def half_copy_then_die(src, dst):
         data = open(src, "rb").read()
@@ -144,15 +143,28 @@ CRASH = textwrap.dedent(
             fh.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
-    artifacts.shutil.copyfile = half_copy_then_die
+    def no_links(src, dst):
+        raise OSError(errno.EXDEV, "cross-device link")
+
+    def die(*args):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if sys.argv[2] == "copying":  # staging on another filesystem: the bytes are copied
+        artifacts.os.link = no_links
+        artifacts.shutil.copyfile = half_copy_then_die
+    else:  # linked, killed before the rename
+        artifacts._fsync_file = die
     staged.write(sys.argv[1])
     """
 )
 
 
-def test_a_process_killed_mid_write_leaves_no_partial_artifact(tmp_path):
+@pytest.mark.parametrize("moment", ["copying", "linked"])
+def test_a_process_killed_mid_write_leaves_no_partial_artifact(tmp_path, moment):
     dest = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", CRASH, f"{dest}/"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH, f"{dest}/", moment], capture_output=True, text=True
+    )
     assert proc.returncode == -9, proc.stderr
     leftovers = os.listdir(dest)
     assert leftovers and all(
@@ -163,3 +175,10 @@ def test_a_process_killed_mid_write_leaves_no_partial_artifact(tmp_path):
     s = jms.stage(models.mlp(), torch.randn(1, 8), parity=False, name="crash")
     path = s.write(dest)
     assert sorted(os.listdir(dest)) == sorted([path.name, f"{path.name}.json"])
+
+
+def test_writing_links_the_staged_file_when_it_can(tmp_path, staged):
+    path = staged.write(tmp_path)
+    assert os.path.samefile(path, staged.path)  # same filesystem here: no bytes copied
+    staged_inode_links = os.stat(staged.path).st_nlink
+    assert staged_inode_links >= 2

@@ -1,8 +1,9 @@
 """Writing a staged artifact: versioned names, sha256, free-space check, atomic rename, manifest.
 
-A write copies the staged file (or folder) to a hidden temporary name in the destination folder,
-fsyncs it, then renames it into place, so a crash leaves either no artifact or a whole one. The
-manifest ``<artifact>.json`` is written the same way, last. Temporaries left by a process that
+A write links (or, across filesystems, copies) the staged file or folder to a hidden temporary
+name in the destination folder, fsyncs it, then renames it into place, so a crash leaves either
+no artifact or a whole one. The manifest ``<artifact>.json`` is written the same way, last.
+Temporaries left by a process that
 died are removed by the next write to that folder.
 """
 
@@ -172,13 +173,25 @@ def _replace_folder(new: Path, target: Path) -> None:
     _remove(old)
 
 
+def _link_or_copy(source: Path | str, tmp: Path | str) -> None:
+    """A hard link when the staging folder shares the destination's filesystem, else a copy.
+
+    A link costs no I/O, so writing a staged export is as fast as renaming it; the staged file
+    and the written one are then the same inode until the staged one is discarded.
+    """
+    try:
+        os.link(source, tmp)
+    except OSError:  # another filesystem, or links refused: copy the bytes
+        shutil.copyfile(source, tmp)
+
+
 def _copy_file(source: Path, tmp: Path) -> None:
-    shutil.copyfile(source, tmp)
+    _link_or_copy(source, tmp)
     _fsync_file(tmp)
 
 
 def _copy_tree(source: Path, tmp: Path) -> None:
-    shutil.copytree(source, tmp)
+    shutil.copytree(source, tmp, copy_function=_link_or_copy)
     for f in _files(tmp):
         _fsync_file(f)
     _fsync_dir(tmp)
