@@ -3,8 +3,7 @@
 A write links (or, across filesystems, copies) the staged file or folder to a hidden temporary
 name in the destination folder, fsyncs it, then renames it into place, so a crash leaves either
 no artifact or a whole one. The manifest ``<artifact>.json`` is written the same way, last.
-Temporaries left by a process that
-died are removed by the next write to that folder.
+Temporaries left by a process that died are removed by the next write to that folder.
 """
 
 from __future__ import annotations
