@@ -28,11 +28,25 @@ _CHUNK = 1 << 20
 
 def sha256_of(path: Path) -> str:
     """sha256 of a file; of a folder, sha256 over its ``sha256sum``-style listing (sorted)."""
-    if path.is_dir():
-        listing = "".join(
-            f"{sha256_of(f)}  {f.relative_to(path).as_posix()}\n" for f in _files(path)
-        )
-        return hashlib.sha256(listing.encode()).hexdigest()
+    return combined_sha256(path, file_hashes(path))
+
+
+def file_hashes(path: Path) -> dict[str, str]:
+    """sha256 of each file of an artifact, by its path relative to the artifact's folder."""
+    if not path.is_dir():
+        return {path.name: _sha256_file(path)}
+    return {f.relative_to(path).as_posix(): _sha256_file(f) for f in _files(path)}
+
+
+def combined_sha256(path: Path, hashes: dict[str, str]) -> str:
+    """The artifact's sha256 from its files' hashes (see ``sha256_of``)."""
+    if not path.is_dir():
+        return hashes[path.name]
+    listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(hashes.items()))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):

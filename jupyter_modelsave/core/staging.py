@@ -74,7 +74,8 @@ class StagedExport:
         self.output_specs = output_specs
         self.dynamic_axes = job.dynamic_axes
         self.size_bytes = artifacts.size_of(self.path)
-        self.sha256 = artifacts.sha256_of(self.path)
+        self.file_hashes = artifacts.file_hashes(self.path)
+        self.sha256 = artifacts.combined_sha256(self.path, self.file_hashes)
         self._extension = fmt.extension
         self._workdir = job.workdir
         self.tolerances = tolerances  # (atol, rtol) of the last parity check
@@ -139,7 +140,7 @@ class StagedExport:
             "opset": self.opset,
             "sha256": self.sha256,
             "size_bytes": self.size_bytes,
-            "files": _file_hashes(self.path),
+            "files": self.file_hashes,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "versions": {
                 "jupyter_modelsave": __version__,
@@ -169,16 +170,6 @@ class StagedExport:
 
         head = html.escape(repr(self))
         return f"<div><code>{head}</code>{'' if self.report is None else self.report._repr_html_()}</div>"
-
-
-def _file_hashes(path: Path) -> dict[str, str]:
-    if not path.is_dir():
-        return {path.name: artifacts.sha256_of(path)}
-    return {
-        f.relative_to(path).as_posix(): artifacts.sha256_of(f)
-        for f in sorted(path.rglob("*"))
-        if f.is_file()
-    }
 
 
 @_unrecorded
