@@ -1,7 +1,9 @@
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
-import type { Locator, TestInfo } from '@playwright/test';
+import type { Locator } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
+
+import { openSidebar, snapshot } from './helpers';
 
 /**
  * The sidebar's export flow against the real server and a real ipykernel: models, options,
@@ -22,29 +24,6 @@ async function keepEval(page: IJupyterLabPageFixture): Promise<void> {
       configurable: false
     });
   });
-}
-
-async function openSidebar(page: IJupyterLabPageFixture): Promise<Locator> {
-  const tab = page
-    .getByRole('tablist', { name: 'main sidebar' })
-    .getByRole('tab', { name: 'Model Save' });
-  if ((await tab.getAttribute('aria-selected')) !== 'true') {
-    await tab.click();
-  }
-  const region = page.getByRole('region', { name: 'Model Save' });
-  await expect(region).toBeVisible();
-  return region;
-}
-
-async function snapshot(
-  page: IJupyterLabPageFixture,
-  testInfo: TestInfo,
-  name: string
-): Promise<void> {
-  const body = await page.screenshot({
-    path: testInfo.outputPath(`${name}.png`)
-  });
-  await testInfo.attach(name, { body, contentType: 'image/png' });
 }
 
 /** Open the fixture notebook and run its first cell (the model definitions). */

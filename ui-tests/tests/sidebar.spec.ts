@@ -1,35 +1,7 @@
-import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
-import type { Locator, TestInfo } from '@playwright/test';
+import { expect, test } from '@jupyterlab/galata';
+import { openSidebar, sidebarTab, snapshot } from './helpers';
 
 const SIDEBAR_ID = 'jupyter-modelsave-sidebar';
-
-/** The sidebar's tab in JupyterLab's left side bar. */
-function sidebarTab(page: IJupyterLabPageFixture): Locator {
-  return page
-    .getByRole('tablist', { name: 'main sidebar' })
-    .getByRole('tab', { name: 'Model Save' });
-}
-
-/** Open the sidebar through its tab and return its region. */
-async function openSidebar(page: IJupyterLabPageFixture): Promise<Locator> {
-  const tab = sidebarTab(page);
-  if ((await tab.getAttribute('aria-selected')) !== 'true') {
-    await tab.click();
-  }
-  const region = page.getByRole('region', { name: 'Model Save' });
-  await expect(region).toBeVisible();
-  return region;
-}
-
-/** Attach a screenshot to the report and keep a PNG under test-results/. */
-async function snapshot(
-  page: IJupyterLabPageFixture,
-  testInfo: TestInfo,
-  name: string
-): Promise<void> {
-  const body = await page.screenshot({ path: testInfo.outputPath(`${name}.png`) });
-  await testInfo.attach(name, { body, contentType: 'image/png' });
-}
 
 test.describe('Model Save sidebar', () => {
   test('is registered in the left side bar', async ({ page }) => {

@@ -1,20 +1,9 @@
-import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
-import type { TestInfo } from '@playwright/test';
+import { expect, test } from '@jupyterlab/galata';
 import * as path from 'path';
 
-const NOTEBOOK = 'widget.ipynb';
+import { snapshot } from './helpers';
 
-/** Attach a screenshot to the report and keep a PNG under test-results/. */
-async function snapshot(
-  page: IJupyterLabPageFixture,
-  testInfo: TestInfo,
-  name: string
-): Promise<void> {
-  const body = await page.screenshot({
-    path: testInfo.outputPath(`${name}.png`)
-  });
-  await testInfo.attach(name, { body, contentType: 'image/png' });
-}
+const NOTEBOOK = 'widget.ipynb';
 
 test.describe('Model Save widget', () => {
   test.beforeEach(async ({ page, tmpPath }) => {
