@@ -40,7 +40,7 @@ CASES = {
 }
 
 
-def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
+def median_time(fn: Callable[[], object], repeat: int = 3) -> float:
     """Median wall time of ``repeat`` calls, in seconds (after the caller's own warm-up)."""
     times = []
     for _ in range(repeat):
@@ -48,11 +48,3 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def report(name: str, ours: float, baseline: float, target: str) -> None:
-    """Print the figure; the ratio is on the last line, as bench/README.md describes."""
-    print(
-        f"{name}: jupyter_modelsave {ours * 1e3:.1f} ms, baseline {baseline * 1e3:.1f} ms ({target})"
-    )
-    print(f"ratio {ours / baseline:.3f}")

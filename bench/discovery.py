@@ -8,7 +8,7 @@ Baseline: a bare isinstance scan of the same namespace. Target: <= 50 ms.
 from __future__ import annotations
 
 import torch
-from _common import best_of, cnn, transformer
+from _common import cnn, median_time, transformer
 
 import jupyter_modelsave as jms
 
@@ -30,8 +30,10 @@ def main() -> None:
     jms.find_models(ns)  # warm-up (and registers the watch hooks once)
     if torch.cuda.is_available():
         torch.cuda.set_sync_debug_mode("error")
-    ours = best_of(lambda: jms.find_models(ns), repeat=10)
-    bare = best_of(lambda: [v for v in ns.values() if isinstance(v, torch.nn.Module)], repeat=10)
+    ours = median_time(lambda: jms.find_models(ns), repeat=10)
+    bare = median_time(
+        lambda: [v for v in ns.values() if isinstance(v, torch.nn.Module)], repeat=10
+    )
     found = len(jms.find_models(ns))
     print(f"find_models: {found} models in {ours * 1e3:.2f} ms (target <= 50 ms); "
           f"bare isinstance scan {bare * 1e3:.2f} ms")  # fmt: skip

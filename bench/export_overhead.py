@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _common import CASES, best_of
+from _common import CASES, median_time
 
 import jupyter_modelsave as jms
 from jupyter_modelsave.core.formats import _program_cache
@@ -39,7 +39,7 @@ def main() -> None:
                 bare_export(model, x, axes, Path(tmp) / "bare.onnx")
 
             ours(), bare()  # warm-up
-            t_ours, t_bare = best_of(ours), best_of(bare)
+            t_ours, t_bare = median_time(ours), median_time(bare)
             print(f"{case}: stage {t_ours:.3f} s, torch.onnx.export {t_bare:.3f} s")
             ratios.append(t_ours / t_bare)
     worst = max(ratios)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import torch
-from _common import best_of, transformer
+from _common import median_time, transformer
 
 import jupyter_modelsave as jms
 from jupyter_modelsave.core.inputs import make_probes
@@ -36,7 +36,7 @@ def main() -> None:
             np.isclose(got, ref, atol=1e-4, rtol=1e-3).all()
 
     ours(), by_hand()
-    t_ours, t_hand = best_of(ours, 5), best_of(by_hand, 5)
+    t_ours, t_hand = median_time(ours, 5), median_time(by_hand, 5)
     print(f"parity on {len(probes)} probes: {t_ours * 1e3:.1f} ms; by hand {t_hand * 1e3:.1f} ms "
           "(target <= 1.2)")  # fmt: skip
     print(f"ratio {t_ours / t_hand:.3f}")

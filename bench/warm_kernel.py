@@ -7,24 +7,13 @@ re-stage cache applies), median of 3, both sides in the same warm process. Targe
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from _common import cnn, transformer
+from _common import cnn, median_time, transformer
 
 import jupyter_modelsave as jms
-
-
-def median_time(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
