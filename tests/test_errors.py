@@ -37,6 +37,7 @@ X = torch.randn(2, 8)
         ({"metadata": {"f": object()}}, jms.InvalidOptionError, "JSON-serialisable"),
         ({"name": "../escape"}, jms.InvalidOptionError, "cannot be used in a file name"),
         ({"device": "gpu9"}, jms.InvalidOptionError, "not a torch device"),
+        ({"device": b"\x80"}, jms.InvalidOptionError, "not a torch device"),
     ],
 )
 def test_bad_options_are_refused_with_a_hint(net, kwargs, error, hint):

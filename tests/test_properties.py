@@ -18,7 +18,11 @@ from . import models
 
 MODEL = models.mlp()
 X = torch.randn(2, 8)
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: CI runs the same examples every time (a new failure shows up in review, not as a
+# flaky CI run); change the seed by hand to explore further.
+SETTINGS = settings(
+    max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 
 junk = st.one_of(
     st.none(),

@@ -81,7 +81,7 @@ def check_map_location(map_location: Any) -> torch.device:
 
     try:
         device = torch.device(map_location)
-    except (RuntimeError, TypeError):
+    except (RuntimeError, TypeError, ValueError):
         raise InvalidOptionError(
             f"map_location={map_location!r} is not a device; use 'cpu', 'cuda', 'cuda:1' or a "
             "torch.device."

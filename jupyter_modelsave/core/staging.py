@@ -307,7 +307,7 @@ def _placed(
     if device is not None:
         try:
             target = torch.device(device)
-        except (RuntimeError, TypeError) as err:
+        except (RuntimeError, TypeError, ValueError) as err:
             raise InvalidOptionError(f"device={device!r} is not a torch device: {err}") from None
         if target != home:
             model = copy.deepcopy(model).to(target)
