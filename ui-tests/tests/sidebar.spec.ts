@@ -1,7 +1,24 @@
-import { expect, test } from '@jupyterlab/galata';
+import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import { openSidebar, sidebarTab, snapshot } from './helpers';
 
 const SIDEBAR_ID = 'jupyter-modelsave-sidebar';
+
+/**
+ * Run code in the current console through its own API (set the prompt, execute), so the test does
+ * not depend on keyboard focus while the console's kernel is still starting.
+ */
+async function runInConsole(
+  page: IJupyterLabPageFixture,
+  code: string
+): Promise<void> {
+  await page.evaluate(async source => {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const panel = window.jupyterapp.shell.currentWidget as any;
+    await panel.sessionContext.ready;
+    panel.console.promptCell.model.sharedModel.setSource(source);
+    await panel.console.execute(true);
+  }, code);
+}
 
 test.describe('Model Save sidebar', () => {
   test('is registered in the left side bar', async ({ page }) => {
@@ -76,30 +93,28 @@ test.describe('Model Save sidebar', () => {
         kernelPreference: { name: 'python3' }
       });
     });
-    const prompt = page.locator('.jp-CodeConsole-promptCell .cm-content');
-    await prompt.click();
-    await page.keyboard.type(
+    await runInConsole(
+      page,
       'from torch import nn; lin = nn.Linear(4, 2); lin.out_features'
     );
-    await page.keyboard.press('Shift+Enter');
+    // A new kernel imports torch first: allow for a slow, busy machine.
     await expect(
       page.locator('.jp-CodeConsole-content .jp-OutputArea-output').last()
-    ).toHaveText('2');
+    ).toHaveText('2', { timeout: 60_000 });
 
     const region = await openSidebar(page);
     await expect(region.getByText('Console 1')).toBeVisible();
     await expect(region.getByLabel('Kernel name')).toContainText('Python 3');
     const models = region.getByRole('list', { name: 'Models' });
     const lin = models.getByRole('button', { name: /^lin/ });
-    await expect(lin).toContainText('Linear');
+    await expect(lin).toContainText('Linear', { timeout: 30_000 });
     await expect(lin).toContainText('10 params');
 
     // The list refreshes after each execution in the console.
-    await prompt.click();
-    await page.keyboard.type('head = nn.Linear(2, 1)');
-    await page.keyboard.press('Shift+Enter');
+    await runInConsole(page, 'head = nn.Linear(2, 1)');
     await expect(models.getByRole('button', { name: /^head/ })).toContainText(
-      'Linear'
+      'Linear',
+      { timeout: 30_000 }
     );
     await snapshot(page, testInfo, 'sidebar-console');
   });
