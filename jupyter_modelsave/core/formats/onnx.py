@@ -40,8 +40,7 @@ class OnnxFormat(ArtifactFormat):
         folder.mkdir(exist_ok=True)
         path = folder / MODEL_FILE
         exporter, notes = _export_with_fallback(job, path)
-        _finish(path, job, large)
-        opset = _opset_of(path)
+        opset = _finish(path, job, large)
         return Exported(folder if large else path, exporter, opset, notes)
 
     def runner(
@@ -177,8 +176,11 @@ def _export_torchscript(job: ExportJob, path: Path) -> list[str]:
     return []
 
 
-def _finish(path: Path, job: ExportJob, large: bool) -> None:
-    """Embed metadata, move weights to one external data file when large, run onnx.checker."""
+def _finish(path: Path, job: ExportJob, large: bool) -> int | None:
+    """Embed metadata, move weights to one external data file when large, run onnx.checker.
+
+    Returns the model's default-domain opset, read from the proto already in memory.
+    """
     import onnx
 
     try:
@@ -197,6 +199,7 @@ def _finish(path: Path, job: ExportJob, large: bool) -> None:
         onnx.checker.check_model(str(path))
     except (onnx.checker.ValidationError, ValueError, OSError) as err:
         raise ExportError(f"The exported ONNX model is not valid: {first_line(err)}") from err
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _set_metadata(proto: Any, job: ExportJob) -> None:
@@ -216,10 +219,3 @@ def _set_metadata(proto: Any, job: ExportJob) -> None:
     for key, value in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-
-
-def _opset_of(path: Path) -> int | None:
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
