@@ -47,3 +47,8 @@ export function formatNumber(value: number | string | null): string {
 export function formatShape(shape: number[]): string {
   return `[${shape.join(', ')}]`;
 }
+
+/** The shapes of a call's tensors: `[2, 3, 32, 32], [2, 16]`. */
+export function formatShapes(specs: { shape: number[] }[]): string {
+  return specs.map(s => formatShape(s.shape)).join(', ');
+}

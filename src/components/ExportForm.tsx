@@ -1,7 +1,7 @@
 import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
-import { formatShape } from '../format';
+import { formatShapes } from '../format';
 import { KernelAPI } from '../tokens';
 
 export interface IExportFormProps {
@@ -296,10 +296,7 @@ export function ExportForm({
             onChange={() => update({ exampleMode: 'last' })}
           />
           {model.last_input
-            ? trans.__(
-                'Last call %1',
-                model.last_input.map(s => formatShape(s.shape)).join(', ')
-              )
+            ? trans.__('Last call %1', formatShapes(model.last_input))
             : trans.__('Last call (none recorded yet)')}
         </label>
         <label>

@@ -1,7 +1,7 @@
 import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
-import { formatBytes, formatCount, formatShape } from '../format';
+import { formatBytes, formatCount, formatShapes } from '../format';
 import { KernelAPI } from '../tokens';
 
 export interface IModelListProps {
@@ -44,10 +44,7 @@ export function ModelList({
             </span>
             <span className="jp-ModelSave-modelMeta">
               {m.last_input
-                ? trans.__(
-                    'last input %1',
-                    m.last_input.map(s => formatShape(s.shape)).join(', ')
-                  )
+                ? trans.__('last input %1', formatShapes(m.last_input))
                 : trans.__('no call recorded yet')}
             </span>
           </button>
