@@ -12,3 +12,12 @@ def jp_server_config(jp_server_config):
             "allow_unauthenticated_access": False,
         }
     }
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--soak-count",
+        type=int,
+        default=None,
+        help="stage/discard cycles for the soak test (default: a short run; the issue's full run is 200)",
+    )
