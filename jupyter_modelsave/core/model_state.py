@@ -19,12 +19,18 @@ _HOOK_ATTRS = (
     "_state_dict_hooks",
     "_load_state_dict_pre_hooks",
 )
+# gradient-only hooks: they never change a forward result, and torch.jit.trace refuses modules
+# that have them, so exporters run without them
+_BACKWARD_HOOK_ATTRS = ("_backward_hooks", "_backward_pre_hooks")
 
 
 @contextlib.contextmanager
-def preserved(model: torch.nn.Module) -> Iterator[None]:
+def preserved(model: torch.nn.Module, *, hide_backward_hooks: bool = False) -> Iterator[None]:
     """Put ``model`` in eval mode for the block, then restore every submodule's training flag,
-    every parameter's ``requires_grad`` and every hook dict, also when the block raises."""
+    every parameter's ``requires_grad`` and every hook dict, also when the block raises.
+
+    ``hide_backward_hooks``: also empty the backward hook dicts for the block (for exporters).
+    """
     modules = list(model.modules())
     training = [m.training for m in modules]
     hooks = [{a: dict(getattr(m, a)) for a in _HOOK_ATTRS if hasattr(m, a)} for m in modules]
@@ -32,6 +38,10 @@ def preserved(model: torch.nn.Module) -> Iterator[None]:
     grads = [p.requires_grad for p in params]
     try:
         model.eval()
+        if hide_backward_hooks:
+            for module in modules:
+                for attr in _BACKWARD_HOOK_ATTRS:
+                    getattr(module, attr, {}).clear()
         yield
     finally:
         for module, flag, saved in zip(modules, training, hooks):

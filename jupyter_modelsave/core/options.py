@@ -36,6 +36,12 @@ def check_tolerance(name: str, value: Any) -> float:
     return float(value)
 
 
+def check_optional_flag(name: str, value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise InvalidOptionError(f"{name} must be True, False or None, got {value!r}.")
+    return value
+
+
 def check_exporter(exporter: Any) -> str:
     if exporter not in EXPORTERS:
         raise InvalidOptionError(f"exporter={exporter!r} is not one of {', '.join(EXPORTERS)}.")

@@ -35,6 +35,7 @@ from .options import (
     check_metadata,
     check_names,
     check_opset,
+    check_optional_flag,
     check_tolerance,
     default_tolerances,
 )
@@ -201,17 +202,19 @@ def stage(
     that device (the live model never moves); default, where the model lives. See the README for
     every option. Other keyword arguments are options of the chosen format (``format_options``).
     """
-    progress = progress or no_progress
+    progress = _check_progress(progress)
     progress("prepare", 0.0)
     model = _check_model(model)
     fmt = get_format(format)
     exporter = check_exporter(exporter)
     opset = check_opset(opset, exporter)
+    external_data = check_optional_flag("external_data", external_data)
     meta = check_metadata(metadata)
     clash = [k for k in meta if k in RESERVED_METADATA]
     if clash:
         raise InvalidOptionError(f"metadata keys {clash} are reserved; rename them.")
     name = check_artifact_name(name if name is not None else _guess_name(model))
+    fmt_options = fmt.check_options(format_options)
     model, example = _placed(model, _example_for(model, example_inputs, fmt.needs_inputs), device)
     runs = example is not None  # else a weight format without inputs: nothing to run or name
     if example is None:
@@ -233,11 +236,11 @@ def stage(
     axes = check_dynamic_axes(dynamic_axes, renamed, out_names)
 
     workdir = Path(tempfile.mkdtemp(prefix="jms-stage-"))
-    job = ExportJob(model, example, in_names, out_names, axes, opset, exporter, meta, workdir,
-                    external_data, fmt.check_options(format_options))  # fmt: skip
-    try:
+    try:  # from here on, any failure (KeyboardInterrupt included) removes the work folder
+        job = ExportJob(model, example, in_names, out_names, axes, opset, exporter, meta, workdir,
+                        external_data, fmt_options)  # fmt: skip
         progress("export", 0.1)
-        with preserved(model):
+        with preserved(model, hide_backward_hooks=True):
             exported = fmt.export(job)
         report = None
         if parity:
@@ -248,10 +251,10 @@ def stage(
             warnings.insert(0, "example inputs: the last recorded forward call's inputs")
         specs = [TensorSpec.of(n, t) for n, t in zip(out_names, live_tensors)]
         staged = StagedExport(fmt, exported, job, report, name, warnings, specs, (atol, rtol))
+        progress("done", 1.0)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    progress("done", 1.0)
     return staged
 
 
@@ -268,6 +271,16 @@ def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: st
         )
     finally:
         staged.discard()
+
+
+def _check_progress(progress: Any) -> Progress:
+    if progress is None:
+        return no_progress
+    if not callable(progress):
+        raise InvalidOptionError(
+            f"progress must be a function progress(step: str, fraction: float), got {progress!r}."
+        )
+    return progress
 
 
 def _check_model(model: Any) -> torch.nn.Module:
