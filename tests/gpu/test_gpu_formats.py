@@ -5,7 +5,7 @@ import torch
 
 import jupyter_modelsave as jms
 
-from . import models
+from .. import models
 
 pytestmark = [
     pytest.mark.gpu,

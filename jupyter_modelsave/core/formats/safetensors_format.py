@@ -8,11 +8,14 @@ and the other names recorded as aliases in the header; loading puts the one tens
 every name. Other storage sharing (different views of one buffer) is saved as separate copies, and
 non-contiguous tensors are made contiguous. The header's string metadata holds ``format: pt``
 (as transformers writes it), the producer, torch's version, the dtype of every tensor, the
-aliases and the user's ``metadata`` as JSON.
+aliases and the user's ``metadata`` as JSON. Each file is written in one pass by
+``_safetensors_writer`` (the bytes ``safetensors.torch.save_file`` writes, metadata keys sorted;
+CUDA tensors stream through two pinned buffers) and hashed while written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -47,31 +50,27 @@ class SafetensorsFormat(WeightsFormat):
         return {"max_shard_size": parse_size(options.get("max_shard_size", DEFAULT_MAX_SHARD_SIZE))}
 
     def export(self, job: ExportJob) -> Exported:
-        from safetensors.torch import save_file
-
+        """Write the state dict in one pass (``_safetensors_writer``), hashing while writing."""
         tensors, aliases = saveable_tensors(job.model.state_dict())
         shards = split_shards(tensors, job.format_options["max_shard_size"])
         extra = {"aliases": aliases, "metadata": job.metadata}
-        try:
-            if len(shards) == 1:
-                path = job.workdir / SINGLE_FILE
-                save_file(tensors, str(path), metadata=_header(tensors, extra))
-                return Exported(path, "safetensors")
-            folder = job.workdir / f"artifact{self.extension}"
-            folder.mkdir()
-            weight_map = {}
-            for i, shard in enumerate(shards, 1):
-                file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-                save_file(shard, str(folder / file), metadata=_header(shard, extra))
-                weight_map.update(dict.fromkeys(shard, file))
-        except (ValueError, RuntimeError, TypeError) as err:
-            raise ExportError(f"safetensors could not save the weights: {err}") from err
+        if len(shards) == 1:
+            path = job.workdir / SINGLE_FILE
+            digest = _save(tensors, path, _header(tensors, extra))
+            return Exported(path, "safetensors", file_hashes={path.name: digest})
+        folder = job.workdir / f"artifact{self.extension}"
+        folder.mkdir()
+        weight_map, hashes = {}, {}
+        for i, shard in enumerate(shards, 1):
+            file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            hashes[file] = _save(shard, folder / file, _header(shard, extra))
+            weight_map.update(dict.fromkeys(shard, file))
         total = sum(_nbytes(t) for t in tensors.values())
         meta = {"total_size": total, **_string_meta(extra)}
-        (folder / INDEX_FILE).write_text(
-            json.dumps({"metadata": meta, "weight_map": weight_map}, indent=2)
-        )
-        return Exported(folder, "safetensors")
+        index = json.dumps({"metadata": meta, "weight_map": weight_map}, indent=2).encode()
+        (folder / INDEX_FILE).write_bytes(index)
+        hashes[INDEX_FILE] = hashlib.sha256(index).hexdigest()
+        return Exported(folder, "safetensors", file_hashes=hashes)
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
         """The state dict, with every alias pointing at the same tensor as its original."""
@@ -151,6 +150,16 @@ def split_shards(tensors: dict[str, torch.Tensor], limit: int) -> list[dict[str,
         shards[-1][name] = tensor
         size += nbytes
     return shards
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> str:
+    """Write one safetensors file; return its sha256."""
+    from ._safetensors_writer import save_file
+
+    try:
+        return save_file(tensors, path, metadata).sha256
+    except (ValueError, RuntimeError, TypeError) as err:
+        raise ExportError(f"safetensors could not save the weights: {err}") from err
 
 
 def _view_key(tensor: torch.Tensor) -> tuple | None:
