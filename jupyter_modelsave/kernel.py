@@ -11,6 +11,12 @@ Every step is the core's (``jms.find_models``, ``jms.stage``, ``StagedExport.wri
 ``discard``); this module only translates JSON to calls and publishes staged files for the
 server extension (see ``_paths``). A staging runs on the kernel's main thread, so the sidebar
 cancels it by interrupting the kernel (``KeyboardInterrupt``, answered as ``Cancelled``).
+
+Robustness: a message that is not a JSON object, exceeds ``MAX_MESSAGE_BYTES``, names no known
+operation, has ``args`` that are not an object, or comes out of order (write or discard of an id
+that was never staged or is already discarded) gets an error reply (``InvalidOptionError``) and
+changes nothing. Published exports are removed on discard, when the Comm that staged them
+closes, and when the kernel process exits (``atexit``).
 """
 
 from __future__ import annotations
@@ -19,16 +25,25 @@ import atexit
 import json
 import os
 import shutil
-import uuid
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._paths import INDEX_FILE, STAGING_ID, default_staging_dir
+from ._paths import (
+    INDEX_FILE,
+    default_staging_dir,
+    new_staging_id,
+    open_private,
+    private_dir,
+    write_private,
+)
 from .core.errors import InvalidOptionError
 
 COMM_TARGET = "jupyter_modelsave"
+# A request's data above this size (as JSON) is refused: the protocol's requests are small.
+MAX_MESSAGE_BYTES = 1 << 20
 # Artifacts above this size are shown in Netron from a copy without weights (shapes kept).
 GRAPH_FULL_BYTES = 32 * 1024**2
 
@@ -37,6 +52,16 @@ Progress = Callable[[str, float], None]
 
 def _no_progress(step: str, fraction: float) -> None:
     """Silent progress callback."""
+
+
+_LIVE: weakref.WeakSet[ModelSaveKernel] = weakref.WeakSet()
+
+
+@atexit.register
+def _discard_all_at_exit() -> None:
+    """Remove every live kernel side's published exports when the process exits."""
+    for side in list(_LIVE):
+        side.discard_all()
 
 
 class ModelSaveKernel:
@@ -52,37 +77,45 @@ class ModelSaveKernel:
         self.staging_dir = Path(staging_dir) if staging_dir else default_staging_dir()
         self.root_dir = Path(root_dir or os.getcwd()).resolve()
         self.staged: dict[str, Any] = {}  # staging id -> StagedExport
-        atexit.register(self.discard_all)
+        _LIVE.add(self)
+
+    OPERATIONS = ("models", "options", "stage", "write", "discard")
 
     def handle(self, op: str, args: dict[str, Any], progress: Progress = _no_progress) -> Any:
         """Run one operation; raises ``ModelSaveError`` for the user's mistakes."""
-        verbs = {
-            "models": self.models,
-            "options": self.options,
-            "stage": lambda a: self.stage(a, progress),
-            "write": self.write,
-            "discard": self.discard,
-        }
-        verb = verbs.get(op)
-        if verb is None:
-            raise InvalidOptionError(f"Unknown operation {op!r}; known: {', '.join(verbs)}.")
-        return verb(args)
+        if op not in self.OPERATIONS:
+            raise InvalidOptionError(
+                f"Unknown operation {op!r}; known: {', '.join(self.OPERATIONS)}."
+            )
+        if not isinstance(args, dict):
+            raise InvalidOptionError(
+                f"The arguments of {op!r} must be an object, not {_kind(args)}."
+            )
+        if op == "stage":
+            return self.stage(args, progress)
+        return getattr(self, op)(args)
 
-    def respond(self, message: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> None:
-        """Answer one request through ``send``: progress events, then exactly one reply."""
-        rid = message.get("id")
+    def respond(self, message: Any, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Answer one request through ``send``: progress events, then exactly one reply.
+
+        Never raises (but for ``send`` itself): a bad message gets an error reply. Returns the reply.
+        """
+        rid = _request_id(message)
 
         def progress(step: str, fraction: float) -> None:
             send({"id": rid, "event": "progress", "step": step, "fraction": fraction})
 
         try:
-            result = self.handle(str(message.get("op")), message.get("args") or {}, progress)
-            reply = {"ok": True, "result": result}
+            op, args = _parse(message)
+            reply = {"ok": True, "result": self.handle(op, args, progress)}
+            json.dumps(reply)  # a result the Comm cannot carry is a bug: answer it as an error
         except KeyboardInterrupt:
             reply = {"ok": False, "error": {"type": "Cancelled", "message": "Cancelled."}}
         except Exception as err:  # every failure must reach the sidebar
             reply = {"ok": False, "error": {"type": type(err).__name__, "message": str(err)}}
-        send({"id": rid, "event": "reply", **reply})
+        reply = {"id": rid, "event": "reply", **reply}
+        send(reply)
+        return reply
 
     # --- operations ---
 
@@ -119,10 +152,10 @@ class ModelSaveKernel:
         if args.get("dynamic_axes"):
             options["dynamic_axes"] = _dynamic_axes(args["dynamic_axes"])
         staged = stage(model, self._example(args.get("example")), progress=progress, **options)
-        sid = uuid.uuid4().hex
+        sid = new_staging_id()
         self.staged[sid] = staged
         try:
-            files = publish(staged, self.staging_dir / sid)
+            files = publish(staged, private_dir(self.staging_dir) / sid)
         except BaseException:
             self.discard({"id": sid})
             raise
@@ -143,18 +176,28 @@ class ModelSaveKernel:
         return {"path": relative, "manifest": f"{relative}.json"}
 
     def discard(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Drop a staged export: the core's work folder and the published copy."""
+        """Drop a staged export of this kernel: the core's work folder and the published copy.
+
+        An id this kernel did not stage (or already discarded) is refused; nothing is touched.
+        """
         sid = args.get("id")
         staged = self.staged.pop(sid, None) if isinstance(sid, str) else None
-        if staged is not None:
+        if staged is None:
+            raise InvalidOptionError(
+                f"Nothing to discard: {sid!r} is not a staged export of this kernel (already "
+                "discarded, or the kernel restarted)."
+            )
+        try:
             staged.discard()
-        if isinstance(sid, str) and STAGING_ID.match(sid):
+        finally:
             shutil.rmtree(self.staging_dir / sid, ignore_errors=True)
-        return {"discarded": staged is not None}
+        return {"discarded": True}
 
-    def discard_all(self) -> None:
-        for sid in list(self.staged):
-            self.discard({"id": sid})
+    def discard_all(self, ids: Any = None) -> None:
+        """Discard every staged export (or those of ``ids`` still staged)."""
+        for sid in list(self.staged if ids is None else ids):
+            if sid in self.staged:
+                self.discard({"id": sid})
 
     # --- helpers ---
 
@@ -198,16 +241,57 @@ class ModelSaveKernel:
         return target
 
 
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _request_id(message: Any) -> str | int | None:
+    """The request's id, echoed in the reply; None when it has none the sidebar could have sent."""
+    rid = message.get("id") if isinstance(message, dict) else None
+    if isinstance(rid, str) and len(rid) <= 200:
+        return rid
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        return rid
+    return None
+
+
+def _parse(message: Any) -> tuple[str, dict[str, Any]]:
+    """``(op, args)`` of a request ``{"id", "op", "args"}``; raises ``InvalidOptionError``."""
+    if not isinstance(message, dict):
+        raise InvalidOptionError(
+            f"A request must be an object {{id, op, args}}, not {_kind(message)}; reload the page."
+        )
+    try:
+        size = len(json.dumps(message, allow_nan=False).encode())
+    except (TypeError, ValueError) as err:
+        raise InvalidOptionError(f"A request must be plain JSON: {err}.") from None
+    if size > MAX_MESSAGE_BYTES:
+        raise InvalidOptionError(
+            f"A request of {size:,} bytes is over the limit of {MAX_MESSAGE_BYTES:,}; pass large "
+            "values (example inputs) as a Python expression instead."
+        )
+    op = message.get("op")
+    if not isinstance(op, str):
+        raise InvalidOptionError(f"A request needs an operation name in 'op', got {_kind(op)}.")
+    args = message.get("args")
+    return op, {} if args is None else args
+
+
 def _dynamic_axes(value: Any) -> Any:
     """JSON has string keys: ``{"input": {"0": "batch"}}`` -> ``{"input": {0: "batch"}}``."""
     if not isinstance(value, dict):
         return value
     return {
-        tensor: {int(d) if str(d).lstrip("-").isdigit() else d: n for d, n in axes.items()}
-        if isinstance(axes, dict)
-        else axes
+        tensor: {_axis(d): n for d, n in axes.items()} if isinstance(axes, dict) else axes
         for tensor, axes in value.items()
     }
+
+
+def _axis(key: Any) -> Any:
+    try:
+        return int(key)
+    except (TypeError, ValueError):
+        return key
 
 
 def summary(staged: Any) -> dict[str, Any]:
@@ -227,14 +311,19 @@ def summary(staged: Any) -> dict[str, Any]:
 
 
 def publish(staged: Any, folder: Path) -> dict[str, Any]:
-    """Link (else copy) the staged artifact into ``folder`` with an ``index.json`` for the server.
+    """Put the staged artifact into ``folder`` (0700) with an ``index.json`` for the server.
 
-    ONNX artifacts also get a graph for Netron: the artifact itself, or above
-    ``GRAPH_FULL_BYTES`` (and for folder artifacts) a copy without weights.
+    The index is written first (naming this process, so the server knows whose it is) and again,
+    complete, last. Every file is mode 0600 from its creation (``_publish_file``). ONNX artifacts
+    also get a graph for Netron: the artifact itself, or above ``GRAPH_FULL_BYTES`` (and for
+    folder artifacts) a copy without weights.
     """
-    folder.mkdir(mode=0o700, parents=True)
+    os.mkdir(folder, 0o700)
+    os.chmod(folder, 0o700)  # the umask may have removed bits; never adds them
+    owner = {"pid": os.getpid()}
+    write_private(folder / INDEX_FILE, json.dumps(owner).encode())
     artifact = f"{staged.name}{staged.path.suffix}"
-    _link_or_copy(staged.path, folder / artifact)
+    _publish_tree(staged.path, folder / artifact)
     graph = None
     if staged.format == "onnx":
         graph = artifact
@@ -246,9 +335,9 @@ def publish(staged: Any, folder: Path) -> dict[str, Any]:
         "graph": graph,
         "sha256": staged.sha256,
         "size_bytes": staged.size_bytes,
-        "pid": os.getpid(),
+        **owner,
     }
-    (folder / INDEX_FILE).write_text(json.dumps(index))
+    write_private(folder / INDEX_FILE, json.dumps(index).encode())
     return {"file": artifact, "graph": graph, "folder_artifact": staged.path.is_dir()}
 
 
@@ -263,20 +352,36 @@ def strip_weights(source: Path, target: Path) -> None:
                       "uint64_data", "string_data", "external_data"):  # fmt: skip
             tensor.ClearField(field)
         tensor.data_location = onnx.TensorProto.DEFAULT
-    onnx.save(model, str(target))
+    with open_private(target) as f:
+        f.write(model.SerializeToString())
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    def link(src: str, dst: str) -> None:
+def _publish_tree(source: Path, target: Path) -> None:
+    """``_publish_file`` for a file; for a folder, its tree with folders 0700 and files 0600."""
+    if not source.is_dir():
+        _publish_file(source, target)
+        return
+    os.mkdir(target, 0o700)
+    os.chmod(target, 0o700)
+    for child in sorted(source.iterdir()):
+        _publish_tree(child, target / child.name)
+
+
+def _publish_file(source: Path, target: Path) -> None:
+    """A hard link when the staged file is already private (mode 0600), else a 0600 copy.
+
+    A link shares the file's mode, so a staged file with wider permissions is copied instead:
+    the published name never refers to bytes that other users could read.
+    """
+    info = source.stat()
+    if info.st_mode & 0o777 == 0o600:
         try:
-            os.link(src, dst)
+            os.link(source, target)
+            return
         except OSError:  # another file system, or links not allowed
-            shutil.copy2(src, dst)
-
-    if source.is_dir():
-        shutil.copytree(source, target, copy_function=link)
-    else:
-        link(str(source), str(target))
+            pass
+    with open(source, "rb") as src, open_private(target) as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
 
 
 _INSTANCE: ModelSaveKernel | None = None
@@ -304,9 +409,21 @@ def install(staging_dir: str | None = None, root_dir: str | None = None) -> Mode
 
 
 def _on_comm_open(comm: Any, open_msg: dict[str, Any]) -> None:
+    """Answer the Comm's requests; when it closes, discard the exports it staged."""
+    staged_here: set[str] = set()
+
     def on_msg(msg: dict[str, Any]) -> None:
         assert _INSTANCE is not None
-        _INSTANCE.respond(msg["content"]["data"], comm.send)
+        content = msg.get("content") if isinstance(msg, dict) else None
+        data = content.get("data") if isinstance(content, dict) else None
+        reply = _INSTANCE.respond(data, comm.send)
+        if reply["ok"] and data["op"] == "stage":
+            staged_here.add(reply["result"]["id"])
+
+    def on_close(msg: dict[str, Any]) -> None:
+        if _INSTANCE is not None:
+            _INSTANCE.discard_all(staged_here)
 
     comm.on_msg(on_msg)
+    comm.on_close(on_close)
     comm.send({"event": "ready", "version": __version__})

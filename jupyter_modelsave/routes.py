@@ -12,9 +12,12 @@ The server handles files only; the model lives in the kernel (``kernel.py``). Ro
 
 Files are streamed by tornado's ``StaticFileHandler`` (chunks, ``Content-Length``, ``Range`` ->
 206) with ``Content-Disposition`` and ``X-Content-SHA256`` added. Every verb is
-``@tornado.web.authenticated`` (``scripts/check_auth.py`` fails the test command otherwise), every
-error is JSON (``http_error`` maps them), and paths are resolved (symlinks too) and refused when
-they leave their folder.
+``@tornado.web.authenticated`` (``scripts/check_auth.py`` fails the test command otherwise) and
+answers 403 without credentials (no redirect to the login page, pages included); every error is
+JSON (``http_error`` maps them); paths are resolved (symlinks too) and refused when they leave
+their folder. No route changes state: POST/PUT/PATCH/DELETE answer 403 without an XSRF token and
+405 with one. On start the server makes the staging folder private (0700, this user's) and removes
+the exports of kernels that are gone (``_paths.remove_stale``).
 """
 
 from __future__ import annotations
@@ -32,9 +35,17 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from traitlets import Unicode, default
 from traitlets.config import Configurable
+from traitlets.log import get_logger
 
 from . import __version__
-from ._paths import INDEX_FILE, STAGING_ID, default_staging_dir
+from ._paths import (
+    STAGING_ID,
+    StagingFolderError,
+    default_staging_dir,
+    private_dir,
+    read_index,
+    remove_stale,
+)
 from .core.errors import IntegrityError, InvalidOptionError, ModelSaveError
 
 NAMESPACE = "modelsave"
@@ -58,17 +69,21 @@ class ModelSave(Configurable):
     def _default_staging_dir(self) -> str:
         return str(default_staging_dir())
 
+    def prepare_staging(self) -> list[str]:
+        """Make the staging folder private and remove stale exports; return the removed ids."""
+        private_dir(self.staging_dir)
+        return remove_stale(self.staging_dir)
+
     def staged_file(self, sid: str, which: str) -> Path:
         """The staged artifact (``which="artifact"``) or its graph view, by staging id."""
         if not STAGING_ID.match(sid):
             raise InvalidOptionError(f"{sid!r} is not a staging id.")
         folder = Path(self.staging_dir) / sid
-        try:
-            index = json.loads((folder / INDEX_FILE).read_text())
-        except FileNotFoundError:
+        index = None if folder.is_symlink() else read_index(folder)
+        if index is None:
             raise FileNotFoundError(
                 "No such staged export (discarded, or its kernel stopped); stage it again."
-            ) from None
+            )
         name = index.get(which)
         if not isinstance(name, str):
             raise FileNotFoundError(f"This staged export has no {which} file.")
@@ -87,7 +102,12 @@ class OutsideError(PermissionError):
 
 
 def inside(folder: Path, relative: str) -> Path:
-    """``folder/relative`` with symlinks resolved; refuses absolute paths, ``..`` and escapes."""
+    """``folder/relative`` with symlinks resolved; refuses absolute paths, ``..`` and escapes.
+
+    NUL bytes and backslashes are refused too, so a path means the same on every OS.
+    """
+    if "\x00" in relative or "\\" in relative:
+        raise OutsideError(f"{relative!r} is refused: NUL bytes and backslashes are not allowed.")
     parts = Path(relative).parts
     if not relative or Path(relative).is_absolute() or ".." in parts:
         raise OutsideError(
@@ -133,6 +153,19 @@ def http_error(err: Exception) -> web.HTTPError:
 
 def service(handler: JupyterHandler) -> ModelSave:
     return handler.settings[SETTINGS_KEY]
+
+
+class _NoLoginRedirect:
+    """Answer 403, not a redirect to the login page, when a page is asked for without credentials.
+
+    The Netron pages load inside the sidebar's iframe, where a login page is of no use; and every
+    route of this extension then refuses anonymous requests the same way.
+    """
+
+    def get_login_url(self) -> str:
+        if not self.current_user:  # type: ignore[attr-defined]
+            raise web.HTTPError(403)
+        return super().get_login_url()  # type: ignore[misc]
 
 
 class HealthHandler(APIHandler):
@@ -247,7 +280,7 @@ def netron_index() -> str:
     return re.sub(r'<meta name="date" content="[^"]*">\s*', "", html)
 
 
-class NetronPageHandler(JupyterHandler):
+class NetronPageHandler(_NoLoginRedirect, JupyterHandler):
     """``GET /modelsave/netron/``: the patched viewer page (a same-origin page, so cookies work)."""
 
     @tornado.web.authenticated
@@ -259,7 +292,7 @@ class NetronPageHandler(JupyterHandler):
         self.finish(netron_index())
 
 
-class NetronAssetHandler(JupyterHandler, web.StaticFileHandler):
+class NetronAssetHandler(_NoLoginRedirect, JupyterHandler, web.StaticFileHandler):
     """``GET /modelsave/netron/<asset>``: the viewer's scripts, styles and metadata (no ``.py``)."""
 
     @tornado.web.authenticated
@@ -276,6 +309,13 @@ def setup_route_handlers(web_app: Any) -> None:
     state = ModelSave(config=web_app.settings.get("config"))
     state.root_dir = str(web_app.settings.get("server_root_dir") or ".")
     web_app.settings[SETTINGS_KEY] = state
+    try:
+        removed = state.prepare_staging()
+    except (OSError, StagingFolderError) as err:  # the kernel side reports it when it stages
+        get_logger().warning("jupyter_modelsave: staging folder unusable: %s", err)
+    else:
+        if removed:
+            get_logger().info("jupyter_modelsave: removed %d stale staged exports", len(removed))
 
     def url(*parts: str) -> str:
         return url_path_join(web_app.settings["base_url"], NAMESPACE, *parts)
@@ -286,7 +326,7 @@ def setup_route_handlers(web_app: Any) -> None:
         (url("netron/"), NetronPageHandler),
         (url("netron/index.html"), NetronPageHandler),
         (url("netron", f"({NETRON_ASSET})"), NetronAssetHandler, {"path": str(netron_dir())}),
-        (url("staged", "([0-9a-f]{32})", "(artifact|graph)"), StagedHandler),
+        (url("staged", f"({STAGING_ID.pattern[1:-1]})", "(artifact|graph)"), StagedHandler),
         (url("download", "(.+)"), DownloadHandler),
     ]
     web_app.add_handlers(".*$", handlers)
