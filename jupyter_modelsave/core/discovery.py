@@ -1,8 +1,9 @@
 """Finding the models bound in a namespace, and remembering the inputs of their last forward call.
 
 ``find_models`` is cheap enough to run after every notebook cell: it reads only tensor metadata
-(no ``repr``, no tensor copies, no CUDA synchronisation) and does not import torch when the
-namespace's process has not imported it.
+(no ``repr``, no tensor copies, no CUDA synchronisation) and imports no framework: PyTorch
+modules, Keras models and ``tf.Module``s are looked for only when the process has already
+imported torch, keras or tensorflow.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import NotAModelError
@@ -35,6 +36,8 @@ class ModelInfo:
     dtype: str
     training: bool
     last_input: list[TensorSpec] | None
+    framework: str = "torch"  # "torch", "keras" or "tensorflow" (a tf.Module)
+    formats: list[str] = field(default_factory=list)  # the format names that apply
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -112,31 +115,56 @@ def last_inputs(model: Any) -> ExampleInputs | None:
 def find_models(
     namespace: dict[str, Any] | None = None, *, watch_found: bool = True
 ) -> list[ModelInfo]:
-    """List the ``torch.nn.Module`` objects bound to names in ``namespace``.
+    """List the models bound to names in ``namespace``: ``torch.nn.Module``s, Keras models and
+    ``tf.Module``s (each ``ModelInfo`` says its ``framework`` and the ``formats`` that apply).
 
     The default namespace is IPython's user namespace inside a kernel, else the caller's globals.
     Underscore names are skipped, and so are modules reachable as submodules of another listed
     model (``net.encoder`` is not listed beside ``net``); an object bound to two names is listed
-    under the first. Found models are watched (see ``watch``) unless ``watch_found=False``.
+    under the first (a Keras model on the torch backend, also an ``nn.Module``, once, as Keras).
+    Found PyTorch models are watched (see ``watch``) unless ``watch_found=False``.
     """
     if namespace is None:
         namespace = _default_namespace()
-    torch = sys.modules.get("torch")
-    if torch is None:  # no torch imported, so no model can exist: never import it just to look
-        return []
-    Module = torch.nn.Module
-    candidates: dict[int, tuple[str, Any]] = {}
+    if not any(m in sys.modules for m in ("torch", "keras", "tensorflow")):
+        return []  # no framework imported, so no model can exist: never import one just to look
+    from .keras._tf import framework_of
+
+    candidates: dict[int, tuple[str, Any, str]] = {}
     for name, value in list(namespace.items()):
-        if not name.startswith("_") and isinstance(value, Module) and id(value) not in candidates:
-            candidates[id(value)] = (name, value)
-    nested = {
-        id(sub) for _, model in candidates.values() for sub in model.modules() if sub is not model
-    }
-    found = [(n, m) for key, (n, m) in candidates.items() if key not in nested]
+        if name.startswith("_") or id(value) in candidates or isinstance(value, type):
+            continue
+        framework = framework_of(value)
+        if framework is not None:
+            candidates[id(value)] = (name, value, framework)
+    nested = {id(sub) for _, model, fw in candidates.values() for sub in _submodels(model, fw)}
+    found = [(n, m, fw) for key, (n, m, fw) in candidates.items() if key not in nested]
     if watch_found:
-        for _, model in found:
-            watch(model)
-    return [describe(name, model) for name, model in found]
+        for _, model, framework in found:
+            if framework == "torch":
+                watch(model)
+    return [
+        describe(name, model) if fw == "torch" else describe_keras(name, model, fw)
+        for name, model, fw in found
+    ]
+
+
+def _submodels(model: Any, framework: str) -> list[Any]:
+    """The models nested in ``model`` (its submodules or layers), not ``model`` itself."""
+    if framework == "torch":
+        return [sub for sub in model.modules() if sub is not model]
+    if framework == "tensorflow":
+        return list(model.submodules)
+    found: list[Any] = []
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        found.append(layer)
+        stack += list(getattr(layer, "layers", []))
+    torch = sys.modules.get("torch")  # Keras on the torch backend: layers hold nn.Modules too
+    if torch is not None and isinstance(model, torch.nn.Module):
+        found += [sub for sub in model.modules() if sub is not model]
+    return found
 
 
 def describe(name: str, model: torch.nn.Module) -> ModelInfo:
@@ -157,7 +185,84 @@ def describe(name: str, model: torch.nn.Module) -> ModelInfo:
         dtype=",".join(float_dtypes) or "none",
         training=model.training,
         last_input=None if last is None else last.specs,
+        framework="torch",
+        formats=_formats("torch"),
     )
+
+
+def describe_keras(name: str, model: Any, framework: str) -> ModelInfo:
+    """A ``ModelInfo`` of a Keras model or ``tf.Module`` from its variables' metadata only.
+
+    ``last_input`` is the example jms would use without one: a functional model's declared
+    inputs with ``None`` dimensions as 2 (Keras has no forward hooks to record calls with).
+    """
+    from .keras._tf import TF_ONLY_FORMATS, keras_backend
+    from .keras.parity import device_of
+
+    variables = list(getattr(model, "weights", None) or getattr(model, "variables", []))
+    sizes = [(_count(v.shape), _dtype_name(v.dtype)) for v in variables]
+    float_dtypes = sorted({d for _, d in sizes if d.startswith(("float", "bfloat"))})
+    names = _formats(framework)
+    if framework == "keras" and keras_backend() not in (None, "tensorflow"):
+        names = [n for n in names if n not in TF_ONLY_FORMATS]
+    return ModelInfo(
+        name=name,
+        class_name=type(model).__name__,
+        num_params=sum(n for n, _ in sizes),
+        size_bytes=sum(n * _itemsize(d) for n, d in sizes),
+        device=device_of(model),
+        dtype=",".join(float_dtypes) or "none",
+        training=False,  # Keras has no global mode: jms calls it with training=False
+        last_input=_declared_specs(model) if framework == "keras" else None,
+        framework=framework,
+        formats=names,
+    )
+
+
+def _formats(framework: str) -> list[str]:
+    from .formats import formats
+
+    return formats(framework)
+
+
+def _count(shape: Any) -> int:
+    total = 1
+    for size in tuple(shape):
+        total *= int(size or 0)
+    return total
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(getattr(dtype, "name", dtype)).removeprefix("torch.")
+
+
+def _itemsize(dtype: str) -> int:
+    import numpy as np
+
+    try:
+        return np.dtype(dtype).itemsize
+    except TypeError:
+        return 2 if "16" in dtype else 4
+
+
+def _declared_specs(model: Any) -> list[TensorSpec] | None:
+    from .inputs import TensorSpec
+    from .keras.job import DEFAULT_BATCH, declared_input_names
+
+    try:
+        inputs = list(model.inputs or [])
+    except (AttributeError, ValueError):
+        return None
+    names = declared_input_names(model)
+    if not inputs or len(names) not in (0, len(inputs)):
+        return None
+    if not names:
+        names = ["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))]
+    return [
+        TensorSpec(n, tuple(DEFAULT_BATCH if s is None else int(s) for s in t.shape),
+                   _dtype_name(getattr(t, "dtype", "float32")), "cpu")
+        for n, t in zip(names, inputs)
+    ]  # fmt: skip
 
 
 def _default_namespace() -> dict[str, Any]:

@@ -66,3 +66,7 @@ class StateDictMismatchError(ModelSaveError):
         self.missing = missing or []
         self.unexpected = unexpected or []
         self.shape_mismatches = shape_mismatches or []
+
+
+class MissingDependencyError(ModelSaveError, ImportError):
+    """An optional dependency (TensorFlow, tf2onnx) is needed for this model or artifact."""

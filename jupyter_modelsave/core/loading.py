@@ -115,7 +115,7 @@ def _checked(path: str | Path) -> tuple[Path, ArtifactFormat]:
             f"{path} does not match its manifest: sha256 {actual[:12]}... was expected to be "
             f"{str(manifest.get('sha256'))[:12]}.... The file was changed or damaged; export it again."
         )
-    return path, get_format(manifest.get("format"))
+    return path, get_format(manifest.get("format"), manifest.get("framework"))
 
 
 def _check_fits(model: torch.nn.Module, weights: dict[str, Any], strict: bool, path: Path) -> None:

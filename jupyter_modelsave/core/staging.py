@@ -27,6 +27,7 @@ from .formats import get_format
 from .formats.base import ArtifactFormat, Exported, ExportJob
 from .formats.onnx import RESERVED_METADATA
 from .inputs import ExampleInputs, TensorSpec, normalize_inputs
+from .keras._tf import KERAS_FRAMEWORKS, framework_of
 from .model_state import preserved, reference_mode
 from .options import (
     check_artifact_name,
@@ -201,11 +202,21 @@ def stage(
     checkpoint) run without any, and skip the forward pass. ``device``: export a copy of the model on
     that device (the live model never moves); default, where the model lives. See the README for
     every option. Other keyword arguments are options of the chosen format (``format_options``).
+    Keras models and ``tf.Module``s are handed to ``core.keras.staging.stage_keras``.
     """
+    if (framework := framework_of(model)) in KERAS_FRAMEWORKS:
+        from .keras.staging import stage_keras
+
+        return stage_keras(model, example_inputs, framework=framework, format=format, opset=opset,
+                           dynamic_axes=dynamic_axes, input_names=input_names,
+                           output_names=output_names, parity=parity, atol=atol, rtol=rtol,
+                           metadata=metadata, device=device, exporter=exporter,
+                           name=name if name is not None else _guess_name(model),
+                           external_data=external_data, progress=progress, **format_options)  # fmt: skip
     progress = _check_progress(progress)
     progress("prepare", 0.0)
     model = _check_model(model)
-    fmt = get_format(format)
+    fmt = get_format(format, "torch")
     exporter = check_exporter(exporter)
     opset = check_opset(opset, exporter)
     external_data = check_optional_flag("external_data", external_data)

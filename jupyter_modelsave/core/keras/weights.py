@@ -1,0 +1,84 @@
+"""Keras weights only (``.weights.h5``), saved without running the model.
+
+Parity is a bitwise round trip through Keras' own loader: the file is loaded into the live model
+and every weight compared, then the live values are put back exactly (``set_weights``), also when
+loading fails. ``jms.load`` returns ``{dataset path: numpy array}``; ``model.load_weights(path)``
+puts them in a model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._capture import captured_output, first_line
+from ..errors import ExportError
+from ..formats.base import Exported
+from ..verify import Progress
+from . import _tf
+from .base import KerasFormat, note
+from .job import to_numpy
+from .parity import device_of, live_weights, weights_parity
+
+FILE = "model.weights.h5"
+
+
+class KerasWeightsFormat(KerasFormat):
+    name = "weights"
+    extension = ".weights.h5"
+    description = "Keras weights (.weights.h5), checked by a bitwise reload"
+    needs_inputs = False
+
+    def export(self, job: Any) -> Exported:
+        path = job.workdir / FILE
+        try:
+            with captured_output():
+                job.model.save_weights(str(path))
+        except Exception as err:
+            raise ExportError(
+                f"Keras could not save the weights: {type(err).__name__}: {first_line(err)}."
+            ) from err
+        h5py = _tf.require("h5py", "Writing .weights.h5 files")
+        with h5py.File(path, "a") as fh:
+            fh.attrs["jupyter_modelsave"] = note(job)
+        return Exported(path, "keras")
+
+    def verify(
+        self, exported: Exported, job: Any, atol: float, rtol: float, progress: Progress
+    ) -> Any:
+        model = job.model
+        live = live_weights(model)
+        try:
+            with captured_output():
+                model.load_weights(str(exported.path))
+            reloaded = [to_numpy(w).copy() for w in model.weights]
+        except Exception as err:
+            raise ExportError(f"The weights file does not load back: {first_line(err)}") from err
+        finally:
+            model.set_weights([value for _, value in live])
+        return weights_parity(live, reloaded, device_of(model))
+
+    def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
+        h5py = _tf.require("h5py", "Reading .weights.h5 files")
+        found: dict[str, np.ndarray] = {}
+        with h5py.File(path, "r") as fh:
+            fh.visititems(
+                lambda name, item: (
+                    found.__setitem__(name, np.asarray(item))
+                    if isinstance(item, h5py.Dataset)
+                    else None
+                )
+            )
+        return found
+
+
+def embedded_note(path: Path) -> dict[str, Any]:
+    """The JSON note jms stored in a ``.weights.h5`` file's attributes ({} when none)."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        text = fh.attrs.get("jupyter_modelsave")
+    return {} if text is None else json.loads(text)
