@@ -1,9 +1,11 @@
 """Writing a staged artifact: versioned names, sha256, free-space check, atomic rename, manifest.
 
 A write links (or, across filesystems, copies) the staged file or folder to a hidden temporary
-name in the destination folder, fsyncs it, then renames it into place, so a crash leaves either
-no artifact or a whole one. The manifest ``<artifact>.json`` is written the same way, last.
-Temporaries left by a process that died are removed by the next write to that folder.
+name in the destination folder and writes the manifest ``<artifact>.json`` to another, fsyncs
+both, then, under an exclusive lock on the folder, renames the artifact into place and the
+manifest last. So a crash leaves no artifact or a whole one, an error (disk full, read-only)
+leaves the folder as it was, and two concurrent writers never mix their files. Temporaries left
+by a process that died are removed by the next write to that folder.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactExistsError, InvalidOptionError, WriteError
+from .errors import ArtifactExistsError, InvalidOptionError, ModelSaveError, WriteError
 
 DEFAULT_VERSION = "1.0.0"
 TMP_MARK = ".jms-tmp-"
@@ -87,8 +91,16 @@ def _listdir(folder: Path) -> list[str]:
         return []
 
 
-def is_folder_destination(dest: Path | str) -> bool:
-    return str(dest).endswith(("/", os.sep)) or Path(dest).is_dir()
+def is_folder_destination(dest: Path | str, extension: str = "") -> bool:
+    """A path ending in ``/``, or an existing folder that is not itself a folder artifact.
+
+    An existing folder named ``*<extension>`` (``model.onnx/`` with external data, sharded
+    ``model.safetensors/``) is the artifact to replace, never a folder to write into.
+    """
+    text = str(dest)
+    if text.endswith(("/", os.sep)):
+        return True
+    return Path(text).is_dir() and not (extension and text.endswith(extension))
 
 
 def destination_path(
@@ -99,7 +111,7 @@ def destination_path(
     if "\x00" in text:
         raise InvalidOptionError("The destination path contains a NUL byte.")
     dest = Path(text)
-    if not is_folder_destination(text):
+    if not is_folder_destination(text, extension):
         return dest, version or DEFAULT_VERSION
     version = check_version(version) if version is not None else next_version(dest, name, extension)
     return dest / f"{name}_v{version}_{sha256[:12]}{extension}", version
@@ -108,18 +120,51 @@ def destination_path(
 def write_artifact(
     staged: Path, target: Path, manifest: dict[str, Any], *, overwrite: bool
 ) -> Path:
-    """Copy ``staged`` to ``target`` atomically, then its manifest ``<target>.json``."""
+    """Copy ``staged`` to ``target`` atomically, then its manifest ``<target>.json``.
+
+    Both are written in full under temporary names first; only then, holding the folder's lock,
+    is the artifact renamed into place and the manifest after it. Any error leaves the folder as
+    it was (a previous version included) and raises ``WriteError`` or ``ArtifactExistsError``.
+    """
     folder = target.parent
     manifest_path = Path(f"{target}.json")
     _prepare_folder(folder)
     clean_stale_temporaries(folder)
     if not overwrite:
-        for existing in (target, manifest_path):
-            if existing.exists():
+        _refuse_existing(target, manifest_path, racing=False)
+    _check_space(staged, folder)
+    tmp, tmp_manifest = _temporary(target), _temporary(manifest_path)
+    try:
+        (_copy_tree if staged.is_dir() else _copy_file)(staged, tmp)
+        _write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), tmp_manifest)
+        with _folder_lock(folder):
+            _commit(tmp, target, tmp_manifest, manifest_path, overwrite=overwrite)
+    except OSError as err:
+        if isinstance(err, ModelSaveError):
+            raise
+        raise WriteError(err.errno, _explain(err, target)) from err
+    finally:  # no-ops once renamed into place
+        _remove(tmp)
+        _remove(tmp_manifest)
+    return target
+
+
+def _refuse_existing(target: Path, manifest_path: Path, *, racing: bool) -> None:
+    for existing in (target, manifest_path):
+        if os.path.lexists(existing):
+            if racing:
                 raise ArtifactExistsError(
-                    f"{existing} already exists. Pass overwrite=True to replace it, or write to a "
-                    "folder (a path ending in '/') to get a new versioned name."
+                    f"{existing} was written by another writer while this one was writing; "
+                    "nothing was overwritten. Write again to get the next version, or pass "
+                    "overwrite=True to replace it."
                 )
+            raise ArtifactExistsError(
+                f"{existing} already exists. Pass overwrite=True to replace it, or write to a "
+                "folder (a path ending in '/') to get a new versioned name."
+            )
+
+
+def _check_space(staged: Path, folder: Path) -> None:
     needed = size_of(staged) + 64 * 1024
     free = shutil.disk_usage(folder).free
     if free < needed:
@@ -128,20 +173,17 @@ def write_artifact(
             f"Not enough space in {folder}: the artifact needs {needed:,} bytes, {free:,} are free. "
             "Free some space or choose another destination.",
         )
-    try:
-        _place(
-            staged, target, overwrite=overwrite, copy=_copy_tree if staged.is_dir() else _copy_file
-        )
-        text = json.dumps(manifest, indent=2, sort_keys=True).encode()
-        _place(text, manifest_path, overwrite=True, copy=_write_bytes)
-    except ArtifactExistsError:
-        raise
-    except OSError as err:
-        raise WriteError(
-            err.errno,
-            f"Could not write {target}: {err.strerror or err}. Check the folder's permissions and free space.",
-        ) from err
-    return target
+
+
+def _explain(err: OSError, target: Path) -> str:
+    why = {
+        errno.ENOSPC: "the disk is full. Free some space or choose another destination",
+        errno.EDQUOT: "the disk quota is exceeded. Free some space or choose another destination",
+        errno.EROFS: "the filesystem is read-only. Choose a writable destination",
+        errno.EACCES: "permission denied. Choose a folder you can write to",
+        errno.EPERM: "permission denied. Choose a folder you can write to",
+    }.get(err.errno, f"{err.strerror or err}. Check the folder's permissions and free space")
+    return f"Could not write {target}: {why}. Nothing was left behind; any previous version is unchanged."
 
 
 def _prepare_folder(folder: Path) -> None:
@@ -149,41 +191,114 @@ def _prepare_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise WriteError(err.errno, f"Cannot create the folder {folder}: {err.strerror}.") from err
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        raise WriteError(
+            errno.EROFS,
+            f"The folder {folder} is on a read-only filesystem. Choose a writable destination.",
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
         raise WriteError(
             errno.EACCES, f"The folder {folder} is not writable. Choose a folder you can write to."
         )
 
 
-def _place(source: Any, target: Path, *, overwrite: bool, copy: Any) -> None:
-    """Write ``source`` under a temporary name beside ``target``, fsync, rename into place."""
-    tmp = target.parent / f".{target.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def _temporary(target: Path, tag: str = "") -> Path:
+    """A hidden name beside ``target`` that names this process (see ``clean_stale_temporaries``)."""
+    return target.parent / f".{target.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}{tag}"
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the folder, between processes and threads alike.
+
+    Held only while renaming (never while copying). Where the filesystem has no locks the
+    renames are still atomic one by one.
+    """
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        copy(source, tmp)
-        if overwrite or tmp.is_dir():
-            if overwrite and target.is_dir():
-                _replace_folder(tmp, target)
-            else:
-                os.rename(tmp, target) if tmp.is_dir() else os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)  # fails if target appeared meanwhile: never clobber
-            except FileExistsError:
-                raise ArtifactExistsError(
-                    f"{target} was created by someone else while writing; nothing was overwritten."
-                ) from None
-            os.unlink(tmp)
-        _fsync_dir(target.parent)
-    except BaseException:
-        _remove(tmp)
-        raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
-def _replace_folder(new: Path, target: Path) -> None:
-    old = target.parent / f".{target.name}{TMP_MARK}{os.getpid()}-old"
-    os.rename(target, old)
-    os.rename(new, target)
-    _remove(old)
+def _commit(
+    tmp: Path, target: Path, tmp_manifest: Path, manifest_path: Path, *, overwrite: bool
+) -> None:
+    """Rename the artifact, then its manifest, into place (the folder's lock is held).
+
+    At every instant a manifest present beside the artifact describes it: when replacing, the
+    old manifest is set aside before the artifact is swapped, and restored if the swap fails.
+    """
+    set_aside = None
+    if not overwrite:
+        _refuse_existing(target, manifest_path, racing=True)
+        _rename_new(tmp, target)
+    else:
+        if os.path.lexists(manifest_path):
+            set_aside = _temporary(manifest_path, "-old")
+            os.rename(manifest_path, set_aside)
+        try:
+            _swap_in(tmp, target)
+        except BaseException:
+            if set_aside is not None:
+                os.rename(set_aside, manifest_path)
+            raise
+    os.replace(tmp_manifest, manifest_path)
+    _fsync_dir(target.parent)
+    if set_aside is not None:
+        _remove(set_aside)
+
+
+def _rename_new(tmp: Path, target: Path) -> None:
+    """Rename to a name that must not exist; a file is linked, which never clobbers."""
+    if tmp.is_dir():
+        os.rename(tmp, target)
+        return
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise ArtifactExistsError(
+            f"{target} was created by someone else while writing; nothing was overwritten."
+        ) from None
+    os.unlink(tmp)
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Replace ``target`` by ``tmp`` in one step: ``rename`` for a file, an exchange for a folder."""
+    if not (target.is_dir() and not target.is_symlink()):
+        if tmp.is_dir() and os.path.lexists(target):
+            _remove(target)  # a file or link where a folder artifact goes
+        os.replace(tmp, target)
+        return
+    if not _exchange(tmp, target):  # no RENAME_EXCHANGE here: two renames, a short gap
+        old = _temporary(target, "-old")
+        os.rename(target, old)
+        os.rename(tmp, target)
+        os.rename(old, tmp)
+    _remove(tmp)  # now the old version
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def _link_or_copy(source: Path | str, tmp: Path | str) -> None:
@@ -239,7 +354,7 @@ def _remove(path: Path) -> None:
     else:
         try:
             path.unlink()
-        except FileNotFoundError:
+        except OSError:  # already gone, or a read-only folder: best effort
             pass
 
 

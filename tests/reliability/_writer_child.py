@@ -1,0 +1,307 @@
+"""Writer processes for the reliability tests: stage once, then write under faults.
+
+Run as ``python -m tests.reliability._writer_child <command> ...`` from the repository root. It
+prints one JSON object per line saying what it did; the test process checks the folders.
+
+- ``crash ROOT SEED POINTS ROUNDS LOOP_FORMAT...``: stages every format once (two versions of a
+  tiny model), then for each format, copy mode (hard link, or bytes copied as across
+  filesystems) and scenario (a new versioned name in a folder, or ``overwrite=True`` over a
+  previous version) forks writers that SIGKILL themselves just before their k-th filesystem
+  call (a file copy is cut halfway). For the loop formats it also forks, ROUNDS times, a writer
+  that overwrites one path over and over, alternating the two versions, and SIGKILLs it after a
+  seeded random delay, snapshotting the folder each time.
+- ``race DEST FORMAT SEED OVERWRITE BARRIER PEERS``: stages and writes once, waiting after the
+  copy until ``PEERS`` writers have copied (a file barrier), so the commits race.
+
+Forking after staging reuses the staged exports, so each format is staged once per process.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# name -> stage() options; ONNX uses the fast TorchScript exporter (the write step is the same)
+FORMATS: dict[str, dict[str, Any]] = {
+    "onnx": {"format": "onnx", "exporter": "torchscript"},
+    "onnx_external": {"format": "onnx", "exporter": "torchscript", "external_data": True},
+    "safetensors": {"format": "safetensors"},
+    "safetensors_sharded": {"format": "safetensors", "max_shard_size": 1024},
+    "state_dict": {"format": "state_dict"},
+    "checkpoint": {"format": "checkpoint"},
+    "torchscript": {"format": "torchscript"},
+    "torch_export": {"format": "torch_export"},
+}
+FOLDER_FORMATS = {"onnx_external", "safetensors_sharded"}  # artifacts that are folders
+MODES = ("link", "copy")
+SCENARIOS = ("fresh", "overwrite")
+# calls that change the filesystem (or flush it): the writer is killed just before one of them
+_STEPS = ("link", "rename", "replace", "unlink", "rmdir", "mkdir", "fsync", "sendfile", "open")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+
+def tiny_model(seed: int) -> Any:
+    """Linear(16, 32) has a 2 KiB weight: over ONNX's 1 KiB external-data threshold."""
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+
+
+def stage(fmt: str, seed: int) -> Any:
+    import torch
+
+    import jupyter_modelsave as jms
+
+    example = torch.randn(2, 16)
+    return jms.stage(tiny_model(seed), example, parity=False, name="tiny", **FORMATS[fmt])
+
+
+def target_in(folder: Path, staged: Any) -> Path:
+    """The explicit file path used by the overwrite scenarios."""
+    return folder / f"model{staged._extension}"
+
+
+# --- fault injection (only ever installed in a forked writer) ---------------------------------
+
+
+def force_copies(staged_paths: list[Path]) -> None:
+    """Hard links from a staged export fail as across filesystems, so the bytes are copied."""
+    real_link = os.link
+    roots = [str(p) for p in staged_paths]
+
+    def link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if any(str(src).startswith(root) for root in roots):
+            raise OSError(errno.EXDEV, "Invalid cross-device link (injected)")
+        real_link(src, dst, *args, **kwargs)
+
+    os.link = link
+
+
+def die_before_step(k: int) -> None:
+    """SIGKILL this process just before its k-th filesystem call (halfway through a sendfile)."""
+    count = [0]
+
+    def wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if _changes_files(name, args, kwargs):
+                count[0] += 1
+                if count[0] == k:
+                    if name == "sendfile":
+                        out_fd, in_fd, offset, _ = args
+                        half = max(1, (os.fstat(in_fd).st_size - offset) // 2)
+                        real(out_fd, in_fd, offset, half)
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in _STEPS:
+        setattr(os, name, wrap(name, getattr(os, name)))
+    builtins.open = wrap("builtin_open", builtins.open)
+
+
+def count_steps() -> list[int]:
+    """Count filesystem calls from now on (without killing); returns the live counter."""
+    count = [0]
+
+    def wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if _changes_files(name, args, kwargs):
+                count[0] += 1
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in _STEPS:
+        setattr(os, name, wrap(name, getattr(os, name)))
+    builtins.open = wrap("builtin_open", builtins.open)
+    return count
+
+
+def _changes_files(name: str, args: tuple, kwargs: dict) -> bool:
+    if name == "open":
+        flags = args[1] if len(args) > 1 else kwargs.get("flags", 0)
+        return bool(flags & _WRITE_FLAGS)
+    if name == "builtin_open":
+        mode = args[1] if len(args) > 1 else kwargs.get("mode", "r")
+        return isinstance(mode, str) and any(c in mode for c in "wxa+")
+    return True
+
+
+def in_fork(body: Callable[[], Any]) -> int:
+    """Run ``body`` in a forked child; return its wait status (the child never returns here)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            body()
+        except BaseException as err:  # reported through the exit code and stderr
+            print(f"writer: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+            code = 3
+        os._exit(code)
+    return os.waitpid(pid, 0)[1]
+
+
+def _status(wait_status: int) -> str:
+    if os.WIFSIGNALED(wait_status):
+        return f"signal {os.WTERMSIG(wait_status)}"
+    return f"exit {os.WEXITSTATUS(wait_status)}"
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def crash(root: Path, seed: int, points: int, rounds: int, loop_formats: list[str]) -> None:
+    rng = random.Random(seed)
+    for fmt in FORMATS:
+        new, old = stage(fmt, 0), stage(fmt, 1)
+        for mode in MODES:
+            for scenario in SCENARIOS:
+                _crash_case(
+                    root / fmt / mode / scenario, fmt, mode, scenario, new, old, rng, points
+                )
+        if fmt in loop_formats:
+            _kill_loop(root / fmt / "loop", fmt, [old, new], rounds, rng)
+        new.discard()
+        old.discard()
+
+
+def _crash_case(
+    base: Path, fmt: str, mode: str, scenario: str, new: Any, old: Any, rng: Any, points: int
+) -> None:
+    def prepare(folder: Path) -> Path | str:
+        folder.mkdir(parents=True)
+        if scenario == "fresh":
+            return f"{folder}/"
+        old.write(target_in(folder, old))
+        return target_in(folder, new)
+
+    def write(dest: Path | str, hook: Callable[[], Any]) -> Callable[[], None]:
+        def body() -> None:
+            if mode == "copy":
+                force_copies([new.path])
+            hook()
+            new.write(dest, overwrite=scenario == "overwrite")
+
+        return body
+
+    dry = base / "dry"
+    counter_file = base / "steps"
+    dest = prepare(dry)
+
+    counters: list[list[int]] = []
+
+    def counted() -> None:
+        write(dest, lambda: counters.append(count_steps()))()
+        counter_file.write_text(str(counters[0][0]))  # its own open comes after reading it
+
+    status = in_fork(counted)
+    total = int(counter_file.read_text())
+    chosen = _kill_points(total, points, rng)
+    for k in chosen:
+        folder = base / f"k{k:03d}"
+        dest = prepare(folder)
+        status = in_fork(write(dest, lambda k=k: die_before_step(k)))
+        _emit(
+            kind="crash", format=fmt, mode=mode, scenario=scenario, k=k, steps=total,
+            folder=str(folder), target=str(dest), status=_status(status),
+            new_sha=new.sha256, old_sha=old.sha256,
+        )  # fmt: skip
+
+
+def _kill_points(total: int, points: int, rng: random.Random) -> list[int]:
+    """The first and last step always, then a seeded random sample of the ones between."""
+    if points <= 0 or points >= total:
+        return list(range(1, total + 1))
+    middle = rng.sample(range(2, total), max(0, points - 2))
+    return sorted({1, total, *middle})
+
+
+def _kill_loop(base: Path, fmt: str, versions: list[Any], rounds: int, rng: Any) -> None:
+    folder = base / "live"
+    folder.mkdir(parents=True)
+    target = target_in(folder, versions[0])
+    versions[0].write(target)
+
+    def forever() -> None:
+        for i in range(10**9):
+            versions[1 - i % 2].write(target, overwrite=True)
+
+    for r in range(rounds):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                forever()
+            finally:
+                os._exit(3)
+        time.sleep(rng.uniform(0.0, 0.03))
+        os.kill(pid, signal.SIGKILL)
+        status = os.waitpid(pid, 0)[1]
+        snapshot = base / f"r{r:03d}"
+        shutil.copytree(folder, snapshot, symlinks=True)
+        _emit(
+            kind="loop", format=fmt, round=r, folder=str(snapshot),
+            target=str(snapshot / target.name), status=_status(status),
+            new_sha=versions[1].sha256, old_sha=versions[0].sha256,
+        )  # fmt: skip
+
+
+def race(dest: str, fmt: str, seed: int, overwrite: bool, barrier: Path, peers: int) -> None:
+    from jupyter_modelsave.core import artifacts
+
+    staged = stage(fmt, seed)
+    copy = artifacts._copy_tree if staged.path.is_dir() else artifacts._copy_file
+
+    def copy_then_wait(source: Path, tmp: Path) -> None:
+        copy(source, tmp)
+        wait_for_peers(barrier, peers)
+
+    setattr(artifacts, copy.__name__, copy_then_wait)
+    try:
+        path = staged.write(dest, overwrite=overwrite)
+        _emit(path=str(path), sha=staged.sha256, error=None)
+    except Exception as err:
+        _emit(path=None, sha=staged.sha256, error=type(err).__name__, message=str(err))
+    finally:
+        staged.discard()
+
+
+def wait_for_peers(barrier: Path, peers: int, timeout: float = 60.0) -> None:
+    """A barrier between processes (or threads): a file per arrival, wait for ``peers`` of them."""
+    barrier.mkdir(parents=True, exist_ok=True)
+    (barrier / f"{os.getpid()}-{time.monotonic_ns()}").touch()
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(barrier)) < peers and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+def _emit(**record: Any) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def main(argv: list[str]) -> None:
+    warnings.simplefilter("ignore")
+    command, *args = argv
+    if command == "crash":
+        crash(Path(args[0]), int(args[1]), int(args[2]), int(args[3]), args[4:])
+    elif command == "race":
+        dest, fmt, seed, overwrite, barrier, peers = args
+        race(dest, fmt, int(seed), overwrite == "1", Path(barrier), int(peers))
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
