@@ -78,3 +78,34 @@ def test_weights_round_trip_must_be_bitwise_with_the_same_dtype():
         weights_parity(net, halved).diagnosis
     )
     assert not weights_parity(net, {"weight": same["weight"]}).passed
+
+
+def _direct(ref, got, atol, rtol):
+    """The statistics computed on whole float64 arrays, as a check of the chunked pass."""
+    ref, got = ref.astype(np.float64), got.astype(np.float64)
+    diff = np.abs(got - ref)
+    bound = atol + rtol * np.abs(ref)
+    rows_ref, rows_got = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1])
+    return {
+        "max_abs": diff.max(),
+        "mismatch_fraction": (diff > bound).mean(),
+        "cosine": (ref * got).sum() / np.sqrt((ref * ref).sum() * (got * got).sum()),
+        "min_atol": max(0.0, (diff - rtol * np.abs(ref)).max()),
+        "top1_agreement": (rows_ref.argmax(-1) == rows_got.argmax(-1)).mean(),
+    }
+
+
+def test_large_outputs_are_compared_in_chunks_with_the_same_statistics():
+    # Given outputs far bigger than one comparison chunk, wrong in the last rows only
+    rng = np.random.default_rng(0)
+    for shape in [(40, 5000), (3, 70_000)]:  # many rows per chunk; rows wider than a chunk
+        ref = rng.standard_normal(shape).astype(np.float32)
+        got = ref.copy()
+        got[-1, -3:] = got[-1, -3:] * 1.5 + 1.0
+        # When compared
+        diff = compare_output("logits", ref, got, 1e-4, 1e-3)
+        # Then every statistic is the whole-array one
+        expected = _direct(ref, got, 1e-4, 1e-3)
+        assert not diff.passed
+        for key, value in expected.items():
+            assert np.isclose(getattr(diff, key), value, rtol=1e-9, atol=1e-12), key

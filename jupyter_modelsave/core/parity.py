@@ -97,51 +97,79 @@ def _json_safe(value: Any) -> Any:
 def compare_output(
     name: str, live: np.ndarray, artifact: np.ndarray, atol: float, rtol: float
 ) -> OutputDiff:
-    """Compare one output; shapes must match exactly before values are compared."""
+    """Compare one output; shapes must match exactly before values are compared.
+
+    Streams over the output in chunks of whole rows, so the float64 temporaries stay a few
+    hundred kilobytes (cache-sized) whatever the output's size, and every statistic is gathered in
+    the same pass.
+    """
     if live.shape != artifact.shape:
         return OutputDiff(
             name, list(live.shape), math.inf, math.inf, 1.0, 0.0, math.inf,
             shape_mismatch=f"live {list(live.shape)} vs artifact {list(artifact.shape)}",
             passed=False,
         )  # fmt: skip
-    ref = live.astype(np.float64)
-    got = artifact.astype(np.float64)
-    same = (ref == got) | (np.isnan(ref) & np.isnan(got))  # equal infinities and NaN pairs agree
-    with np.errstate(invalid="ignore"):
-        diff = np.where(same, 0.0, np.abs(got - ref))
-    diff = np.where(np.isnan(diff), np.inf, diff)
-    scale = np.abs(np.nan_to_num(ref, nan=0.0, posinf=0.0, neginf=0.0))
-    bad = diff > atol + rtol * scale
-    rel = diff / np.maximum(scale, np.finfo(np.float64).tiny)
-    return OutputDiff(
-        name=name,
-        shape=list(live.shape),
-        max_abs=float(diff.max(initial=0.0)),
-        max_rel=float(np.where(diff == 0, 0.0, rel).max(initial=0.0)),
-        mismatch_fraction=float(bad.mean()) if bad.size else 0.0,
-        cosine=_cosine(ref, got),
-        min_atol=float(np.maximum(diff - rtol * scale, 0.0).max(initial=0.0)),
-        top1_agreement=_top1(ref, got),
-        passed=not bool(bad.any()),
-    )
+    last = live.shape[-1] if live.ndim else 1
+    rows = live.ndim >= 2 and 2 <= last <= 100_000 and live.size > 0  # class scores [..., classes]
+    shape = (-1, last) if rows else (-1,)
+    ref, got = live.reshape(shape), artifact.reshape(shape)
+    stats = _Running(atol, rtol)
+    step = max(1, _CHUNK // last) if rows else _CHUNK
+    for start in range(0, len(ref), step):
+        stats.add(ref[start : start + step], got[start : start + step], rows)
+    return stats.result(name, list(live.shape), live.size, rows)
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    # elementwise sums, not BLAS dot: BLAS threads would contend with torch's and ORT's
-    a, b = np.nan_to_num(a.ravel()), np.nan_to_num(b.ravel())
-    na, nb = float(np.sqrt((a * a).sum())), float(np.sqrt((b * b).sum()))
-    if na == 0.0 or nb == 0.0:
-        return 1.0 if na == nb else 0.0
-    return float((a * b).sum() / (na * nb))
+_CHUNK = 1 << 16  # elements per step: 512 KiB per float64 temporary
 
 
-def _top1(ref: np.ndarray, got: np.ndarray) -> float | None:
-    """Share of rows whose argmax agrees, for outputs that look like class scores [..., classes]."""
-    if ref.ndim < 2 or not 2 <= ref.shape[-1] <= 100_000 or ref.size == 0:
-        return None
-    rows_ref = ref.reshape(-1, ref.shape[-1])
-    rows_got = got.reshape(-1, got.shape[-1])
-    return float((rows_ref.argmax(-1) == rows_got.argmax(-1)).mean())
+class _Running:
+    """Statistics of ``|artifact - live|`` accumulated chunk by chunk (see ``compare_output``)."""
+
+    def __init__(self, atol: float, rtol: float) -> None:
+        self.atol, self.rtol = atol, rtol
+        self.bad = 0
+        self.max_abs = self.max_rel = self.min_atol = 0.0
+        self.aa = self.bb = self.ab = 0.0  # for the cosine similarity
+        self.top1 = 0
+
+    def add(self, live: np.ndarray, artifact: np.ndarray, rows: bool) -> None:
+        ref = live.astype(np.float64)
+        got = artifact.astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs(got - ref)
+            diff[(ref == got) | (np.isnan(ref) & np.isnan(got))] = 0.0  # equal infs, NaN pairs
+            diff[np.isnan(diff)] = np.inf
+            scale = np.abs(ref)
+            scale[~np.isfinite(scale)] = 0.0
+            self.bad += int(np.count_nonzero(diff > self.atol + self.rtol * scale))
+            self.max_abs = max(self.max_abs, float(diff.max(initial=0.0)))
+            rel = diff / np.maximum(scale, np.finfo(np.float64).tiny)
+            self.max_rel = max(self.max_rel, float(rel.max(initial=0.0)))  # 0 where diff is 0
+            self.min_atol = max(self.min_atol, float((diff - self.rtol * scale).max(initial=0.0)))
+            # elementwise sums, not BLAS dot: BLAS threads would contend with torch's and ORT's
+            a, b = np.nan_to_num(ref), np.nan_to_num(got)
+            self.aa += float((a * a).sum())
+            self.bb += float((b * b).sum())
+            self.ab += float((a * b).sum())
+        if rows:
+            self.top1 += int(np.count_nonzero(ref.argmax(-1) == got.argmax(-1)))
+
+    def result(self, name: str, shape: list[int], size: int, rows: bool) -> OutputDiff:
+        na, nb = math.sqrt(self.aa), math.sqrt(self.bb)
+        cosine = self.ab / (na * nb) if na and nb else float(na == nb)
+        n_rows = size // shape[-1] if rows else 0
+        return OutputDiff(
+            name=name,
+            shape=shape,
+            max_abs=self.max_abs,
+            max_rel=self.max_rel,
+            mismatch_fraction=self.bad / size if size else 0.0,
+            cosine=cosine,
+            min_atol=self.min_atol,
+            top1_agreement=self.top1 / n_rows if rows else None,
+            passed=self.bad == 0,
+        )
 
 
 def diagnose(probes: list[ProbeResult], atol: float, rtol: float) -> list[str]:

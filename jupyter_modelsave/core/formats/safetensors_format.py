@@ -153,11 +153,15 @@ def split_shards(tensors: dict[str, torch.Tensor], limit: int) -> list[dict[str,
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> str:
-    """Write one safetensors file; return its sha256."""
+    """Write one safetensors file into the work folder; return its sha256.
+
+    No fsync here: a staged file is a temporary, and ``write`` fsyncs it before the rename (the
+    writer has already asked the kernel to start writing it back, so that fsync waits for little).
+    """
     from ._safetensors_writer import save_file
 
     try:
-        return save_file(tensors, path, metadata).sha256
+        return save_file(tensors, path, metadata, fsync=False).sha256
     except (ValueError, RuntimeError, TypeError) as err:
         raise ExportError(f"safetensors could not save the weights: {err}") from err
 
