@@ -133,10 +133,9 @@ def _refuse_torch_options(**given: Any) -> None:
 
 
 def _check_built(model: Any) -> None:
-    variables = getattr(model, "weights", None) or getattr(model, "variables", None)
-    if not variables:
+    if not getattr(model, "built", True):
         raise InvalidOptionError(
-            f"{type(model).__name__} has no weights yet: call it once on an example "
+            f"{type(model).__name__} is not built and has no weights yet: call it once on an example "
             "(model(x)) or build it, then save it."
         )
 
