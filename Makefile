@@ -46,7 +46,7 @@ $(STAMPS)/torch: $(STAMPS)/venv
 FRONTEND_SRC := $(shell find src style -type f 2>/dev/null) tsconfig.json
 
 $(STAMPS)/python: $(STAMPS)/torch pyproject.toml package.json yarn.lock $(FRONTEND_SRC)
-	$(BIN)/pip install -q -e ".[dev,test]"
+	$(BIN)/pip install -q -e ".[dev,test,tensorflow]"
 	$(BIN)/jlpm build
 	$(BIN)/jupyter labextension develop --overwrite .
 	$(BIN)/jupyter server extension enable --sys-prefix jupyter_modelsave
