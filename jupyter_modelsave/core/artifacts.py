@@ -319,10 +319,18 @@ def _copy_file(source: Path, tmp: Path) -> None:
 
 
 def _copy_tree(source: Path, tmp: Path) -> None:
-    shutil.copytree(source, tmp, copy_function=_link_or_copy)
-    for f in _files(tmp):
-        _fsync_file(f)
-    _fsync_dir(tmp)
+    """Link or copy a folder artifact file by file; the first error is raised as it is."""
+    folders = [tmp]
+    os.mkdir(tmp)
+    for src in sorted(source.rglob("*")):  # a folder sorts before what it holds
+        dst = tmp / src.relative_to(source)
+        if src.is_dir():
+            os.mkdir(dst)
+            folders.append(dst)
+        else:
+            _copy_file(src, dst)
+    for folder in reversed(folders):
+        _fsync_dir(folder)
 
 
 def _write_bytes(data: bytes, tmp: Path) -> None:
