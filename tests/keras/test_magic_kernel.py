@@ -1,0 +1,82 @@
+"""``%modelsave`` on a Keras model in a real kernel (nbclient): listing, ONNX and SavedModel."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("tf2onnx")
+nbformat = pytest.importorskip("nbformat")
+
+from nbclient import NotebookClient  # noqa: E402
+from nbformat.v4 import new_code_cell, new_notebook  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+CELLS = [
+    "import os\nos.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n%load_ext jupyter_modelsave",
+    "import numpy as np, keras\nkeras.utils.set_random_seed(0)\n"
+    "cnn = keras.Sequential([keras.Input((8, 8, 3), name='image'), keras.layers.Conv2D(4, 3),\n"
+    "    keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5)])\n"
+    "x = np.random.default_rng(0).standard_normal((2, 8, 8, 3)).astype('float32')",
+    "%modelsave",
+    "%modelsave cnn exports/ --input x --dynamic image:0=batch",
+    "%modelsave cnn exports/ --format savedmodel",
+    "%modelsave cnn exports/ --format safetensors",
+]
+ERROR_CELLS = (5,)
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("keras_magic")
+    nb = new_notebook(cells=[new_code_cell(src) for src in CELLS])
+    for i in ERROR_CELLS:
+        nb.cells[i].metadata["tags"] = ["raises-exception"]
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": folder}}
+    ).execute()
+    return folder, nb.cells
+
+
+def _html(cell) -> str:
+    return "".join(o.get("data", {}).get("text/html", "") for o in cell.outputs)
+
+
+def _text(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def test_listing_shows_the_keras_model(executed):
+    _, cells = executed
+    table = _html(cells[2])
+    assert "<td>cnn</td><td>Sequential</td>" in table
+    assert "image: [2, 8, 8, 3] float32" in table
+
+
+def test_onnx_and_savedmodel_are_written_with_parity_and_code(executed):
+    folder, cells = executed
+    (onnx_path,) = (folder / "exports").glob("cnn_v*.onnx")
+    (saved,) = (folder / "exports").glob("cnn_v*.savedmodel")
+    assert saved.is_dir() and (saved / "saved_model.pb").is_file()
+    manifest = json.loads(onnx_path.with_name(onnx_path.name + ".json").read_text())
+    assert manifest["framework"] == "keras"
+    assert manifest["dynamic_axes"] == {"image": {"0": "batch"}}
+    assert "parity passed" in _html(cells[3]) and "parity passed" in _html(cells[4])
+    assert (
+        _text(cells[3])
+        .rstrip()
+        .endswith(
+            "Equivalent code: jms.export(cnn, 'exports/', x, dynamic_axes={'image': {0: 'batch'}})"
+        )
+    )
+    assert "format='savedmodel'" in _text(cells[4])
+
+
+def test_a_torch_format_on_a_keras_model_is_one_line(executed):
+    _, cells = executed
+    (error,) = [o for o in cells[5].outputs if o.output_type == "error"]
+    assert error.ename == "InvalidOptionError" and len(error.traceback) == 1
+    assert "does not apply to Keras models" in error.traceback[0]
