@@ -7,6 +7,7 @@ unless ``trusted=True`` is passed (see each format's module for what "safe" mean
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,9 +28,12 @@ def read_manifest(path: str | Path) -> dict[str, Any] | None:
     if not manifest.is_file():
         return None
     try:
-        return json.loads(manifest.read_text())
-    except (OSError, ValueError) as err:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError, RecursionError) as err:
         raise IntegrityError(f"The manifest {manifest} cannot be read: {err}.") from err
+    if not isinstance(data, dict):
+        raise IntegrityError(f"The manifest {manifest} is not a JSON object; export it again.")
+    return data
 
 
 def load(
@@ -47,7 +51,7 @@ def load(
     """
     path, fmt = _checked(path)
     device = check_map_location(map_location)
-    return _readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
+    return readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
 
 
 def load_into(
@@ -69,7 +73,7 @@ def load_into(
 
     path, fmt = _checked(path)
     device = check_map_location(map_location if map_location is not None else device_of(model))
-    loaded = _readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
+    loaded = readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
     weights = fmt.weights(loaded)
     _check_fits(model, weights, strict, path)
     return model.load_state_dict(weights, strict=strict)
@@ -98,12 +102,10 @@ def check_map_location(map_location: Any) -> torch.device:
 
 def _checked(path: str | Path) -> tuple[Path, ArtifactFormat]:
     """The artifact's path and format, after checking it against its manifest."""
-    path = Path(path)
-    if not path.exists():
-        raise InvalidOptionError(f"No artifact at {path}.")
+    path = _artifact_path(path)
     manifest = read_manifest(path)
     if manifest is None:
-        fmt = _readable(path, "a model artifact", lambda: format_for_path(str(path)))
+        fmt = readable(path, "a model artifact", lambda: format_for_path(str(path)))
         if fmt is None:
             raise InvalidOptionError(
                 f"Cannot tell the format of {path}: no manifest and an unknown extension."
@@ -115,7 +117,28 @@ def _checked(path: str | Path) -> tuple[Path, ArtifactFormat]:
             f"{path} does not match its manifest: sha256 {actual[:12]}... was expected to be "
             f"{str(manifest.get('sha256'))[:12]}.... The file was changed or damaged; export it again."
         )
-    return path, get_format(manifest.get("format"), manifest.get("framework"))
+    try:
+        return path, get_format(manifest.get("format"), manifest.get("framework"))
+    except InvalidOptionError:
+        raise IntegrityError(
+            f"The manifest of {path} names the format {manifest.get('format')!r} "
+            f"({manifest.get('framework')!r}), which this version of jupyter_modelsave does not "
+            "know. Update it, or export the model again."
+        ) from None
+
+
+def _artifact_path(path: Any) -> Path:
+    """``path`` as an existing file or folder (not a FIFO or a device: reading could block)."""
+    try:
+        path = Path(path)
+        info = path.stat()
+    except (TypeError, ValueError, OSError):  # not a path, a NUL byte, missing, too long
+        raise InvalidOptionError(
+            f"No artifact at {path!r}; pass the path of a written artifact."
+        ) from None
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        raise InvalidOptionError(f"{path} is not a file or a folder, so not an artifact.")
+    return path
 
 
 def _check_fits(model: torch.nn.Module, weights: dict[str, Any], strict: bool, path: Path) -> None:
@@ -144,7 +167,7 @@ def _check_fits(model: torch.nn.Module, weights: dict[str, Any], strict: bool, p
         )
 
 
-def _readable(path: Path, what: str, read: Callable[[], Any]) -> Any:
+def readable(path: Path, what: str, read: Callable[[], Any]) -> Any:
     """``read()``, turning the many errors of damaged or foreign files into one ``IntegrityError``.
 
     ``ModelSaveError``s (``UnsafeArtifactError`` among them) pass through unchanged.

@@ -51,18 +51,22 @@ def to_base64(model: Any, format: str = "onnx", example_inputs: Any = None, **op
 
 def from_base64(text: str, *, map_location: str | torch.device = "cpu", trusted: bool = False) -> Any:  # fmt: skip
     """The loaded object of a ``to_base64`` string (as ``jms.load`` returns it), after its sha256 check."""
-    from .loading import check_map_location
+    from .loading import check_map_location, readable
 
     fmt_name, layout, payload = decode(text)
     fmt = get_format(fmt_name)
+    device = check_map_location(map_location)
     with tempfile.TemporaryDirectory(prefix="jms-base64-") as tmp:
         path = Path(tmp) / f"artifact{fmt.extension}"
         if layout == "zip":
-            with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-                archive.extractall(path)
+            _unzip(payload, path)
         else:
             path.write_bytes(payload)
-        return fmt.load(path, map_location=check_map_location(map_location), trusted=trusted)
+        return readable(
+            path,
+            f"a {fmt.name} artifact",
+            lambda: fmt.load(path, map_location=device, trusted=trusted),
+        )
 
 
 def encode(path: Path, format: str) -> str:
@@ -93,6 +97,30 @@ def decode(text: str) -> tuple[str, str, bytes]:
             "changed or truncated on the way. Copy the whole string again."
         )
     return match["format"], match["layout"], payload
+
+
+def _unzip(payload: bytes, folder: Path) -> None:
+    """Extract a folder artifact's zip: stored (uncompressed) members with relative names only,
+    so a crafted string can neither expand into more bytes than it carries nor write outside."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(payload))
+    except (zipfile.BadZipFile, ValueError) as err:
+        raise IntegrityError(f"The string's folder payload is not a zip archive ({err}).") from None
+    with archive:
+        for info in archive.infolist():
+            name = info.filename
+            parts = name.split("/")
+            if (
+                info.compress_type != zipfile.ZIP_STORED
+                or info.file_size != info.compress_size
+                or name.startswith("/")
+                or any(p in ("..", ".") or "\\" in p or "\0" in p for p in parts)
+            ):
+                raise IntegrityError(
+                    f"The string's folder payload holds {name!r}, which jms.to_base64 never "
+                    "writes (compressed, or a path outside the folder). It was crafted; do not use it."
+                )
+        archive.extractall(folder)
 
 
 def _zipped(folder: Path) -> bytes:

@@ -77,7 +77,10 @@ class SafetensorsFormat(WeightsFormat):
         from safetensors import safe_open
         from safetensors.torch import load_file
 
+        from ._safetensors_header import check_artifact
+
         path = Path(path)
+        check_artifact(path, INDEX_FILE)  # shards inside the folder, sane header lengths
         files, aliases = [path], {}
         if path.is_dir():
             index = json.loads((path / INDEX_FILE).read_text())
