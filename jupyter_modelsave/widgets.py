@@ -25,7 +25,7 @@ import ipywidgets as w
 from traitlets import Unicode
 
 from ._codegen import defaults, export_call
-from .core.discovery import describe, find_models
+from .core.discovery import ModelInfo, find_models, model_info
 from .core.errors import InvalidOptionError
 from .core.formats import formats
 from .core.inputs import TensorSpec
@@ -55,6 +55,7 @@ class ModelSaveWidget(w.VBox):
     ) -> None:
         self._namespace = _user_namespace() if namespace is None else namespace
         self._models: dict[str, Any] = {}
+        self._infos: dict[str, ModelInfo] = {}  # what find_models said, by name
         # the dynamic-axes editor: (input name, dim, "dynamic?" checkbox, axis name) per dimension
         self.axes: list[tuple[str, int, w.Checkbox, w.Text]] = []
         self.staged: Any = None  # the StagedExport waiting for write/discard
@@ -124,12 +125,15 @@ class ModelSaveWidget(w.VBox):
 
     def refresh(self, model: Any = None) -> None:
         """List the namespace's models again; select ``model`` (an object or a name) if given."""
-        self._models = {i.name: self._namespace[i.name] for i in find_models(self._namespace)}
+        infos = find_models(self._namespace)
+        self._models = {i.name: self._namespace[i.name] for i in infos}
+        self._infos = {i.name: i for i in infos}
         if model is not None and not isinstance(model, str):
             name = next((n for n, m in self._models.items() if m is model), None)
             if name is None:  # not bound in the namespace: list it under its class name
                 name = type(model).__name__.lower()
                 self._models[name] = model
+                self._infos[name] = model_info(name, model)
             model = name
         current = model if model is not None else self.model_picker.value
         self.model_picker.options = list(self._models)
@@ -245,8 +249,8 @@ class ModelSaveWidget(w.VBox):
     def _model(self) -> Any:
         if self.model_picker.value is None:
             raise InvalidOptionError(
-                "No model picked. Define a torch.nn.Module in the notebook, then press the "
-                "refresh button."
+                "No model picked. Define a model (torch.nn.Module, keras.Model or tf.Module) in "
+                "the notebook, then press the refresh button."
             )
         return self._models[self.model_picker.value]
 
@@ -264,9 +268,15 @@ class ModelSaveWidget(w.VBox):
     def _input_specs(self) -> list[TensorSpec] | None:
         if self.model_picker.value is None:
             return None
-        model = self._models[self.model_picker.value]
+        name = self.model_picker.value
+        model = self._models[name]
         if not self.input_expr.value.strip():
-            return describe(self.model_picker.value, model).last_input
+            return model_info(name, model).last_input
+        framework = self._infos[name].framework
+        if framework in ("keras", "tensorflow"):
+            from .core.keras.job import normalize_example
+
+            return normalize_example(model, framework, self._example())[0].specs
         from .core.inputs import normalize_inputs
 
         return normalize_inputs(model, self._example()).specs
@@ -274,6 +284,7 @@ class ModelSaveWidget(w.VBox):
     def _on_model_change(self) -> None:
         self.discard()
         self.result.value = ""
+        self._follow_framework()
         self._rebuild_axes()
         self._update_buttons()
 
@@ -306,6 +317,21 @@ class ModelSaveWidget(w.VBox):
         title = "dynamic axes (tick the dimensions that may change size)"
         self.axes_box.children = [w.Label(title), *rows] if rows else []
         self.input_info.value = _inputs_html(specs, self.model_picker.value)
+
+    def _follow_framework(self) -> None:
+        """Offer the formats (and ONNX opsets) that apply to the picked model's framework."""
+        info = self._infos.get(self.model_picker.value)
+        names = info.formats if info is not None else formats()
+        if tuple(names) != self.format_picker.options:
+            current = self.format_picker.value
+            self.format_picker.options = names
+            self.format_picker.value = current if current in names else names[0]
+        framework = info.framework if info is not None else "torch"
+        opsets = _opset_options(framework)
+        if opsets != list(self.opset_picker.options):
+            current = self.opset_picker.value
+            self.opset_picker.options = opsets
+            self.opset_picker.value = current if current in dict(opsets).values() else None
 
     def _progress(self, step: str, fraction: float) -> None:
         self.progress.value, self.progress.description = fraction, step
@@ -366,11 +392,24 @@ def _user_namespace() -> dict[str, Any]:
     return shell.user_ns if shell is not None else {}
 
 
-def _opset_options() -> list[tuple[str, int | None]]:
-    from .core.options import opset_range
+def _opset_options(framework: str = "torch") -> list[tuple[str, int | None]]:
+    if framework in ("keras", "tensorflow"):
+        low, high = _tf2onnx_opsets()
+    else:
+        from .core.options import opset_range
 
-    low, high = opset_range("auto")
+        low, high = opset_range("auto")
     return [("default", None), *((str(v), v) for v in range(high, low - 1, -1))]
+
+
+def _tf2onnx_opsets() -> tuple[int, int]:
+    """The opsets tf2onnx and onnx both support (none offered when tf2onnx is missing)."""
+    try:
+        import onnx
+        from tf2onnx.constants import OPSET_TO_IR_VERSION
+    except ImportError:
+        return 1, 0
+    return min(OPSET_TO_IR_VERSION), min(max(OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version())
 
 
 def _number(key: str, text: str) -> float:

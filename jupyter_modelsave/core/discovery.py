@@ -146,7 +146,7 @@ def find_models(
     return [
         describe(name, model) if fw == "torch" else describe_keras(name, model, fw)
         for name, model, fw in found
-    ]
+    ]  # framework_of already chose; model_info would ask again
 
 
 def _submodels(model: Any, framework: str) -> list[Any]:
@@ -188,6 +188,19 @@ def describe(name: str, model: torch.nn.Module) -> ModelInfo:
         framework="torch",
         formats=_formats("torch"),
     )
+
+
+def model_info(name: str, model: Any) -> ModelInfo:
+    """``describe`` for a model of any framework (``NotAModelError`` for anything else)."""
+    from .keras._tf import framework_of
+
+    framework = framework_of(model)
+    if framework is None:
+        raise NotAModelError(
+            f"{type(model).__name__} is not a model: expected a torch.nn.Module, a keras.Model "
+            "or a tf.Module."
+        )
+    return describe(name, model) if framework == "torch" else describe_keras(name, model, framework)
 
 
 def describe_keras(name: str, model: Any, framework: str) -> ModelInfo:
