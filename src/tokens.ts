@@ -64,7 +64,12 @@ export namespace KernelAPI {
     device: string;
     dtype: string;
     training: boolean;
+    /** For PyTorch, the last recorded call; for Keras, the declared inputs (None as 2). */
     last_input: ITensorSpec[] | null;
+    /** "torch", "keras" or "tensorflow" (a tf.Module). */
+    framework: string;
+    /** The format names that apply to this model. */
+    formats: string[];
   }
 
   export interface IModels {

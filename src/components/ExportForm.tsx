@@ -2,6 +2,7 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { formatShapes } from '../format';
+import { isTorch, modelFormats, takesDynamicAxes } from '../frameworks';
 import { KernelAPI } from '../tokens';
 
 export interface IExportFormProps {
@@ -55,8 +56,9 @@ function initialState(
       })
     );
   }
+  const formats = modelFormats(model, options.formats);
   return {
-    format: options.formats.includes('onnx') ? 'onnx' : options.formats[0],
+    format: formats.includes('onnx') ? 'onnx' : formats[0],
     exporter: 'auto',
     opset: '',
     axes,
@@ -122,8 +124,12 @@ function stageArgs(
     rtol: state.rtol.trim() ? Number(state.rtol) : null
   };
   if (state.format === 'onnx') {
-    args.exporter = state.exporter;
+    if (isTorch(model)) {
+      args.exporter = state.exporter;
+    }
     args.opset = state.opset ? Number(state.opset) : null;
+  }
+  if (takesDynamicAxes(model, state.format)) {
     const axes: KernelAPI.IStageArgs['dynamic_axes'] = {};
     for (const row of state.axes.filter(r => r.enabled)) {
       axes[row.input] = { ...axes[row.input], [String(row.dim)]: row.name };
@@ -136,8 +142,9 @@ function stageArgs(
 }
 
 /**
- * The export options of the picked model. ONNX-only options (exporter, opset, dynamic axes)
- * show for the ONNX format; invalid values are refused in the form, with the reason.
+ * The export options of the picked model: the formats that apply to it (its framework's);
+ * ONNX options (exporter for PyTorch, opset) show for ONNX, dynamic axes for the formats that
+ * take them; invalid values are refused in the form, with the reason.
  */
 export function ExportForm({
   model,
@@ -161,6 +168,8 @@ export function ExportForm({
   const [atol, rtol] = options.tolerances[dtype] ??
     options.tolerances.float32 ?? [1e-4, 1e-3];
   const onnx = state.format === 'onnx';
+  const torch = isTorch(model);
+  const dynamic = takesDynamicAxes(model, state.format);
   const id = (field: string) => `jp-ModelSave-${model.name}-${field}`;
 
   return (
@@ -181,7 +190,7 @@ export function ExportForm({
           value={state.format}
           onChange={e => update({ format: e.target.value })}
         >
-          {options.formats.map(f => (
+          {modelFormats(model, options.formats).map(f => (
             <option key={f} value={f}>
               {f}
             </option>
@@ -189,100 +198,100 @@ export function ExportForm({
         </select>
       </Field>
 
-      {onnx && (
-        <>
-          <Field
+      {onnx && torch && (
+        <Field
+          id={id('exporter')}
+          label={trans.__('Exporter')}
+          hint={trans.__('auto: dynamo, falling back to TorchScript.')}
+        >
+          <select
             id={id('exporter')}
-            label={trans.__('Exporter')}
-            hint={trans.__('auto: dynamo, falling back to TorchScript.')}
+            className="jp-mod-styled"
+            value={state.exporter}
+            onChange={e => update({ exporter: e.target.value })}
           >
-            <select
-              id={id('exporter')}
-              className="jp-mod-styled"
-              value={state.exporter}
-              onChange={e => update({ exporter: e.target.value })}
-            >
-              {options.exporters.map(e => (
-                <option key={e} value={e}>
-                  {e}
-                </option>
-              ))}
-            </select>
-          </Field>
-          <Field
+            {options.exporters.map(e => (
+              <option key={e} value={e}>
+                {e}
+              </option>
+            ))}
+          </select>
+        </Field>
+      )}
+      {onnx && (
+        <Field
+          id={id('opset')}
+          label={trans.__('Opset')}
+          hint={trans.__(
+            'This kernel supports %1 to %2; default: the exporter’s.',
+            low,
+            high
+          )}
+          error={errors.opset}
+        >
+          <select
             id={id('opset')}
-            label={trans.__('Opset')}
-            hint={trans.__(
-              'This kernel supports %1 to %2; default: the exporter’s.',
-              low,
-              high
-            )}
-            error={errors.opset}
+            className="jp-mod-styled"
+            value={state.opset}
+            aria-invalid={!!errors.opset}
+            onChange={e => update({ opset: e.target.value })}
           >
-            <select
-              id={id('opset')}
-              className="jp-mod-styled"
-              value={state.opset}
-              aria-invalid={!!errors.opset}
-              onChange={e => update({ opset: e.target.value })}
-            >
-              <option value="">{trans.__('default')}</option>
-              {range(low, high).map(v => (
-                <option key={v} value={String(v)}>
-                  {v}
-                </option>
-              ))}
-            </select>
-          </Field>
-          <fieldset className="jp-ModelSave-axes">
-            <legend>{trans.__('Dynamic axes')}</legend>
-            {state.axes.length === 0 ? (
-              <small className="jp-ModelSave-hint">
-                {trans.__(
-                  'Call the model once in the notebook to edit its dynamic axes.'
-                )}
-              </small>
-            ) : (
-              state.axes.map((row, i) => {
-                const key = `axis-${row.input}-${row.dim}`;
-                return (
-                  <div className="jp-ModelSave-axis" key={key}>
-                    <input
-                      type="checkbox"
-                      id={id(key)}
-                      checked={row.enabled}
-                      onChange={e => setAxis(i, { enabled: e.target.checked })}
-                    />
-                    <label htmlFor={id(key)}>
-                      {trans.__('%1 dim %2 (%3)', row.input, row.dim, row.size)}
-                    </label>
-                    <input
-                      type="text"
-                      className="jp-mod-styled"
-                      aria-label={trans.__(
-                        'Axis name of %1 dim %2',
-                        row.input,
-                        row.dim
-                      )}
-                      value={row.name}
-                      disabled={!row.enabled}
-                      aria-invalid={!!errors[key]}
-                      onChange={e => setAxis(i, { name: e.target.value })}
-                    />
-                    {errors[key] && (
-                      <small className="jp-ModelSave-error">
-                        {errors[key]}
-                      </small>
-                    )}
-                  </div>
-                );
-              })
-            )}
+            <option value="">{trans.__('default')}</option>
+            {range(low, high).map(v => (
+              <option key={v} value={String(v)}>
+                {v}
+              </option>
+            ))}
+          </select>
+        </Field>
+      )}
+      {dynamic && (
+        <fieldset className="jp-ModelSave-axes">
+          <legend>{trans.__('Dynamic axes')}</legend>
+          {state.axes.length === 0 ? (
             <small className="jp-ModelSave-hint">
-              {trans.__('Checked dimensions may change size at inference.')}
+              {trans.__(
+                'Call the model once in the notebook to edit its dynamic axes.'
+              )}
             </small>
-          </fieldset>
-        </>
+          ) : (
+            state.axes.map((row, i) => {
+              const key = `axis-${row.input}-${row.dim}`;
+              return (
+                <div className="jp-ModelSave-axis" key={key}>
+                  <input
+                    type="checkbox"
+                    id={id(key)}
+                    checked={row.enabled}
+                    onChange={e => setAxis(i, { enabled: e.target.checked })}
+                  />
+                  <label htmlFor={id(key)}>
+                    {trans.__('%1 dim %2 (%3)', row.input, row.dim, row.size)}
+                  </label>
+                  <input
+                    type="text"
+                    className="jp-mod-styled"
+                    aria-label={trans.__(
+                      'Axis name of %1 dim %2',
+                      row.input,
+                      row.dim
+                    )}
+                    value={row.name}
+                    disabled={!row.enabled}
+                    aria-invalid={!!errors[key]}
+                    onChange={e => setAxis(i, { name: e.target.value })}
+                  />
+                  {errors[key] && (
+                    <small className="jp-ModelSave-error">{errors[key]}</small>
+                  )}
+                </div>
+              );
+            })
+          )}
+          <small className="jp-ModelSave-hint">
+            {trans.__('Checked dimensions may change size at inference.')}
+          </small>
+        </fieldset>
       )}
 
       <fieldset className="jp-ModelSave-example">
@@ -296,8 +305,15 @@ export function ExportForm({
             onChange={() => update({ exampleMode: 'last' })}
           />
           {model.last_input
-            ? trans.__('Last call %1', formatShapes(model.last_input))
-            : trans.__('Last call (none recorded yet)')}
+            ? torch
+              ? trans.__('Last call %1', formatShapes(model.last_input))
+              : trans.__(
+                  'Declared input %1 (random values)',
+                  formatShapes(model.last_input)
+                )
+            : torch
+              ? trans.__('Last call (none recorded yet)')
+              : trans.__('Declared input (none: give an expression)')}
         </label>
         <label>
           <input
@@ -313,7 +329,11 @@ export function ExportForm({
             type="text"
             className="jp-mod-styled jp-ModelSave-code"
             aria-label={trans.__('Example input expression')}
-            placeholder={trans.__('e.g. torch.randn(1, 3, 224, 224)')}
+            placeholder={
+              torch
+                ? trans.__('e.g. torch.randn(1, 3, 224, 224)')
+                : trans.__("e.g. np.zeros((1, 224, 224, 3), 'float32')")
+            }
             value={state.expression}
             aria-invalid={!!errors.expression}
             onChange={e => update({ expression: e.target.value })}

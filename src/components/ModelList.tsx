@@ -2,6 +2,7 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { formatBytes, formatCount, formatShapes } from '../format';
+import { frameworkLabel, isTorch } from '../frameworks';
 import { KernelAPI } from '../tokens';
 
 export interface IModelListProps {
@@ -32,7 +33,12 @@ export function ModelList({
             onClick={() => onSelect(m.name)}
           >
             <span className="jp-ModelSave-modelName">{m.name}</span>
-            <span className="jp-ModelSave-modelClass">{m.class_name}</span>
+            <span className="jp-ModelSave-modelClass">
+              {m.class_name}
+              <span className="jp-ModelSave-framework">
+                {frameworkLabel(m.framework)}
+              </span>
+            </span>
             <span className="jp-ModelSave-modelMeta">
               {trans.__(
                 '%1 params · %2 · %3 · %4',
@@ -44,8 +50,12 @@ export function ModelList({
             </span>
             <span className="jp-ModelSave-modelMeta">
               {m.last_input
-                ? trans.__('last input %1', formatShapes(m.last_input))
-                : trans.__('no call recorded yet')}
+                ? isTorch(m)
+                  ? trans.__('last input %1', formatShapes(m.last_input))
+                  : trans.__('declared input %1', formatShapes(m.last_input))
+                : isTorch(m)
+                  ? trans.__('no call recorded yet')
+                  : trans.__('no declared input: give an example')}
             </span>
           </button>
         </li>

@@ -1,0 +1,34 @@
+import { KernelAPI } from './tokens';
+
+/** The framework of a model as the model list shows it. */
+export function frameworkLabel(framework: string | undefined): string {
+  switch (framework) {
+    case 'keras':
+      return 'Keras';
+    case 'tensorflow':
+      return 'TensorFlow';
+    default:
+      return 'PyTorch';
+  }
+}
+
+/** PyTorch models record their last call and take the torch exporters' options. */
+export function isTorch(model: KernelAPI.IModelInfo): boolean {
+  return (model.framework ?? 'torch') === 'torch';
+}
+
+/** The formats that apply to a model (older kernels send none: every format). */
+export function modelFormats(
+  model: KernelAPI.IModelInfo,
+  all: string[]
+): string[] {
+  return model.formats?.length ? model.formats : all;
+}
+
+/** Formats whose artifacts take dynamic axes in the form. */
+export function takesDynamicAxes(
+  model: KernelAPI.IModelInfo,
+  format: string
+): boolean {
+  return format === 'onnx' || (!isTorch(model) && format === 'savedmodel');
+}

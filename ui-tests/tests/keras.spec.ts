@@ -1,0 +1,91 @@
+import { expect, test } from '@jupyterlab/galata';
+import type { Locator } from '@playwright/test';
+import * as path from 'path';
+
+import { openSidebar, snapshot } from './helpers';
+
+/**
+ * A Keras model in the sidebar: listed with its framework and declared input, offered only the
+ * formats that apply to it, staged as a SavedModel with a dynamic batch, written.
+ */
+
+const NOTEBOOK = 'keras_models.ipynb';
+
+function model(sidebar: Locator, name: string): Locator {
+  return sidebar
+    .getByRole('list', { name: 'Models' })
+    .getByRole('button', { name: new RegExp(`^${name}`) });
+}
+
+async function formatChoices(form: Locator): Promise<string[]> {
+  return form.getByLabel('Format').locator('option').allInnerTexts();
+}
+
+test.describe('Model Save sidebar: Keras', () => {
+  test.beforeEach(async ({ page, tmpPath }) => {
+    await page.contents.uploadFile(
+      path.resolve(__dirname, 'data', NOTEBOOK),
+      `${tmpPath}/${NOTEBOOK}`
+    );
+  });
+
+  test('lists a Keras model, offers its formats, stages and writes a SavedModel', async ({
+    page,
+    tmpPath
+  }, testInfo) => {
+    test.setTimeout(180_000);
+    await page.notebook.openByPath(`${tmpPath}/${NOTEBOOK}`);
+    await page.notebook.activate(NOTEBOOK);
+    const sidebar = await openSidebar(page);
+    await page.notebook.runCell(1);
+
+    // The list shows each model's framework; the Keras one its declared input.
+    await expect(model(sidebar, 'kcnn')).toContainText('Keras', {
+      timeout: 60_000
+    });
+    await expect(model(sidebar, 'kcnn')).toContainText(
+      'declared input [2, 8, 8, 3]'
+    );
+    await expect(model(sidebar, 'mlp')).toContainText('PyTorch');
+
+    // The PyTorch model offers the torch formats, the Keras model its own.
+    const form = sidebar.getByRole('form', { name: 'Export options' });
+    await model(sidebar, 'mlp').click();
+    expect(await formatChoices(form)).toContain('safetensors');
+    await model(sidebar, 'kcnn').click();
+    await expect(model(sidebar, 'kcnn')).toHaveAttribute('aria-pressed', 'true');
+    expect(await formatChoices(form)).toEqual([
+      'onnx',
+      'savedmodel',
+      'keras',
+      'weights'
+    ]);
+    await expect(form.getByLabel('Exporter')).toHaveCount(0);
+    await expect(form.getByLabel('Opset')).toBeVisible();
+
+    // SavedModel with a dynamic batch dimension.
+    await form.getByLabel('Format').selectOption('savedmodel');
+    await form.getByRole('checkbox', { name: 'image dim 0 (2)' }).check();
+    await snapshot(page, testInfo, 'keras-1-options');
+    await form.getByRole('button', { name: 'Stage' }).click();
+    const review = sidebar.getByRole('region', { name: 'Staged export' });
+    await expect(review.getByText(/^Parity passed on \d+ probes$/)).toBeVisible(
+      { timeout: 120_000 }
+    );
+    await expect(review.getByRole('list', { name: 'Probes' })).toContainText(
+      'batch'
+    );
+    await snapshot(page, testInfo, 'keras-2-review');
+
+    await review.getByRole('button', { name: 'Write' }).click();
+    const written = review.getByRole('status').filter({ hasText: 'Written to' });
+    await expect(written).toContainText(
+      new RegExp(`${tmpPath}/exports/kcnn_v1\\.0\\.0_[0-9a-f]{12}\\.savedmodel`)
+    );
+    const relative = (await written.locator('code').innerText()).trim();
+    expect(await page.contents.directoryExists(relative)).toBe(true);
+    expect(await page.contents.fileExists(`${relative}.json`)).toBe(true);
+    await snapshot(page, testInfo, 'keras-3-written');
+    await review.getByRole('button', { name: 'Done' }).click();
+  });
+});
