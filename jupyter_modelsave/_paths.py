@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
+from .core.errors import WriteError
+
 INDEX_FILE = "index.json"
 STAGING_ID_BYTES = 16  # 128 random bits
 STAGING_ID = re.compile(rf"^[0-9a-f]{{{2 * STAGING_ID_BYTES}}}$")
@@ -37,7 +39,7 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 
 
-class StagingFolderError(PermissionError):
+class StagingFolderError(WriteError, PermissionError):
     """The staging folder is not private to this user (another user's, or a symlink to one)."""
 
 

@@ -39,7 +39,7 @@ from ._paths import (
     private_dir,
     write_private,
 )
-from .core.errors import InvalidOptionError
+from .core.errors import InvalidOptionError, WriteError
 
 COMM_TARGET = "jupyter_modelsave"
 # A request's data above this size (as JSON) is refused: the protocol's requests are small.
@@ -156,8 +156,14 @@ class ModelSaveKernel:
         self.staged[sid] = staged
         try:
             files = publish(staged, private_dir(self.staging_dir) / sid)
-        except BaseException:
+        except BaseException as err:
             self.discard({"id": sid})
+            if isinstance(err, OSError) and not isinstance(err, WriteError):
+                raise WriteError(
+                    f"The export was staged but could not be published for the browser in "
+                    f"{self.staging_dir}: {err}. Free some space there or set "
+                    "c.ModelSave.staging_dir."
+                ) from err
             raise
         return {"id": sid, **summary(staged), **files}
 

@@ -572,3 +572,31 @@ def not_ours_file(staging_dir: Path) -> Path:
 
 async def test_the_stale_sweep_leaves_other_entries_alone(not_ours_file, jp_serverapp) -> None:
     assert not_ours_file.read_text() == "keep me"
+
+
+def test_a_publish_cut_short_leaves_nothing(monkeypatch, tmp_path) -> None:
+    # Given a staging folder that runs out of space halfway through publishing
+    import errno
+
+    from jupyter_modelsave import kernel as jk
+    from jupyter_modelsave.core.errors import WriteError
+
+    from .. import models
+
+    sources: list[Path] = []
+
+    def full(source: Path, target: Path) -> None:
+        sources.append(source)
+        with _paths.open_private(target) as f:
+            f.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jk, "_publish_tree", full)
+    side = jk.ModelSaveKernel({"mlp": models.mlp()}, tmp_path / "staging", tmp_path)
+    # When the kernel side stages, the user gets a WriteError that says what to do
+    with pytest.raises(WriteError, match=r"No space left.*staging_dir"):
+        side.stage({"model": "mlp", "format": "safetensors"})
+    # Then neither the published half nor the core's staged file is left
+    assert side.staged == {}
+    assert list((tmp_path / "staging").iterdir()) == []
+    assert sources and not sources[0].exists()

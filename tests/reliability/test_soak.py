@@ -127,6 +127,6 @@ def test_staging_many_exports_on_cuda_returns_gpu_memory(
         cycle()
     _trim()
     torch.cuda.synchronize()
-    # Then the CUDA memory held by tensors is exactly what it was (the model and its input)
-    assert torch.cuda.memory_allocated() == start
+    # Then the CUDA memory held by tensors is back to what it was (the model and its input)
+    assert torch.cuda.memory_allocated() <= start
     assert list(side.staging_dir.iterdir()) == []
