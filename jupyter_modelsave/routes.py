@@ -59,7 +59,9 @@ class ModelSave(Configurable):
 
     staging_dir = Unicode(
         help="Folder where kernels publish staged exports for the browser (Netron, downloads). "
-        "The sidebar passes it to the kernel side; default <tempdir>/jupyter_modelsave-<user>/staging."
+        "The sidebar passes it to the kernel side; default <tempdir>/jupyter_modelsave-<user>/staging. "
+        "It must belong to the server's user (it is made mode 0700). On start the server removes "
+        "the exports of kernels whose process is gone."
     ).tag(config=True)
     root_dir = Unicode(
         help="The Jupyter server's root; written artifacts are served from below it."

@@ -191,7 +191,7 @@ def test_malformed_requests_are_answered_with_the_reason(
     assert says in reply["error"]["message"]
 
 
-def test_an_oversized_request_is_refused_unread(side: jk.ModelSaveKernel) -> None:
+def test_an_oversized_request_is_refused(side: jk.ModelSaveKernel) -> None:
     # Given a request just over the 1 MiB limit, and one just under it
     pad = "x" * jk.MAX_MESSAGE_BYTES
     over = ask(side, {"id": "big", "op": "models", "args": {"pad": pad}})
