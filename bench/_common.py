@@ -48,3 +48,19 @@ def median_time(fn: Callable[[], object], repeat: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def alternating(
+    first: Callable[[], object], second: Callable[[], object], rounds: int = 9
+) -> tuple[float, float]:
+    """Median wall times of ``first`` and ``second`` run in turn, ``rounds`` times each.
+
+    Alternating spreads the load of other processes on a shared machine over both.
+    """
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for fn, out in zip((first, second), times):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])

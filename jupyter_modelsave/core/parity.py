@@ -134,26 +134,33 @@ class _Running:
         self.top1 = 0
 
     def add(self, live: np.ndarray, artifact: np.ndarray, rows: bool) -> None:
-        ref = live.astype(np.float64)
-        got = artifact.astype(np.float64)
+        ref = live.astype(np.float64).ravel()
+        got = artifact.astype(np.float64).ravel()
         with np.errstate(invalid="ignore", over="ignore"):
             diff = np.abs(got - ref)
-            diff[(ref == got) | (np.isnan(ref) & np.isnan(got))] = 0.0  # equal infs, NaN pairs
-            diff[np.isnan(diff)] = np.inf
+            odd = np.isnan(diff)  # NaN on either side, or equal infinities
+            if odd.any():
+                same = (ref == got) | (np.isnan(ref) & np.isnan(got))
+                diff[odd] = np.inf
+                diff[same] = 0.0
             scale = np.abs(ref)
-            scale[~np.isfinite(scale)] = 0.0
-            self.bad += int(np.count_nonzero(diff > self.atol + self.rtol * scale))
+            finite = bool(np.isfinite(scale).all())
+            if not finite:
+                scale[~np.isfinite(scale)] = 0.0
+            slack = self.rtol * scale
+            self.bad += int(np.count_nonzero(diff > self.atol + slack))
             self.max_abs = max(self.max_abs, float(diff.max(initial=0.0)))
-            rel = diff / np.maximum(scale, np.finfo(np.float64).tiny)
-            self.max_rel = max(self.max_rel, float(rel.max(initial=0.0)))  # 0 where diff is 0
-            self.min_atol = max(self.min_atol, float((diff - self.rtol * scale).max(initial=0.0)))
-            # elementwise sums, not BLAS dot: BLAS threads would contend with torch's and ORT's
-            a, b = np.nan_to_num(ref), np.nan_to_num(got)
-            self.aa += float((a * a).sum())
-            self.bb += float((b * b).sum())
-            self.ab += float((a * b).sum())
+            self.min_atol = max(self.min_atol, float((diff - slack).max(initial=0.0)))
+            np.maximum(scale, np.finfo(np.float64).tiny, out=scale)
+            self.max_rel = max(self.max_rel, float((diff / scale).max(initial=0.0)))
+            # einsum's own loop, not BLAS: BLAS threads would contend with torch's and ORT's
+            if not (finite and not odd.any() and np.isfinite(got).all()):
+                ref, got = np.nan_to_num(ref), np.nan_to_num(got)
+            self.aa += float(np.einsum("i,i->", ref, ref))
+            self.bb += float(np.einsum("i,i->", got, got))
+            self.ab += float(np.einsum("i,i->", ref, got))
         if rows:
-            self.top1 += int(np.count_nonzero(ref.argmax(-1) == got.argmax(-1)))
+            self.top1 += int(np.count_nonzero(live.argmax(-1) == artifact.argmax(-1)))
 
     def result(self, name: str, shape: list[int], size: int, rows: bool) -> OutputDiff:
         na, nb = math.sqrt(self.aa), math.sqrt(self.bb)
