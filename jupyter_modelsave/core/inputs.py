@@ -98,7 +98,24 @@ def normalize_inputs(model: torch.nn.Module, example_inputs: Any) -> ExampleInpu
             )
     if any(not isinstance(k, str) or not k.isidentifier() for k in kwargs):
         raise InvalidOptionError("keyword example inputs need identifier keys, e.g. {'x': x}.")
+    for key, value in [*enumerate(args), *kwargs.items()]:
+        _check_dense(key, value)
     return ExampleInputs(args, kwargs, input_names_for(model, len(args), list(kwargs)))
+
+
+def _check_dense(key: int | str, tensor: torch.Tensor) -> None:
+    """Refuse tensors that exporters and parity probes cannot read: no data, or not dense."""
+    if tensor.is_meta:
+        raise InvalidOptionError(
+            f"example input {key!r} is on the meta device and holds no data; create it on the "
+            "model's device (e.g. torch.randn(..., device='cpu'))."
+        )
+    if tensor.is_nested or tensor.layout != torch.strided:
+        kind = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+        raise InvalidOptionError(
+            f"example input {key!r} is a {kind} tensor; exporters need dense tensors: pass "
+            "x.to_dense() (or, for a nested tensor, a padded one)."
+        )
 
 
 def input_names_for(model: torch.nn.Module, n_args: int, kwarg_names: list[str]) -> list[str]:

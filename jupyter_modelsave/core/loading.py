@@ -14,9 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import artifacts
 from ._capture import first_line
-from .errors import IntegrityError, InvalidOptionError, ModelSaveError, StateDictMismatchError
+from .errors import (
+    IntegrityError,
+    InvalidOptionError,
+    ModelSaveError,
+    NotAModelError,
+    StateDictMismatchError,
+)
 from .formats import format_for_path, get_format
 from .formats.base import ArtifactFormat
+from .options import check_flag
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +56,7 @@ def load(
     GPU-saved artifact loads on a CPU-only machine. ``trusted=True`` allows full unpickling of a
     file that needs it (else ``UnsafeArtifactError``): only for files you trust.
     """
+    trusted = check_flag("trusted", trusted)
     path, fmt = _checked(path)
     device = check_map_location(map_location)
     return readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
@@ -69,8 +77,13 @@ def load_into(
     model is left unchanged. ``map_location`` defaults to the model's device. Tied weights stay
     tied: aliases come back as one tensor, copied into each name.
     """
+    import torch
+
     from .verify import device_of
 
+    if not isinstance(model, torch.nn.Module):
+        raise NotAModelError(f"load_into needs a torch.nn.Module, got {type(model).__name__}.")
+    trusted, strict = check_flag("trusted", trusted), check_flag("strict", strict)
     path, fmt = _checked(path)
     device = check_map_location(map_location if map_location is not None else device_of(model))
     loaded = readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,6 +35,13 @@ def check_tolerance(name: str, value: Any) -> float:
     if not math.isfinite(value) or value < 0:
         raise InvalidOptionError(f"{name} must be a finite number >= 0, got {value!r}.")
     return float(value)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``True`` or ``False`` only: a truthy string such as ``"False"`` must not switch a flag on."""
+    if not isinstance(value, bool):
+        raise InvalidOptionError(f"{name} must be True or False, got {value!r}.")
+    return value
 
 
 def check_optional_flag(name: str, value: Any) -> bool | None:
@@ -75,6 +83,17 @@ def check_artifact_name(name: Any) -> str:
             "'_', '.', '+' or '-', starting with a letter or digit."
         )
     return name
+
+
+def check_destination(dest: Any) -> str | os.PathLike:
+    """A folder or file path: a ``str`` or ``os.PathLike`` without NUL bytes."""
+    if not isinstance(dest, (str, os.PathLike)) or not str(dest).strip():
+        raise InvalidOptionError(
+            f"dest must be a folder (ending in '/') or a file path, got {dest!r}."
+        )
+    if "\0" in str(dest):
+        raise InvalidOptionError("The destination path contains a NUL byte.")
+    return dest
 
 
 def check_metadata(metadata: Any) -> dict[str, Any]:

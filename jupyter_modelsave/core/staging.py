@@ -31,8 +31,10 @@ from .keras._tf import KERAS_FRAMEWORKS, framework_of
 from .model_state import preserved, reference_mode
 from .options import (
     check_artifact_name,
+    check_destination,
     check_dynamic_axes,
     check_exporter,
+    check_flag,
     check_metadata,
     check_names,
     check_opset,
@@ -112,6 +114,10 @@ class StagedExport:
         """
         if self.discarded:
             raise InvalidOptionError("This export was discarded; stage it again to write it.")
+        dest = check_destination(dest)
+        overwrite = check_flag("overwrite", overwrite)
+        allow_mismatch = check_flag("allow_mismatch", allow_mismatch)
+        version = None if version is None else artifacts.check_version(version)
         if self.report is not None and not self.report.passed and not allow_mismatch:
             raise ParityError(
                 f"Not written: {self.report.summary()}. Look at staged.report, or pass "
@@ -227,6 +233,7 @@ def stage(
     name = check_artifact_name(name if name is not None else _guess_name(model))
     fmt_options = fmt.check_options(format_options)
     model, example = _placed(model, _example_for(model, example_inputs, fmt.needs_inputs), device)
+    _check_materialised(model)
     runs = example is not None  # else a weight format without inputs: nothing to run or name
     if example is None:
         example = ExampleInputs(())
@@ -301,6 +308,17 @@ def _check_model(model: Any) -> torch.nn.Module:
             "models in your namespace."
         )
     return model
+
+
+def _check_materialised(model: torch.nn.Module) -> None:
+    """Refuse weights on the meta device: they have shapes but no values to export."""
+    meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if meta:
+        raise InvalidOptionError(
+            f"{len(meta)} weight(s) of {type(model).__name__} are on the meta device and hold no "
+            f"values (first: {meta[0]}). Load the weights first, e.g. model.to_empty(device='cpu') "
+            "then model.load_state_dict(...)."
+        )
 
 
 def _example_for(

@@ -52,7 +52,9 @@ def to_base64(model: Any, format: str = "onnx", example_inputs: Any = None, **op
 def from_base64(text: str, *, map_location: str | torch.device = "cpu", trusted: bool = False) -> Any:  # fmt: skip
     """The loaded object of a ``to_base64`` string (as ``jms.load`` returns it), after its sha256 check."""
     from .loading import check_map_location, readable
+    from .options import check_flag
 
+    trusted = check_flag("trusted", trusted)
     fmt_name, layout, payload = decode(text)
     fmt = get_format(fmt_name)
     device = check_map_location(map_location)
