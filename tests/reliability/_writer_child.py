@@ -10,8 +10,8 @@ prints one JSON object per line saying what it did; the test process checks the 
   call (a file copy is cut halfway). For the loop formats it also forks, ROUNDS times, a writer
   that overwrites one path over and over, alternating the two versions, and SIGKILLs it after a
   seeded random delay, snapshotting the folder each time.
-- ``race DEST FORMAT SEED OVERWRITE BARRIER PEERS``: stages and writes once, waiting after the
-  copy until ``PEERS`` writers have copied (a file barrier), so the commits race.
+- ``race PLAN PEERS``: for each step of the JSON plan, stages and writes, waiting after the copy
+  until ``PEERS`` writers have copied (a file barrier), so their commits race.
 
 Forking after staging reuses the staged exports, so each format is staged once per process.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import functools
 import json
 import os
 import random
@@ -28,7 +29,8 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +61,14 @@ def tiny_model(seed: int) -> Any:
     return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
 
 
-def stage(fmt: str, seed: int) -> Any:
+def stage(fmt: str, seed: int, model: Any = None) -> Any:
+    """Stage ``model`` (default: ``tiny_model(seed)``) in ``fmt`` without a parity check."""
     import torch
 
     import jupyter_modelsave as jms
 
-    example = torch.randn(2, 16)
-    return jms.stage(tiny_model(seed), example, parity=False, name="tiny", **FORMATS[fmt])
+    model = tiny_model(seed) if model is None else model
+    return jms.stage(model, torch.zeros(2, 16), parity=False, name="tiny", **FORMATS[fmt])
 
 
 def target_in(folder: Path, staged: Any) -> Path:
@@ -73,10 +76,11 @@ def target_in(folder: Path, staged: Any) -> Path:
     return folder / f"model{staged._extension}"
 
 
-# --- fault injection (only ever installed in a forked writer) ---------------------------------
+# --- fault injection ----------------------------------------------------------------------------
 
 
-def force_copies(staged_paths: list[Path]) -> None:
+@contextmanager
+def forced_copies(staged_paths: list[Path]) -> Iterator[None]:
     """Hard links from a staged export fail as across filesystems, so the bytes are copied."""
     real_link = os.link
     roots = [str(p) for p in staged_paths]
@@ -87,47 +91,42 @@ def force_copies(staged_paths: list[Path]) -> None:
         real_link(src, dst, *args, **kwargs)
 
     os.link = link
+    try:
+        yield
+    finally:
+        os.link = real_link
 
 
-def die_before_step(k: int) -> None:
-    """SIGKILL this process just before its k-th filesystem call (halfway through a sendfile)."""
+@contextmanager
+def counted_steps(kill_at: int = 0) -> Iterator[list[int]]:
+    """Count filesystem calls; with ``kill_at``, SIGKILL this process just before that one (a
+    sendfile is cut halfway first). Yields the live counter."""
     count = [0]
+    reals = {name: getattr(os, name) for name in _STEPS}
+    real_open = builtins.open
 
     def wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
             if _changes_files(name, args, kwargs):
                 count[0] += 1
-                if count[0] == k:
+                if count[0] == kill_at:
                     if name == "sendfile":
                         out_fd, in_fd, offset, _ = args
-                        half = max(1, (os.fstat(in_fd).st_size - offset) // 2)
-                        real(out_fd, in_fd, offset, half)
+                        real(out_fd, in_fd, offset, max(1, (os.fstat(in_fd).st_size - offset) // 2))
                     os.kill(os.getpid(), signal.SIGKILL)
             return real(*args, **kwargs)
 
         return call
 
-    for name in _STEPS:
-        setattr(os, name, wrap(name, getattr(os, name)))
-    builtins.open = wrap("builtin_open", builtins.open)
-
-
-def count_steps() -> list[int]:
-    """Count filesystem calls from now on (without killing); returns the live counter."""
-    count = [0]
-
-    def wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if _changes_files(name, args, kwargs):
-                count[0] += 1
-            return real(*args, **kwargs)
-
-        return call
-
-    for name in _STEPS:
-        setattr(os, name, wrap(name, getattr(os, name)))
-    builtins.open = wrap("builtin_open", builtins.open)
-    return count
+    for name, real in reals.items():
+        setattr(os, name, wrap(name, real))
+    builtins.open = wrap("builtin_open", real_open)
+    try:
+        yield count
+    finally:
+        for name, real in reals.items():
+            setattr(os, name, real)
+        builtins.open = real_open
 
 
 def _changes_files(name: str, args: tuple, kwargs: dict) -> bool:
@@ -188,32 +187,17 @@ def _crash_case(
         old.write(target_in(folder, old))
         return target_in(folder, new)
 
-    def write(dest: Path | str, hook: Callable[[], Any]) -> Callable[[], None]:
-        def body() -> None:
-            if mode == "copy":
-                force_copies([new.path])
-            hook()
+    def write(dest: Path | str, kill_at: int = 0) -> list[int]:
+        copies = forced_copies([new.path]) if mode == "copy" else nullcontext()
+        with copies, counted_steps(kill_at) as count:
             new.write(dest, overwrite=scenario == "overwrite")
+        return count
 
-        return body
-
-    dry = base / "dry"
-    counter_file = base / "steps"
-    dest = prepare(dry)
-
-    counters: list[list[int]] = []
-
-    def counted() -> None:
-        write(dest, lambda: counters.append(count_steps()))()
-        counter_file.write_text(str(counters[0][0]))  # its own open comes after reading it
-
-    status = in_fork(counted)
-    total = int(counter_file.read_text())
-    chosen = _kill_points(total, points, rng)
-    for k in chosen:
+    total = write(prepare(base / "dry"))[0]  # a whole write, in this process: how many steps
+    for k in _kill_points(total, points, rng):
         folder = base / f"k{k:03d}"
         dest = prepare(folder)
-        status = in_fork(write(dest, lambda k=k: die_before_step(k)))
+        status = in_fork(lambda: write(dest, kill_at=k))  # noqa: B023 (called right here)
         _emit(
             kind="crash", format=fmt, mode=mode, scenario=scenario, k=k, steps=total,
             folder=str(folder), target=str(dest), status=_status(status),
@@ -258,24 +242,56 @@ def _kill_loop(base: Path, fmt: str, versions: list[Any], rounds: int, rng: Any)
         )  # fmt: skip
 
 
-def race(dest: str, fmt: str, seed: int, overwrite: bool, barrier: Path, peers: int) -> None:
+def race(plan: list[dict[str, Any]], peers: int) -> None:
+    """Each step: stage, copy, wait for the peers at the step's barrier, commit; report."""
+    for step in plan:
+        staged = stage(step["format"], step["seed"])
+        wait = functools.partial(wait_for_peers, Path(step["barrier"]), peers)
+        with racing(wait, lambda step=step: (step["stagger"], step["widen"])):
+            try:
+                path = staged.write(step["dest"], overwrite=step["overwrite"])
+                _emit(step=step["name"], path=str(path), sha=staged.sha256, error=None)
+            except Exception as err:
+                _emit(step=step["name"], path=None, sha=staged.sha256, error=type(err).__name__,
+                      message=str(err))  # fmt: skip
+            finally:
+                staged.discard()
+
+
+@contextmanager
+def racing(
+    wait: Callable[[], Any], timing: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0)
+) -> Iterator[None]:
+    """Make concurrent writes collide: each waits after copying, so all have passed the checks
+    that the name is free. ``timing()`` gives the calling writer's (stagger, widen): a pause
+    before it commits, and one between renaming its artifact and renaming its manifest. A
+    writer that swaps first and pauses longest lets a lockless other finish in between."""
     from jupyter_modelsave.core import artifacts
 
-    staged = stage(fmt, seed)
-    copy = artifacts._copy_tree if staged.path.is_dir() else artifacts._copy_file
+    real_file, real_tree, real_swap = artifacts._copy_file, artifacts._copy_tree, artifacts._swap_in
 
-    def copy_then_wait(source: Path, tmp: Path) -> None:
-        copy(source, tmp)
-        wait_for_peers(barrier, peers)
+    def copy_file(source: Path, tmp: Path) -> None:
+        real_file(source, tmp)
+        if artifacts.TMP_MARK not in tmp.parent.name:  # a file artifact, not a folder's part
+            wait()
+            time.sleep(timing()[0])
 
-    setattr(artifacts, copy.__name__, copy_then_wait)
+    def copy_tree(source: Path, tmp: Path) -> None:
+        real_tree(source, tmp)
+        wait()
+        time.sleep(timing()[0])
+
+    def swap_in(tmp: Path, target: Path) -> None:
+        real_swap(tmp, target)
+        time.sleep(timing()[1])
+
+    artifacts._copy_file, artifacts._copy_tree = copy_file, copy_tree
+    artifacts._swap_in = swap_in
     try:
-        path = staged.write(dest, overwrite=overwrite)
-        _emit(path=str(path), sha=staged.sha256, error=None)
-    except Exception as err:
-        _emit(path=None, sha=staged.sha256, error=type(err).__name__, message=str(err))
+        yield
     finally:
-        staged.discard()
+        artifacts._copy_file, artifacts._copy_tree = real_file, real_tree
+        artifacts._swap_in = real_swap
 
 
 def wait_for_peers(barrier: Path, peers: int, timeout: float = 60.0) -> None:
@@ -297,8 +313,7 @@ def main(argv: list[str]) -> None:
     if command == "crash":
         crash(Path(args[0]), int(args[1]), int(args[2]), int(args[3]), args[4:])
     elif command == "race":
-        dest, fmt, seed, overwrite, barrier, peers = args
-        race(dest, fmt, int(seed), overwrite == "1", Path(barrier), int(peers))
+        race(json.loads(Path(args[0]).read_text()), int(args[1]))
     else:
         raise SystemExit(f"unknown command {command!r}")
 

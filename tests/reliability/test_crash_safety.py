@@ -28,9 +28,9 @@ from ._destination import check_destination, run_child, temporaries, visible
 from ._writer_child import FORMATS, MODES, SCENARIOS
 
 SEED = 20261123
-POINTS = int(os.environ.get("JMS_CRASH_POINTS", "5"))
+POINTS = int(os.environ.get("JMS_CRASH_POINTS", "4"))
 LOOP_FORMATS = ("onnx_external", "safetensors", "torch_export")
-LOOP_ROUNDS = 8
+LOOP_ROUNDS = 6
 KILLED = "signal 9"
 
 
