@@ -129,7 +129,8 @@ def write_artifact(
     folder = target.parent
     manifest_path = Path(f"{target}.json")
     _prepare_folder(folder)
-    clean_stale_temporaries(folder)
+    with _folder_lock(folder):
+        clean_stale_temporaries(folder)
     if not overwrite:
         _refuse_existing(target, manifest_path, racing=False)
     _check_space(staged, folder)
@@ -367,16 +368,54 @@ def _remove(path: Path) -> None:
 
 
 def clean_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove temporaries whose writing process no longer runs. Returns what was removed."""
+    """Finish or undo the writes of processes that died, then remove their temporaries.
+
+    A dead writer's temporary goes back under its own name when that name is missing and it is
+    whole: a folder artifact it had set aside to replace it, or a manifest that matches the
+    artifact now in place (the old one, or the new one the writer had just renamed). Everything
+    else it left is removed. Returns what was removed.
+    """
+    stale = [e for e in _listdir(folder) if TMP_MARK in e and not _writer_alive(e)]
     removed = []
-    for entry in _listdir(folder):
-        if TMP_MARK not in entry:
-            continue
-        pid = entry.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+    # artifacts first: a manifest goes back only beside the artifact it describes
+    for entry in sorted(stale, key=lambda e: _original_name(e).endswith(".json")):
+        if not _put_back(folder / entry, folder / _original_name(entry)):
             _remove(folder / entry)
             removed.append(folder / entry)
     return removed
+
+
+def _original_name(entry: str) -> str:
+    return entry[1:].rsplit(TMP_MARK, 1)[0]
+
+
+def _writer_alive(entry: str) -> bool:
+    pid = entry.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
+    return not pid.isdigit() or _alive(int(pid))
+
+
+def _put_back(tmp: Path, original: Path) -> bool:
+    if os.path.lexists(original):
+        return False
+    if original.name.endswith(".json"):
+        artifact = original.with_name(original.name.removesuffix(".json"))
+        if not artifact.exists() or _recorded_sha256(tmp) != sha256_of(artifact):
+            return False
+    elif not (tmp.name.endswith("-old") and tmp.is_dir()):  # a copy may be cut short
+        return False
+    try:
+        os.rename(tmp, original)
+    except OSError:
+        return False
+    return True
+
+
+def _recorded_sha256(manifest: Path) -> str | None:
+    try:
+        value = json.loads(manifest.read_bytes()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _alive(pid: int) -> bool:

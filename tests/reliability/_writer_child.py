@@ -5,11 +5,12 @@ prints one JSON object per line saying what it did; the test process checks the 
 
 - ``crash ROOT SEED POINTS ROUNDS LOOP_FORMAT...``: stages every format once (two versions of a
   tiny model), then for each format, copy mode (hard link, or bytes copied as across
-  filesystems) and scenario (a new versioned name in a folder, or ``overwrite=True`` over a
-  previous version) forks writers that SIGKILL themselves just before their k-th filesystem
-  call (a file copy is cut halfway). For the loop formats it also forks, ROUNDS times, a writer
-  that overwrites one path over and over, alternating the two versions, and SIGKILLs it after a
-  seeded random delay, snapshotting the folder each time.
+  filesystems) and scenario (a new versioned name in a folder, ``overwrite=True`` over a
+  previous version, and for folder artifacts the same without RENAME_EXCHANGE) forks writers
+  that SIGKILL themselves just before their k-th filesystem call (a file copy is cut halfway).
+  For the loop formats it also forks, ROUNDS times, a writer that overwrites one path over and
+  over, alternating the two versions, and SIGKILLs it after a seeded random delay,
+  snapshotting the folder each time.
 - ``race PLAN PEERS``: for each step of the JSON plan, stages and writes, waiting after the copy
   until ``PEERS`` writers have copied (a file barrier), so their commits race.
 
@@ -48,6 +49,8 @@ FORMATS: dict[str, dict[str, Any]] = {
 FOLDER_FORMATS = {"onnx_external", "safetensors_sharded"}  # artifacts that are folders
 MODES = ("link", "copy")
 SCENARIOS = ("fresh", "overwrite")
+# folder artifacts are also replaced where RENAME_EXCHANGE is missing (two renames, a short gap)
+FOLDER_SCENARIOS = (*SCENARIOS, "overwrite_renames")
 # calls that change the filesystem (or flush it): the writer is killed just before one of them
 _STEPS = ("link", "rename", "replace", "unlink", "rmdir", "mkdir", "fsync", "sendfile", "open")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT
@@ -95,6 +98,19 @@ def forced_copies(staged_paths: list[Path]) -> Iterator[None]:
         yield
     finally:
         os.link = real_link
+
+
+@contextmanager
+def no_exchange() -> Iterator[None]:
+    """A filesystem without ``renameat2(RENAME_EXCHANGE)``."""
+    from jupyter_modelsave.core import artifacts
+
+    real = artifacts._exchange
+    artifacts._exchange = lambda a, b: False
+    try:
+        yield
+    finally:
+        artifacts._exchange = real
 
 
 @contextmanager
@@ -167,7 +183,7 @@ def crash(root: Path, seed: int, points: int, rounds: int, loop_formats: list[st
     for fmt in FORMATS:
         new, old = stage(fmt, 0), stage(fmt, 1)
         for mode in MODES:
-            for scenario in SCENARIOS:
+            for scenario in FOLDER_SCENARIOS if fmt in FOLDER_FORMATS else SCENARIOS:
                 _crash_case(
                     root / fmt / mode / scenario, fmt, mode, scenario, new, old, rng, points
                 )
@@ -189,8 +205,9 @@ def _crash_case(
 
     def write(dest: Path | str, kill_at: int = 0) -> list[int]:
         copies = forced_copies([new.path]) if mode == "copy" else nullcontext()
-        with copies, counted_steps(kill_at) as count:
-            new.write(dest, overwrite=scenario == "overwrite")
+        renames = no_exchange() if scenario == "overwrite_renames" else nullcontext()
+        with copies, renames, counted_steps(kill_at) as count:
+            new.write(dest, overwrite=scenario != "fresh")
         return count
 
     total = write(prepare(base / "dry"))[0]  # a whole write, in this process: how many steps

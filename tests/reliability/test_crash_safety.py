@@ -24,8 +24,8 @@ import torch
 
 import jupyter_modelsave as jms
 
-from ._destination import check_destination, run_child, temporaries, visible
-from ._writer_child import FORMATS, MODES, SCENARIOS
+from ._destination import check_destination, check_whole, run_child, temporaries, visible
+from ._writer_child import FOLDER_FORMATS, FOLDER_SCENARIOS, FORMATS, MODES, SCENARIOS
 
 SEED = 20261123
 POINTS = int(os.environ.get("JMS_CRASH_POINTS", "4"))
@@ -66,7 +66,12 @@ def loop_kills(records):
 
 def test_every_format_copy_mode_and_scenario_was_killed_mid_write(crashes):
     cases = {(f, r["mode"], r["scenario"]) for f, rs in crashes.items() for r in rs}
-    assert cases == {(f, m, s) for f in FORMATS for m in MODES for s in SCENARIOS}
+    assert cases == {
+        (f, m, s)
+        for f in FORMATS
+        for m in MODES
+        for s in (FOLDER_SCENARIOS if f in FOLDER_FORMATS else SCENARIOS)
+    }
     statuses = Counter(r["status"] for rs in crashes.values() for r in rs)
     assert statuses == {KILLED: sum(statuses.values())}, statuses
 
@@ -81,29 +86,32 @@ def test_a_killed_write_leaves_the_destination_absent_or_whole(crashes, fmt):
         state = check_destination(
             Path(r["folder"]),
             {r["new_sha"]} if fresh else {r["new_sha"], r["old_sha"]},
-            must_exist=None if fresh else Path(r["target"]),
+            must_exist=Path(r["target"]) if r["scenario"] == "overwrite" else None,
         )
         states[r["scenario"], r["mode"]].add(state)
     for mode in MODES:  # the sample reached both ends of the write
         assert {"absent", "complete"} <= states["fresh", mode], states
 
 
-def test_the_next_write_removes_the_dead_writers_temporaries(crashes):
+def test_the_next_write_finishes_or_undoes_the_dead_writers_work(crashes):
     # Given the folders of killed writers, many of them holding temporaries
-    folders = [Path(r["folder"]) for rs in crashes.values() for r in rs]
-    littered = [f for f in folders if temporaries(f)]
-    assert len(littered) > len(folders) // 3
-    before = {f: visible(f) for f in littered}
+    records = [r for rs in crashes.values() for r in rs]
+    littered = [r for r in records if temporaries(Path(r["folder"]))]
+    assert len(littered) > len(records) // 3
     sweeper = jms.stage(torch.nn.Linear(2, 2), format="safetensors", name="sweeper")
     try:
-        # When anything is written to each folder
-        for folder in littered:
+        for r in littered:
+            folder = Path(r["folder"])
+            # When anything is written to the folder
             written = sweeper.write(folder)
-            # Then the temporaries are gone and what was there is untouched
+            # Then the temporaries are gone, and every artifact has its manifest again: the
+            # interrupted write is finished (its artifact was in place) or undone
             assert temporaries(folder) == []
-            assert visible(folder) == sorted(
-                [*before[folder], written.name, f"{written.name}.json"]
-            )
+            names = [n for n in visible(folder) if n != written.name and not n.endswith(".json")]
+            for name in names:
+                assert check_whole(folder / name, {r["new_sha"], r["old_sha"]}) == "complete"
+            if r["scenario"] != "fresh":  # the old version is back if the new one is not whole
+                assert names == [Path(r["target"]).name]
     finally:
         sweeper.discard()
 
