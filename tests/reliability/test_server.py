@@ -600,3 +600,27 @@ def test_a_publish_cut_short_leaves_nothing(monkeypatch, tmp_path) -> None:
     assert side.staged == {}
     assert list((tmp_path / "staging").iterdir()) == []
     assert sources and not sources[0].exists()
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_a_published_copy_is_whole_and_private(monkeypatch, tmp_path, kernel_copy) -> None:
+    # Given a staged file with the umask's usual 0644 (so it is copied, not linked)
+    from jupyter_modelsave import kernel as jk
+
+    source = tmp_path / "staged.bin"
+    source.write_bytes(PAYLOAD * 3000)
+    os.chmod(source, 0o644)
+    if not kernel_copy:  # an OS or file system without copy_file_range
+
+        def unsupported(*args):
+            raise OSError(95, "Operation not supported")
+
+        monkeypatch.setattr(os, "copy_file_range", unsupported, raising=False)
+    # When it is published
+    jk._publish_file(source, tmp_path / "published.bin")
+    # Then the copy has the same bytes, its own inode, and mode 0600
+    published = tmp_path / "published.bin"
+    assert published.read_bytes() == source.read_bytes()
+    assert os.stat(published).st_ino != os.stat(source).st_ino
+    assert os.stat(published).st_mode & 0o777 == 0o600
+    assert os.stat(source).st_mode & 0o777 == 0o644  # the staged file itself is left as it was
