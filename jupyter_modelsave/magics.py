@@ -180,13 +180,13 @@ def models_html(infos: list[ModelInfo]) -> str:
     """An HTML table of ``find_models()``: name, class, parameters, size, device, dtype, inputs."""
     if not infos:
         return (
-            "<p>No PyTorch models in the namespace. Define one (an <code>nn.Module</code>) and "
-            "run <code>%modelsave</code> again.</p>"
+            "<p>No models in the namespace. Define one (a PyTorch <code>nn.Module</code>, a "
+            "<code>keras.Model</code> or a <code>tf.Module</code>) and run <code>%modelsave</code> "
+            "again.</p>"
         )
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in ("name", "class", "parameters", "size", "device", "dtype", "last input")
-    )
+    columns = ("name", "class", "parameters", "size", "device", "dtype", "last input",
+               "framework", "formats")  # fmt: skip
+    head = "".join(f"<th>{h}</th>" for h in columns)
     rows = "".join(
         "<tr>"
         + "".join(
@@ -199,6 +199,8 @@ def models_html(infos: list[ModelInfo]) -> str:
                 i.device,
                 i.dtype,
                 input_shapes(i),
+                i.framework,
+                ", ".join(i.formats),
             )
         )
         + "</tr>"
@@ -210,7 +212,7 @@ def models_html(infos: list[ModelInfo]) -> str:
 def input_shapes(info: ModelInfo) -> str:
     """``image: [2, 3, 32, 32] float32``, or a hint when no forward call was recorded yet."""
     if info.last_input is None:
-        return "none yet: run the model once"
+        return "none yet: run the model once" if info.framework == "torch" else "none: use --input"
     return ", ".join(f"{s.name}: {list(s.shape)} {s.dtype}" for s in info.last_input)
 
 

@@ -54,6 +54,7 @@ def test_listing_shows_the_keras_model(executed):
     table = _html(cells[2])
     assert "<td>cnn</td><td>Sequential</td>" in table
     assert "image: [2, 8, 8, 3] float32" in table
+    assert "<td>keras</td><td>onnx, savedmodel, keras, weights</td>" in table
 
 
 def test_onnx_and_savedmodel_are_written_with_parity_and_code(executed):
