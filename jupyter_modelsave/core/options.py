@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -30,11 +31,15 @@ def default_tolerances(dtype: str) -> tuple[float, float]:
 
 
 def check_tolerance(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
         raise InvalidOptionError(f"{name} must be a number such as 1e-4, got {value!r}.")
-    if not math.isfinite(value) or value < 0:
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        number = math.inf
+    if not math.isfinite(number) or number < 0:
         raise InvalidOptionError(f"{name} must be a finite number >= 0, got {value!r}.")
-    return float(value)
+    return number
 
 
 def check_flag(name: str, value: Any) -> bool:

@@ -22,7 +22,7 @@ import torch
 from .. import __version__
 from . import artifacts
 from .discovery import last_inputs, recording_paused
-from .errors import InvalidOptionError, NotAModelError, ParityError
+from .errors import InvalidOptionError, ModelSaveError, NotAModelError, ParityError, WriteError
 from .formats import get_format
 from .formats.base import ArtifactFormat, Exported, ExportJob
 from .formats.onnx import RESERVED_METADATA
@@ -125,12 +125,19 @@ class StagedExport:
                 self.report,
             )
         name = check_artifact_name(name if name is not None else self.name)
-        target, version = artifacts.destination_path(
-            dest, name, version, self.sha256, self._extension
-        )
-        return artifacts.write_artifact(
-            self.path, target, self.manifest(name, version), overwrite=overwrite
-        )
+        try:
+            target, version = artifacts.destination_path(
+                dest, name, version, self.sha256, self._extension
+            )
+            return artifacts.write_artifact(
+                self.path, target, self.manifest(name, version), overwrite=overwrite
+            )
+        except ModelSaveError:
+            raise
+        except OSError as err:  # e.g. a name too long for the filesystem, while resolving dest
+            raise WriteError(
+                err.errno, f"Cannot write to {dest!r}: {err.strerror or err}. Choose another path."
+            ) from err
 
     def discard(self) -> None:
         """Delete the staged files now (they are also deleted when this object is collected)."""
