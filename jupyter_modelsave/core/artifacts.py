@@ -192,7 +192,7 @@ def _prepare_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise WriteError(err.errno, f"Cannot create the folder {folder}: {err.strerror}.") from err
-    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+    if hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY:
         raise WriteError(
             errno.EROFS,
             f"The folder {folder} is on a read-only filesystem. Choose a writable destination.",
@@ -215,8 +215,11 @@ def _folder_lock(folder: Path) -> Iterator[None]:
     Held only while renaming (never while copying). Where the filesystem has no locks the
     renames are still atomic one by one.
     """
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        yield
+        return
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
