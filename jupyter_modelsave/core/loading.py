@@ -23,6 +23,7 @@ from .errors import (
 )
 from .formats import format_for_path, get_format
 from .formats.base import ArtifactFormat
+from .keras._tf import KERAS_FRAMEWORKS, framework_of
 from .options import check_flag
 
 if TYPE_CHECKING:
@@ -75,12 +76,18 @@ def load_into(
     With ``strict=True`` (the default) every key must match, and shapes always must:
     otherwise ``StateDictMismatchError`` lists the missing, unexpected and reshaped keys, and the
     model is left unchanged. ``map_location`` defaults to the model's device. Tied weights stay
-    tied: aliases come back as one tensor, copied into each name.
+    tied: aliases come back as one tensor, copied into each name. A Keras model takes the
+    weights of a ``weights`` or ``keras`` artifact (returns None).
     """
     import torch
 
     from .verify import device_of
 
+    if framework_of(model) in KERAS_FRAMEWORKS:  # Keras (any backend) and tf.Module
+        from .keras.loading import load_into_keras
+
+        path, fmt = _checked(path)
+        return load_into_keras(model, path, fmt, trusted=check_flag("trusted", trusted))
     if not isinstance(model, torch.nn.Module):
         raise NotAModelError(f"load_into needs a torch.nn.Module, got {type(model).__name__}.")
     trusted, strict = check_flag("trusted", trusted), check_flag("strict", strict)

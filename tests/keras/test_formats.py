@@ -201,3 +201,24 @@ def test_formats_per_framework():
     assert jms.formats("keras") == ["onnx", "savedmodel", "keras", "weights"]
     assert jms.formats("tensorflow") == ["onnx", "savedmodel"]
     assert "safetensors" in jms.formats() and "savedmodel" not in jms.formats()
+
+
+@pytest.mark.parametrize("fmt", ["weights", "keras"])
+def test_load_into_a_fresh_keras_model(tmp_path, cnn, fmt):
+    model, _ = cnn
+    path = jms.export(model, tmp_path, format=fmt)
+    fresh = models.cnn()
+    keras.utils.set_random_seed(7)
+    fresh.set_weights([np.random.standard_normal(w.shape).astype(w.dtype) for w in fresh.weights])
+    jms.load_into(fresh, path)
+    assert all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), model.get_weights()))
+
+
+def test_load_into_a_different_keras_model_is_refused_and_changes_nothing(tmp_path, cnn):
+    model, _ = cnn
+    path = jms.export(model, tmp_path, format="weights")
+    other = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3)])
+    before = other.get_weights()
+    with pytest.raises(jms.StateDictMismatchError, match="do not fit"):
+        jms.load_into(other, path)
+    assert all(np.array_equal(a, b) for a, b in zip(before, other.get_weights()))
