@@ -214,7 +214,7 @@ def _crash_case(
     for k in _kill_points(total, points, rng):
         folder = base / f"k{k:03d}"
         dest = prepare(folder)
-        status = in_fork(lambda: write(dest, kill_at=k))  # noqa: B023 (called right here)
+        status = in_fork(functools.partial(write, dest, kill_at=k))
         _emit(
             kind="crash", format=fmt, mode=mode, scenario=scenario, k=k, steps=total,
             folder=str(folder), target=str(dest), status=_status(status),
