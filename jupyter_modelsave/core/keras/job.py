@@ -113,7 +113,7 @@ def normalize_example(
     arrays = [_array(i, v) for i, v in enumerate(values)]
     import torch
 
-    tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+    tensors = tuple(torch.from_numpy(np.array(a, copy=True, order="C")) for a in arrays)  # a copy
     return ExampleInputs(tensors, {}, names), layout, synthesised
 
 
