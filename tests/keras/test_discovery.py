@@ -122,3 +122,22 @@ def test_without_tensorflow_loading_says_what_to_install(tmp_path):
         "    print(json.dumps(str(err)))"
     )
     assert 'pip install "jupyter_modelsave[tensorflow]"' in result
+
+
+class Blend(tf.Module):
+    """``__call__(a, b)``: two positional tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = tf.Variable(np.float32(0.25))
+
+    def __call__(self, a, b):
+        return {"mix": a * self.w + b, "diff": a - b}
+
+
+def test_tf_module_takes_a_tuple_as_positional_arguments(tmp_path):
+    module, pair = Blend(), (models.array(2, 3), models.array(2, 3, seed=1))
+    staged = jms.stage(module, pair, format="savedmodel")
+    assert staged.report.passed and [s.name for s in staged.output_specs] == ["diff", "mix"]
+    loaded = jms.load(staged.write(tmp_path))
+    np.testing.assert_allclose(np.asarray(loaded.serve(*pair)["mix"]), pair[0] * 0.25 + pair[1])
