@@ -332,10 +332,18 @@ def test_load_into_anything_loads_or_refuses(written, model, strict, trusted, re
     _attempt(lambda: jms.load_into(model, target, strict=strict, trusted=trusted))
 
 
-def test_a_truthy_string_never_grants_trust(written):
+def test_a_truthy_string_never_grants_trust(written, staged, tmp_path):
     for call in (jms.load, lambda p, trusted: jms.load_into(MODEL, p, trusted=trusted)):
         with pytest.raises(jms.InvalidOptionError, match="trusted must be True or False"):
             call(written, trusted="False")
+    with pytest.raises(jms.InvalidOptionError, match="trusted must be True or False"):
+        jms.from_base64(jms.to_base64(MODEL, "safetensors"), trusted="no")
+    with pytest.raises(jms.InvalidOptionError, match="strict must be True or False"):
+        jms.load_into(MODEL, written, strict="False")
+    for flag in ("overwrite", "allow_mismatch"):
+        with pytest.raises(jms.InvalidOptionError, match=f"{flag} must be True or False"):
+            staged.write(tmp_path / "x.onnx", **{flag: "False"})
+    assert not (tmp_path / "x.onnx").exists()
 
 
 @SETTINGS
