@@ -15,9 +15,19 @@ def providers(prefer_cuda: bool = True) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def session(path: Path | str, prefer_cuda: bool = True) -> Any:
+def session(path: Path | str, prefer_cuda: bool = True, map_weights: bool = False) -> Any:
+    """An inference session for ``path``.
+
+    ``map_weights``: run on the external data file's memory-mapped pages instead of copies (the
+    page cache already holds them after the export wrote them): ORT then neither reads nor
+    repacks the weights, so creating the session is instant and takes no second copy of a large
+    model. MatMul weights are not prepacked, which makes runs somewhat slower: right for a few
+    parity probes, not for serving.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: keep ORT's warnings out of notebooks
+    if map_weights:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(str(path), options, providers=providers(prefer_cuda))
