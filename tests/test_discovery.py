@@ -93,3 +93,9 @@ def test_stage_does_not_replace_the_recorded_input_with_its_own_probes():
     assert last_inputs(net).args[0].shape == (4, 8)
     net(torch.randn(6, 8))  # the user's own calls are still recorded
     assert last_inputs(net).args[0].shape == (6, 8)
+
+
+def test_model_info_names_the_framework_and_its_formats():
+    (info,) = jms.find_models({"net": models.mlp()})
+    assert (info.framework, info.formats) == ("torch", jms.formats())
+    assert info.to_dict()["formats"] == jms.formats()
