@@ -336,3 +336,25 @@ def test_ctrl_c_during_any_forward_call_of_stage_leaves_the_model_as_it_was(fmt,
     staged = jms.stage(model, X, format=fmt, **options)
     assert staged.report.passed
     staged.discard()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("step", ["format export", "parity forward"])
+@pytest.mark.parametrize("device", [None, "cpu"], ids=["on its GPU", "copied to the CPU"])
+def test_a_cuda_out_of_memory_error_leaves_a_gpu_model_on_its_gpu(step, device, monkeypatch):
+    # Given a model on the GPU, and a stage (there, or of a CPU copy) that runs out of GPU memory
+    model = _user_model().cuda()
+    x = X.cuda()
+    injector = _Injector(_failures(step)["cuda oom"])
+    owner, attr = _targets("torchscript")[step]
+    monkeypatch.setattr(owner, attr, injector.wrap(getattr(owner, attr)))
+    before = _snapshot(model)
+    # When it is staged, then the OOM surfaces and the model is untouched, still on the GPU
+    with pytest.raises((torch.cuda.OutOfMemoryError, jms.ModelSaveError)):
+        jms.stage(model, x, format="torchscript", device=device)
+    monkeypatch.undo()
+    _assert_same(before, _snapshot(model))
+    assert all(p.is_cuda for p in model.parameters())
+    staged = jms.stage(model, x, format="torchscript", device=device)
+    assert staged.report.passed
+    staged.discard()
