@@ -123,3 +123,30 @@ def test_other_input_shapes_or_axes_invalidate_the_cached_program():
                                          dynamic_axes={"input": {0: "n"}}).warnings  # fmt: skip
     assert REUSED_GRAPH in jms.stage(model, torch.randn(3, 8), parity=False,
                                      dynamic_axes={"input": {0: "n"}}).warnings  # fmt: skip
+
+
+def test_an_opset_change_skips_the_decompositions_and_gives_the_bare_graph(tmp_path, monkeypatch):
+    from torch.onnx._internal.exporter import _core
+
+    # Given torch's decomposition step, counted
+    original = _core._prepare_exported_program_for_export
+    runs = []
+
+    def counted(program, *, registry):
+        runs.append(1)
+        return original(program, registry=registry)
+
+    monkeypatch.setattr(_core, "_prepare_exported_program_for_export", counted)
+    torch.manual_seed(0)
+    model = models.SmallCNN().eval()
+    x = torch.randn(2, 3, 16, 16)
+    # When a model is staged, then staged again with another opset
+    jms.stage(model, x, parity=False).discard()
+    again = jms.stage(model, x, opset=18)
+    # Then torch decomposed it once only, and the graph is a bare opset-18 export's
+    assert len(runs) == 1 and REUSED in again.warnings
+    assert again.report.passed and again.opset == 18
+    bare = torch.onnx.export(model, (x,), dynamo=True, opset_version=18, input_names=["image"],
+                             output_names=["output"], verbose=False)  # fmt: skip
+    bare.save(str(tmp_path / "bare.onnx"))
+    assert _graph(again.path) == _graph(tmp_path / "bare.onnx")

@@ -350,3 +350,36 @@ def test_graph_formats_round_trip_tied_and_half_precision_models(tmp_path, fmt, 
     assert all(
         torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values())
     )
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_onnx_external_data_holds_the_metadata_and_parity_maps_the_weights(monkeypatch, exporter):
+    import onnx
+
+    from jupyter_modelsave.core import _ort
+
+    # Given a model staged with external data, parity spying on the ORT sessions it opens
+    opened = []
+    real_session = _ort.session
+
+    def spy(path, prefer_cuda=True, map_weights=False):
+        opened.append(map_weights)
+        return real_session(path, prefer_cuda, map_weights)
+
+    monkeypatch.setattr(_ort, "session", spy)
+    wide = nn.Sequential(nn.Linear(600, 600), nn.ReLU(), nn.Linear(600, 4))  # 1.4 MB: aligned
+    staged = jms.stage(wide, torch.randn(2, 600), external_data=True, exporter=exporter,
+                       metadata={"note": "big"})  # fmt: skip
+    # Then the graph file alone (weights not loaded) carries the metadata, the weights are in
+    # the one data file, and parity ran ORT on the mapped file
+    proto = onnx.load(str(staged.path / "model.onnx"), load_external_data=False)
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["note"] == "big" and props["producer"] == "jupyter_modelsave"
+    locations = {
+        entry.value
+        for init in proto.graph.initializer
+        for entry in init.external_data
+        if entry.key == "location"
+    }
+    assert locations == {"model.onnx.data"}
+    assert staged.report.passed and opened == [True]

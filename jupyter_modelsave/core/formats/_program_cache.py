@@ -5,8 +5,11 @@ None of those change the traced program, so the second stage starts from the cac
 
 - same opset: the cached ONNX graph itself is reused (inputs and outputs renamed in place,
   metadata is embedded later as always), so neither tracing nor decomposition runs again;
-- another opset: the dynamo exporter starts from the cached ``ExportedProgram`` (no re-tracing;
-  torch's decompositions and translation still run).
+- another opset: the dynamo exporter starts from the cached ``ExportedProgram`` (no re-tracing).
+  That program is the one torch already decomposed for ONNX, so ``reused_decompositions`` lets
+  torch skip decomposing it again when the new opset's registry implements the same operators
+  (guarded like ``_torchlib_cache``: tested torch versions only, else torch runs unchanged).
+  Translation, version conversion and the graph optimiser still run for the new opset.
 
 The cache keeps one entry per model (weakly keyed: it never keeps a model alive). The ONNX graph it
 keeps refers to the model's own weight tensors rather than copies. An entry is used only while
@@ -23,7 +26,10 @@ Not detected: a ``forward`` replaced on the instance, or global state that ``for
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,3 +97,57 @@ def renamed(entry: CachedExport, job: ExportJob) -> Any:
 def clear() -> None:
     """Forget every cached export."""
     _ENTRIES.clear()
+
+
+# decomposed ExportedProgram -> the set of operators the registry it was decomposed for implements
+_DECOMPOSED: weakref.WeakKeyDictionary[Any, frozenset] = weakref.WeakKeyDictionary()
+_PATCH_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def reused_decompositions() -> Iterator[bool]:
+    """Within the block, torch.onnx does not decompose a program it decomposed before.
+
+    torch's step 2 (``_prepare_exported_program_for_export``: decompositions, type promotion,
+    assertion removal) is the costly part of a re-export from a cached program; its input is
+    then its own earlier output, so running it again changes nothing when the registry
+    implements the same operators. Yields whether the shortcut is in place.
+    """
+    from ._torchlib_cache import supported
+
+    core = _torch_core() if supported() else None
+    if core is None:
+        yield False
+        return
+    original = core._prepare_exported_program_for_export
+
+    def prepare(exported_program: Any, *, registry: Any) -> Any:
+        ops = _implemented_ops(registry)
+        if _DECOMPOSED.get(exported_program) == ops:
+            return exported_program
+        prepared = original(exported_program, registry=registry)
+        _DECOMPOSED[prepared] = ops
+        return prepared
+
+    with _PATCH_LOCK:
+        core._prepare_exported_program_for_export = prepare
+        try:
+            yield True
+        finally:
+            core._prepare_exported_program_for_export = original
+
+
+def _torch_core() -> Any:
+    try:
+        from torch.onnx._internal.exporter import _core, _decomp
+    except ImportError:
+        return None
+    needed = (hasattr(_core, "_prepare_exported_program_for_export")
+              and hasattr(_decomp, "get_onnx_implemented_overloads"))  # fmt: skip
+    return _core if needed else None
+
+
+def _implemented_ops(registry: Any) -> frozenset:
+    from torch.onnx._internal.exporter import _decomp
+
+    return frozenset(_decomp.get_onnx_implemented_overloads(registry))

@@ -127,7 +127,7 @@ def _export_dynamo(job: ExportJob, path: Path, large: bool) -> list[str]:
         program = _program_cache.renamed(cached, job)
         notes = ["reused the ONNX graph of this model's previous stage"]
     else:
-        with reused_torchlib_registry():
+        with reused_torchlib_registry(), _program_cache.reused_decompositions():
             program = _dynamo_program(job, cached and cached.exported_program)
         notes = []
         if cached is not None:
