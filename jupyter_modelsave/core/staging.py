@@ -1,7 +1,8 @@
 """``stage``: export into a private work folder and prove parity; ``StagedExport.write``: accept it.
 
 Nothing touches the destination before ``write``. The live model is left as it was: its device,
-dtypes, values, training flags, ``requires_grad`` flags and hooks (see ``model_state.preserved``).
+dtypes, values, training flags, ``requires_grad`` flags and hooks (see ``model_state.preserved``),
+also when stage fails or is interrupted, and the work folder is then removed.
 """
 
 from __future__ import annotations
