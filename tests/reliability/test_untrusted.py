@@ -288,7 +288,7 @@ def _memory_watch() -> Iterator[dict[str, int]]:
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
     except OSError:
         rss_reset = False
-    start = _status_kb("VmRSS")
+    start = _status_kb("VmRSS") if rss_reset else 0
     tracemalloc.start()
     try:
         yield found
