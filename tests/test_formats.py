@@ -362,9 +362,9 @@ def test_onnx_external_data_holds_the_metadata_and_parity_maps_the_weights(monke
     opened = []
     real_session = _ort.session
 
-    def spy(path, prefer_cuda=True, map_weights=False):
+    def spy(path, prefer_cuda=True, map_weights=False, spin=True):
         opened.append(map_weights)
-        return real_session(path, prefer_cuda, map_weights)
+        return real_session(path, prefer_cuda, map_weights, spin)
 
     monkeypatch.setattr(_ort, "session", spy)
     wide = nn.Sequential(nn.Linear(600, 600), nn.ReLU(), nn.Linear(600, 4))  # 1.4 MB: aligned

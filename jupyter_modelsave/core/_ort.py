@@ -15,8 +15,13 @@ def providers(prefer_cuda: bool = True) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def session(path: Path | str, prefer_cuda: bool = True, map_weights: bool = False) -> Any:
+def session(
+    path: Path | str, prefer_cuda: bool = True, map_weights: bool = False, spin: bool = True
+) -> Any:
     """An inference session for ``path``.
+
+    ``spin=False``: ORT's worker threads sleep between runs instead of spinning, so a torch run
+    right after (as parity alternates them) gets the CPU cores back.
 
     ``map_weights``: run on the external data file's memory-mapped pages instead of copies (the
     page cache already holds them after the export wrote them): ORT then neither reads nor
@@ -30,4 +35,7 @@ def session(path: Path | str, prefer_cuda: bool = True, map_weights: bool = Fals
     options.log_severity_level = 3  # errors only: keep ORT's warnings out of notebooks
     if map_weights:
         options.add_session_config_entry("session.disable_prepacking", "1")
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=providers(prefer_cuda))

@@ -56,7 +56,9 @@ class OnnxFormat(ArtifactFormat):
         from .. import _ort
 
         # with external data (a large model), ORT maps the weights rather than copying them
-        sess = _ort.session(_model_file(exported.path), map_weights=exported.path.is_dir())
+        sess = _ort.session(
+            _model_file(exported.path), map_weights=exported.path.is_dir(), spin=False
+        )
         feed_names = {i.name for i in sess.get_inputs()}
         out_names = [o.name for o in sess.get_outputs()]
 
