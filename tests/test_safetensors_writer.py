@@ -160,3 +160,57 @@ def _export_hashes(tmp_path, **options) -> dict[str, str]:
     exported = fmt.export(job)
     assert exported.file_hashes is not None
     return exported.file_hashes
+
+
+class _OnFakeGpu(torch.Tensor):
+    """A CPU tensor that says it is on CUDA, to drive the writer's staging path on the CPU."""
+
+    @property
+    def is_cuda(self):
+        return True
+
+    @property
+    def device(self):
+        return torch.device("cuda:0")
+
+
+class _FakeCuda:
+    class Event:
+        def record(self, stream):
+            pass
+
+        def synchronize(self):
+            pass
+
+    class Stream:
+        def __init__(self, device=None):
+            pass
+
+        def wait_stream(self, stream):
+            pass
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 1000, 1 << 20])
+def test_staging_schedule_writes_the_same_bytes_with_cpu_pieces_in_between(
+    tmp_path, monkeypatch, chunk_bytes
+):
+    # Given "GPU" tensors (the CUDA calls replaced by synchronous stand-ins) and a CPU one
+    import contextlib
+
+    monkeypatch.setattr(torch.cuda, "Event", _FakeCuda.Event)
+    monkeypatch.setattr(torch.cuda, "Stream", _FakeCuda.Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, pin_memory=False, **k: real_empty(*a, **k))
+    torch.manual_seed(0)
+    plain = {"a": torch.randn(1000), "b": torch.randn(77).half(), "c": torch.arange(5),
+             "d": torch.randn(3000)}  # fmt: skip
+    tensors = {k: v if k == "c" else v.as_subclass(_OnFakeGpu) for k, v in plain.items()}
+    # When written through the two staging buffers in chunks
+    written = writer.save_file(tensors, tmp_path / "gpu.safetensors", chunk_bytes=chunk_bytes)
+    # Then the bytes are the library's, and the buffers are two chunks (or the largest tensor)
+    save_file(plain, str(tmp_path / "lib.safetensors"))
+    ours = (tmp_path / "gpu.safetensors").read_bytes()
+    assert ours == (tmp_path / "lib.safetensors").read_bytes()
+    assert written.staging_bytes == 2 * min(chunk_bytes, 3000 * 4)

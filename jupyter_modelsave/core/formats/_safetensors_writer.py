@@ -13,7 +13,8 @@ metadata key or none the bytes are identical. The library's rules, reproduced he
 CPU tensors are written straight from their memory (no copy); the sha256 of the file is updated on
 a second thread while the same bytes are written, so the file is never read back. CUDA tensors go
 through two pinned host buffers: the copy of chunk i+1 (on a side stream) overlaps the write of
-chunk i. Extra host memory is those two buffers, whatever the model's size.
+chunk i. Extra host memory is those two buffers, whatever the model's size. (Tensors on a second
+GPU are copied one chunk at a time, without overlap.)
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def save_file(
         writeback = _Writeback(fh.fileno())
         hasher.write(fh, memoryview(head))
         for index, piece in enumerate(pieces):
-            data = staging.take(index, hasher) if piece.is_cuda else _host_bytes(piece)
+            staged = staging is not None and staging.holds(index)
+            data = staging.take(index, hasher) if staged else _host_bytes(piece)
             hasher.write(fh, data)
             writeback.written(len(data))
         digest = hasher.hexdigest()
@@ -139,8 +141,8 @@ def _pieces(ordered: list[tuple[str, torch.Tensor]], chunk: int) -> Iterator[tor
 
 
 def _host_bytes(piece: torch.Tensor) -> memoryview:
-    """The bytes of a CPU tensor, without copying them."""
-    return memoryview(piece.numpy())
+    """The bytes of a CPU piece, without copying them (a piece on a second GPU: copied)."""
+    return memoryview(piece.cpu().numpy())
 
 
 class _Hasher:
@@ -219,10 +221,10 @@ class _CudaStaging:
 
     def __init__(self, pieces: list[torch.Tensor], chunk_bytes: int) -> None:
         self._pieces = pieces
-        self._order = [i for i, p in enumerate(pieces) if p.is_cuda]
+        device = next(p.device for p in pieces if p.is_cuda)  # one GPU: the first tensor's
+        self._order = [i for i, p in enumerate(pieces) if p.device == device]
         self._slot = {index: n % 2 for n, index in enumerate(self._order)}
         size = min(chunk_bytes, max(pieces[i].numel() for i in self._order))
-        device = pieces[self._order[0]].device
         self._buffers = [torch.empty(size, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
         self._events = [torch.cuda.Event(), torch.cuda.Event()]
         self._stream = torch.cuda.Stream(device)
@@ -230,6 +232,10 @@ class _CudaStaging:
         self.nbytes = 2 * size
         self._next = 0  # position in self._order of the next piece to copy
         self._launch()
+
+    def holds(self, index: int) -> bool:
+        """Whether piece ``index`` goes through the pinned buffers (it is on this GPU)."""
+        return index in self._slot
 
     def take(self, index: int, hasher: _Hasher) -> memoryview:
         """The bytes of piece ``index`` in host memory, once its copy has finished."""
