@@ -1,5 +1,7 @@
 """find_models lists the top-level models of a namespace and remembers their last inputs."""
 
+import sys
+
 import torch
 
 import jupyter_modelsave as jms
@@ -66,7 +68,9 @@ def test_unwatch_removes_the_hook():
     assert len(net._forward_pre_hooks) == 0
 
 
-def test_default_namespace_is_the_callers_globals():
+def test_default_namespace_is_the_callers_globals(monkeypatch):
+    # outside IPython: an InteractiveShell left by another test would be the default namespace
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
     globals()["module_level_model"] = models.mlp()
     try:
         assert "module_level_model" in [m.name for m in jms.find_models()]

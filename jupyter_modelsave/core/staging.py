@@ -79,7 +79,8 @@ class StagedExport:
         self.output_specs = output_specs
         self.dynamic_axes = job.dynamic_axes
         self.size_bytes = artifacts.size_of(self.path)
-        self.file_hashes = artifacts.file_hashes(self.path)
+        # a format that hashed while writing (safetensors) says so; others are read once here
+        self.file_hashes = exported.file_hashes or artifacts.file_hashes(self.path)
         self.sha256 = artifacts.combined_sha256(self.path, self.file_hashes)
         self._extension = fmt.extension
         self._workdir = job.workdir
