@@ -2,10 +2,9 @@
 
 import json
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
-from nbformat.v4 import new_code_cell, new_notebook
+
+from ._notebook import html, run_cells, text
 
 pytestmark = pytest.mark.slow
 
@@ -27,27 +26,12 @@ ERROR_CELLS = (6, 7)
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     folder = tmp_path_factory.mktemp("magic")
-    nb = new_notebook(cells=[new_code_cell(src) for src in CELLS])
-    for i in ERROR_CELLS:
-        nb.cells[i].metadata["tags"] = ["raises-exception"]
-    NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": folder}}
-    ).execute()
-    nbformat.validate(nb)
-    return folder, nb.cells
-
-
-def _html(cell) -> str:
-    return "".join(o.get("data", {}).get("text/html", "") for o in cell.outputs)
-
-
-def _text(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    return folder, run_cells(folder, CELLS, ERROR_CELLS)
 
 
 def test_listing_shows_the_model_table(executed):
     _, cells = executed
-    table = _html(cells[2])
+    table = html(cells[2])
     assert "<td>net</td><td>Sequential</td><td>212</td>" in table  # 8*16+16 + 16*4+4
     assert "none yet: run the model once" in table
 
@@ -63,10 +47,10 @@ def test_exports_write_artifacts_with_manifests_and_show_the_parity_table(execut
         (cells[4], static, "jms.export(net, 'exports/')"),
         (cells[5], dynamic, "jms.export(net, 'exports/', dynamic_axes={'input': {0: 'batch'}})"),
     ):
-        assert 'class="jms-parity"' in _html(cell) and "parity passed" in _html(cell)
-        text = _text(cell)
-        assert f"sha256 {manifest['sha256']}" in text
-        assert text.rstrip().endswith(f"Equivalent code: {call}")
+        assert 'class="jms-parity"' in html(cell) and "parity passed" in html(cell)
+        printed = text(cell)
+        assert f"sha256 {manifest['sha256']}" in printed
+        assert printed.rstrip().endswith(f"Equivalent code: {call}")
         views = [
             o
             for o in cell.outputs
@@ -77,7 +61,7 @@ def test_exports_write_artifacts_with_manifests_and_show_the_parity_table(execut
 
 def test_bad_arguments_give_a_usage_message_and_core_errors_one_line(executed):
     _, cells = executed
-    usage = _text(cells[6])
+    usage = text(cells[6])
     assert "UsageError: argument --opset: invalid int value: 'eighteen'" in usage
     assert "usage: %modelsave [--format FORMAT]" in usage
     assert all(o.output_type == "stream" for o in cells[6].outputs)  # no traceback
@@ -89,4 +73,4 @@ def test_bad_arguments_give_a_usage_message_and_core_errors_one_line(executed):
 
 def test_the_kernel_is_alive_after_the_errors(executed):
     _, cells = executed
-    assert _text(cells[8]) == "alive 2\n"
+    assert text(cells[8]) == "alive 2\n"

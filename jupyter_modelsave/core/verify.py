@@ -34,11 +34,7 @@ def outputs_parity(
     progress: Progress = no_progress,
 ) -> ParityReport:
     """Run the live model (eval, no_grad, TF32 off) and the artifact on every probe; compare."""
-    dims: dict[str, list[tuple[int, int]]] = {}
-    for index, name in enumerate(job.input_names):
-        for dim, axis in job.dynamic_axes.get(name, {}).items():
-            dims.setdefault(axis, []).append((index, dim))
-    probes = make_probes(job.example, dims)
+    probes = probes_for(job)
     results = []
     with preserved(job.model):  # once for all probes: saving and restoring costs per module
         for i, (probe_name, probe) in enumerate(probes.items()):
@@ -163,3 +159,12 @@ def call_model(model: torch.nn.Module, inputs: ExampleInputs) -> Any:
 def device_of(model: torch.nn.Module) -> str:
     tensor = next(iter([*model.parameters(), *model.buffers()]), None)
     return str(tensor.device) if tensor is not None else "cpu"
+
+
+def probes_for(job: Any) -> dict[str, Any]:
+    """The job's parity probes; its dynamic axes become (input index, dim) places per axis name."""
+    dims: dict[str, list[tuple[int, int]]] = {}
+    for index, name in enumerate(job.input_names):
+        for dim, axis in job.dynamic_axes.get(name, {}).items():
+            dims.setdefault(axis, []).append((index, dim))
+    return make_probes(job.example, dims)

@@ -8,10 +8,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
-nbformat = pytest.importorskip("nbformat")
 
-from nbclient import NotebookClient  # noqa: E402
-from nbformat.v4 import new_code_cell, new_notebook  # noqa: E402
+from .._notebook import html, run_cells, text
 
 pytestmark = pytest.mark.slow
 
@@ -32,26 +30,12 @@ ERROR_CELLS = (5,)
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     folder = tmp_path_factory.mktemp("keras_magic")
-    nb = new_notebook(cells=[new_code_cell(src) for src in CELLS])
-    for i in ERROR_CELLS:
-        nb.cells[i].metadata["tags"] = ["raises-exception"]
-    NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": folder}}
-    ).execute()
-    return folder, nb.cells
-
-
-def _html(cell) -> str:
-    return "".join(o.get("data", {}).get("text/html", "") for o in cell.outputs)
-
-
-def _text(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    return folder, run_cells(folder, CELLS, ERROR_CELLS)
 
 
 def test_listing_shows_the_keras_model(executed):
     _, cells = executed
-    table = _html(cells[2])
+    table = html(cells[2])
     assert "<td>cnn</td><td>Sequential</td>" in table
     assert "image: [2, 8, 8, 3] float32" in table
     assert "<td>keras</td><td>onnx, savedmodel, keras, weights</td>" in table
@@ -65,15 +49,15 @@ def test_onnx_and_savedmodel_are_written_with_parity_and_code(executed):
     manifest = json.loads(onnx_path.with_name(onnx_path.name + ".json").read_text())
     assert manifest["framework"] == "keras"
     assert manifest["dynamic_axes"] == {"image": {"0": "batch"}}
-    assert "parity passed" in _html(cells[3]) and "parity passed" in _html(cells[4])
+    assert "parity passed" in html(cells[3]) and "parity passed" in html(cells[4])
     assert (
-        _text(cells[3])
+        text(cells[3])
         .rstrip()
         .endswith(
             "Equivalent code: jms.export(cnn, 'exports/', x, dynamic_axes={'image': {0: 'batch'}})"
         )
     )
-    assert "format='savedmodel'" in _text(cells[4])
+    assert "format='savedmodel'" in text(cells[4])
 
 
 def test_a_torch_format_on_a_keras_model_is_one_line(executed):

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import ExampleInputs, make_probes
+from ..inputs import ExampleInputs
 from ..parity import OutputDiff, ParityReport, ProbeResult, compare_output, diagnose
-from ..verify import Progress, no_progress
+from ..verify import Progress, no_progress, probes_for
 from .job import KerasJob, flatten_outputs
 
 ArtifactRunner = Callable[[ExampleInputs], dict[str, np.ndarray]]
@@ -28,11 +28,7 @@ def outputs_parity(
     progress: Progress = no_progress,
 ) -> ParityReport:  # fmt: skip
     """Run the live model and the artifact on the same probes as for PyTorch; compare."""
-    dims: dict[str, list[tuple[int, int]]] = {}
-    for index, name in enumerate(job.input_names):
-        for dim, axis in job.dynamic_axes.get(name, {}).items():
-            dims.setdefault(axis, []).append((index, dim))
-    probes = make_probes(job.example, dims)
+    probes = probes_for(job)
     results = []
     for i, (probe_name, probe) in enumerate(probes.items()):
         progress(f"parity: {probe_name}", 0.6 + 0.4 * i / len(probes))
