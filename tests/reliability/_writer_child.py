@@ -14,6 +14,9 @@ prints one JSON object per line saying what it did; the test process checks the 
 - ``race PLAN PEERS``: for each step of the JSON plan, stages and writes, waiting after the copy
   until ``PEERS`` writers have copied (a file barrier), so their commits race.
 
+With ``JMS_CRASH_FRAMEWORK=keras`` the ``crash`` command runs the Keras formats instead (a tiny
+Keras model; tests/keras/test_crash_safety.py).
+
 Forking after staging reuses the staged exports, so each format is staged once per process.
 """
 
@@ -46,7 +49,14 @@ FORMATS: dict[str, dict[str, Any]] = {
     "torchscript": {"format": "torchscript"},
     "torch_export": {"format": "torch_export"},
 }
-FOLDER_FORMATS = {"onnx_external", "safetensors_sharded"}  # artifacts that are folders
+# Keras models (``JMS_CRASH_FRAMEWORK=keras``; tests/keras runs them where TensorFlow is installed)
+KERAS_FORMATS: dict[str, dict[str, Any]] = {
+    "keras_onnx": {"format": "onnx"},
+    "keras_savedmodel": {"format": "savedmodel"},
+    "keras_file": {"format": "keras"},
+    "keras_weights": {"format": "weights"},
+}
+FOLDER_FORMATS = {"onnx_external", "safetensors_sharded", "keras_savedmodel"}  # folder artifacts
 MODES = ("link", "copy")
 SCENARIOS = ("fresh", "overwrite")
 # folder artifacts are also replaced where RENAME_EXCHANGE is missing (two renames, a short gap)
@@ -64,12 +74,27 @@ def tiny_model(seed: int) -> Any:
     return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
 
 
+def tiny_keras_model(seed: int) -> Any:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [keras.Input((16,), name="x"), keras.layers.Dense(32), keras.layers.Dense(4)]
+    )
+
+
 def stage(fmt: str, seed: int, model: Any = None) -> Any:
     """Stage ``model`` (default: ``tiny_model(seed)``) in ``fmt`` without a parity check."""
     import torch
 
     import jupyter_modelsave as jms
 
+    if fmt in KERAS_FORMATS:
+        import numpy as np
+
+        model = tiny_keras_model(seed) if model is None else model
+        example = np.zeros((2, 16), "float32")
+        return jms.stage(model, example, parity=False, name="tiny", **KERAS_FORMATS[fmt])
     model = tiny_model(seed) if model is None else model
     return jms.stage(model, torch.zeros(2, 16), parity=False, name="tiny", **FORMATS[fmt])
 
@@ -180,7 +205,7 @@ def _status(wait_status: int) -> str:
 
 def crash(root: Path, seed: int, points: int, rounds: int, loop_formats: list[str]) -> None:
     rng = random.Random(seed)
-    for fmt in FORMATS:
+    for fmt in crash_formats():
         new, old = stage(fmt, 0), stage(fmt, 1)
         for mode in MODES:
             for scenario in FOLDER_SCENARIOS if fmt in FOLDER_FORMATS else SCENARIOS:
@@ -191,6 +216,11 @@ def crash(root: Path, seed: int, points: int, rounds: int, loop_formats: list[st
             _kill_loop(root / fmt / "loop", fmt, [old, new], rounds, rng)
         new.discard()
         old.discard()
+
+
+def crash_formats() -> dict[str, dict[str, Any]]:
+    """The formats the ``crash`` command kills writers of: PyTorch's, or Keras' when asked."""
+    return KERAS_FORMATS if os.environ.get("JMS_CRASH_FRAMEWORK") == "keras" else FORMATS
 
 
 def _crash_case(
