@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import jupyter_modelsave as jms
-from jupyter_modelsave.core import artifacts
+from jupyter_modelsave.core import hashing
 
 from . import models
 
@@ -69,7 +69,7 @@ def test_a_pickle_bomb_is_refused_and_never_runs(tmp_path, fmt):
     # Given a .pt whose unpickling would create a marker file, with or without a manifest
     marker = tmp_path / "pwned"
     bomb = _bomb(tmp_path / "model.pt", marker)
-    manifest = {"producer": "jupyter_modelsave", "format": fmt, "sha256": artifacts.sha256_of(bomb)}
+    manifest = {"producer": "jupyter_modelsave", "format": fmt, "sha256": hashing.sha256_of(bomb)}
     Path(f"{bomb}.json").write_text(json.dumps(manifest))
     plain = _bomb(tmp_path / "plain.pt", marker)
     for path in (bomb, plain):

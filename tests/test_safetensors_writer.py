@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import jupyter_modelsave as jms
-from jupyter_modelsave.core import artifacts
+from jupyter_modelsave.core import hashing
 from jupyter_modelsave.core.formats import _safetensors_writer as writer
 from jupyter_modelsave.core.formats.safetensors_format import saveable_tensors
 
@@ -123,20 +123,20 @@ def test_single_file_export_hashes_the_bytes_it_wrote(tmp_path):
     # Given a model exported as one safetensors file
     hashes = _export_hashes(tmp_path, max_shard_size="5GB")
     # Then the format reports the sha256 of the file on disk, without reading it back
-    assert hashes == artifacts.file_hashes(tmp_path / "work" / "model.safetensors")
+    assert hashes == hashing.file_hashes(tmp_path / "work" / "model.safetensors")
 
 
 def test_staged_safetensors_pass_the_round_trip(tmp_path):
     staged = jms.stage(models.SmallCNN(), format="safetensors", metadata={"b": 1, "a": "x"})
     assert staged.report.passed, staged.report.diagnosis
-    assert staged.file_hashes == artifacts.file_hashes(staged.path)
+    assert staged.file_hashes == hashing.file_hashes(staged.path)
 
 
 def test_sharded_export_hashes_every_file_it_wrote(tmp_path):
     hashes = _export_hashes(tmp_path, max_shard_size=1000)
     folder = tmp_path / "work" / "artifact.safetensors"
     assert len(hashes) > 2 and "model.safetensors.index.json" in hashes
-    assert hashes == artifacts.file_hashes(folder)
+    assert hashes == hashing.file_hashes(folder)
     state = {}
     for name in json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]:
         state[name] = None

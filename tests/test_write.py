@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import jupyter_modelsave as jms
-from jupyter_modelsave.core import artifacts
+from jupyter_modelsave.core import artifacts, hashing
 
 from . import models
 
@@ -37,7 +37,7 @@ def test_folder_destination_gets_versioned_names_and_manifest(tmp_path, staged):
     assert first.name == f"mlp_v1.0.0_{staged.sha256[:12]}.onnx"
     assert second.name == f"mlp_v1.0.1_{staged.sha256[:12]}.onnx"
     manifest = json.loads((tmp_path / "out" / f"{first.name}.json").read_text())
-    assert manifest["sha256"] == artifacts.sha256_of(first) == staged.sha256
+    assert manifest["sha256"] == hashing.sha256_of(first) == staged.sha256
     assert manifest["size_bytes"] == first.stat().st_size
     assert (manifest["format"], manifest["exporter"], manifest["version"]) == (
         "onnx",
@@ -64,7 +64,7 @@ def test_existing_file_is_not_overwritten_without_consent(tmp_path, staged):
         staged.write(target)
     assert target.read_bytes() == b"precious"
     staged.write(target, overwrite=True)
-    assert artifacts.sha256_of(target) == staged.sha256
+    assert hashing.sha256_of(target) == staged.sha256
 
 
 def test_unwritable_destination_raises_write_error(tmp_path, staged):

@@ -1,4 +1,4 @@
-"""Writing a staged artifact: versioned names, sha256, free-space check, atomic rename, manifest.
+"""Writing a staged artifact: versioned names, free-space check, atomic rename, manifest.
 
 A write links (or, across filesystems, copies) the staged file or folder to a hidden temporary
 name in the destination folder and writes the manifest ``<artifact>.json`` to another, fsyncs
@@ -11,7 +11,6 @@ by a process that died are removed by the next write to that folder.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -23,47 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactExistsError, InvalidOptionError, ModelSaveError, WriteError
+from .hashing import sha256_of, size_of
 
 DEFAULT_VERSION = "1.0.0"
 TMP_MARK = ".jms-tmp-"
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
-_CHUNK = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file; of a folder, sha256 over its ``sha256sum``-style listing (sorted)."""
-    return combined_sha256(path, file_hashes(path))
-
-
-def file_hashes(path: Path) -> dict[str, str]:
-    """sha256 of each file of an artifact, by its path relative to the artifact's folder."""
-    if not path.is_dir():
-        return {path.name: _sha256_file(path)}
-    return {f.relative_to(path).as_posix(): _sha256_file(f) for f in _files(path)}
-
-
-def combined_sha256(path: Path, hashes: dict[str, str]) -> str:
-    """The artifact's sha256 from its files' hashes (see ``sha256_of``)."""
-    if not path.is_dir():
-        return hashes[path.name]
-    listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(hashes.items()))
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def size_of(path: Path) -> int:
-    return sum(f.stat().st_size for f in _files(path)) if path.is_dir() else path.stat().st_size
-
-
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
 def check_version(version: Any) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import artifacts
+from . import hashing
 from ._capture import first_line
 from .errors import (
     IntegrityError,
@@ -131,7 +131,7 @@ def _checked(path: str | Path) -> tuple[Path, ArtifactFormat]:
                 f"Cannot tell the format of {path}: no manifest and an unknown extension."
             )
         return path, fmt
-    actual = artifacts.sha256_of(path)
+    actual = hashing.sha256_of(path)
     if actual != manifest.get("sha256"):
         raise IntegrityError(
             f"{path} does not match its manifest: sha256 {actual[:12]}... was expected to be "

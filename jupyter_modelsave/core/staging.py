@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from . import artifacts
+from . import artifacts, hashing
 from .discovery import last_inputs, recording_paused
 from .errors import InvalidOptionError, ModelSaveError, NotAModelError, ParityError, WriteError
 from .formats import get_format
@@ -78,10 +78,10 @@ class StagedExport:
         ]
         self.output_specs = output_specs
         self.dynamic_axes = job.dynamic_axes
-        self.size_bytes = artifacts.size_of(self.path)
+        self.size_bytes = hashing.size_of(self.path)
         # a format that hashed while writing (safetensors) says so; others are read once here
-        self.file_hashes = exported.file_hashes or artifacts.file_hashes(self.path)
-        self.sha256 = artifacts.combined_sha256(self.path, self.file_hashes)
+        self.file_hashes = exported.file_hashes or hashing.file_hashes(self.path)
+        self.sha256 = hashing.combined_sha256(self.path, self.file_hashes)
         self._extension = fmt.extension
         self._workdir = job.workdir
         self.tolerances = tolerances  # (atol, rtol) of the last parity check

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jupyter_modelsave as jms
-from jupyter_modelsave.core import artifacts
+from jupyter_modelsave.core import artifacts, hashing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ _LOADED: set[str] = set()  # contents already loaded once: the same bytes load t
 def check_whole(artifact: Path, allowed: set[str]) -> str:
     """``artifact`` holds one of the ``allowed`` contents, agrees with its manifest when it has
     one, and loads. Returns "complete" (with manifest) or "unlisted" (artifact only)."""
-    actual = artifacts.sha256_of(artifact)
+    actual = hashing.sha256_of(artifact)
     assert actual in allowed, f"{artifact} is not one whole version (sha256 {actual[:12]})"
     manifest = Path(f"{artifact}.json")
     if actual not in _LOADED:

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 import jupyter_modelsave as jms
-from jupyter_modelsave.core import artifacts
+from jupyter_modelsave.core import artifacts, hashing
 
 from ._destination import check_whole
 from ._writer_child import stage, target_in
@@ -40,7 +40,7 @@ def versions(request):
 def snapshot(folder: Path) -> dict[str, str]:
     """Every entry of the folder, hidden ones included, with a hash of its content."""
     return {
-        name: artifacts.sha256_of(folder / name)
+        name: hashing.sha256_of(folder / name)
         if (folder / name).is_dir()
         else hashlib.sha256((folder / name).read_bytes()).hexdigest()
         for name in sorted(os.listdir(folder))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import jupyter_modelsave as jms
-from jupyter_modelsave.core import _ort, artifacts, discovery, staging, verify
+from jupyter_modelsave.core import _ort, discovery, hashing, staging, verify
 from jupyter_modelsave.core.errors import InvalidOptionError
 from jupyter_modelsave.core.formats import onnx as onnx_format
 from jupyter_modelsave.core.formats import safetensors_format
@@ -139,10 +139,8 @@ def _targets(fmt: str) -> dict[str, tuple[Any, str]]:
         "staging folder": (tempfile, "mkdtemp"),
         "format export": (cls, "export"),
         "format verify": (cls, "verify"),
-        "hashing": (
-            artifacts,
-            "combined_sha256",
-        ),  # file_hashes is skipped by formats that hash while writing
+        # the sha256 step; file_hashes is skipped by formats that hash while writing
+        "hashing": (hashing, "combined_sha256"),
     }
     if fmt in GRAPH:
         steps |= {

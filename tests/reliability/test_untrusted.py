@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import jupyter_modelsave as jms
-from jupyter_modelsave.core import artifacts
+from jupyter_modelsave.core import hashing
 from jupyter_modelsave.core.transfer import encode
 
 from .. import models
@@ -70,7 +70,7 @@ def written(tmp_path_factory) -> dict[str, Path]:
 
 def _with_manifest(path: Path, fmt: str) -> Path:
     """An attacker's manifest for ``path``: the right sha256, so only the content can be judged."""
-    manifest = {"producer": "jupyter_modelsave", "format": fmt, "sha256": artifacts.sha256_of(path)}
+    manifest = {"producer": "jupyter_modelsave", "format": fmt, "sha256": hashing.sha256_of(path)}
     Path(f"{path}.json").write_text(json.dumps(manifest))
     return path
 
@@ -241,7 +241,7 @@ def test_an_artifact_that_does_not_match_its_manifest_is_refused(case, written, 
 )
 def test_a_damaged_or_foreign_manifest_is_an_integrity_error(manifest, written, tmp_path):
     copy = _copy(written["state_dict"], tmp_path / "model.pt")
-    Path(f"{copy}.json").write_text(manifest(artifacts.sha256_of(copy)))
+    Path(f"{copy}.json").write_text(manifest(hashing.sha256_of(copy)))
     with pytest.raises(jms.IntegrityError):
         jms.load(copy)
 

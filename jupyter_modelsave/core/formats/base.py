@@ -44,7 +44,7 @@ class Exported:
     opset: int | None = None
     warnings: list[str] = field(default_factory=list)
     # sha256 of each file by its path relative to the artifact's folder (as
-    # ``artifacts.file_hashes`` gives them), when the format hashed the bytes while writing them
+    # ``hashing.file_hashes`` gives them), when the format hashed the bytes while writing them
     file_hashes: dict[str, str] | None = None
 
 
