@@ -11,7 +11,10 @@ The server handles files only; the model lives in the kernel (``kernel.py``). Ro
 - ``download/<path>``: a written artifact below the server's root.
 
 Files are streamed by tornado's ``StaticFileHandler`` (chunks, ``Content-Length``, ``Range`` ->
-206) with ``Content-Disposition`` and ``X-Content-SHA256`` added. Every verb is
+206) with ``Content-Disposition`` and ``X-Content-SHA256`` added. A folder artifact (ONNX with
+external data, sharded safetensors, a SavedModel) is streamed as one uncompressed zip,
+``<folder>.zip``, built while it is sent (no copy on disk, no ``Range``, no sha256 header: the
+manifest's sha256 covers the folder's files); any other folder is refused. Every verb is
 ``@tornado.web.authenticated`` (``scripts/check_auth.py`` fails the test command otherwise) and
 answers 403 without credentials (no redirect to the login page, pages included); every error is
 JSON (``http_error`` maps them); paths are resolved (symlinks too) and refused when they leave
@@ -25,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zipfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -89,10 +93,14 @@ class ModelSave(Configurable):
         name = index.get(which)
         if not isinstance(name, str):
             raise FileNotFoundError(f"This staged export has no {which} file.")
-        return inside(folder, name)
+        return inside(folder, name, folders=which == "artifact")
 
     def root_file(self, relative: str) -> Path:
-        return inside(Path(self.root_dir), relative)
+        """A written artifact below the root: a file, or a folder with its manifest beside it."""
+        path = inside(Path(self.root_dir), relative, folders=True)
+        if path.is_dir() and not is_folder_artifact(path):
+            raise _not_an_artifact(relative)
+        return path
 
     def sha256(self, path: Path) -> str:
         stat = path.stat()
@@ -103,8 +111,10 @@ class OutsideError(PermissionError):
     """A path that leaves the folder it must stay in."""
 
 
-def inside(folder: Path, relative: str) -> Path:
+def inside(folder: Path, relative: str, *, folders: bool = False) -> Path:
     """``folder/relative`` with symlinks resolved; refuses absolute paths, ``..`` and escapes.
+
+    A folder is refused unless ``folders``.
 
     NUL bytes and backslashes are refused too, so a path means the same on every OS.
     """
@@ -121,12 +131,51 @@ def inside(folder: Path, relative: str) -> Path:
         raise OutsideError(f"{relative!r} points outside the served folder.")
     if not path.exists():
         raise FileNotFoundError(f"{relative!r} does not exist.")
-    if path.is_dir():
-        raise IsADirectoryError(
-            f"{relative!r} is a folder (an ONNX model with external data); download its files "
-            "from the file browser."
-        )
+    if path.is_dir() and not folders:
+        raise _not_an_artifact(relative)
     return path
+
+
+def _not_an_artifact(relative: str) -> IsADirectoryError:
+    return IsADirectoryError(
+        f"{relative!r} is a folder, not an artifact written by jupyter_modelsave; download its "
+        "files from the file browser."
+    )
+
+
+def is_folder_artifact(path: Path) -> bool:
+    """A written folder artifact has its manifest ``<folder>.json`` beside it."""
+    return path.is_dir() and Path(f"{path}.json").is_file()
+
+
+def zip_members(folder: Path) -> list[tuple[str, Path]]:
+    """The regular files below ``folder`` as (name in the zip, path), sorted; any symlink or
+    special file in it refuses the whole folder."""
+    members = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink() or not (path.is_dir() or path.is_file()):
+            raise OutsideError(f"{path.name!r} in {folder.name!r} is a link or a special file.")
+        if path.is_file():
+            members.append((path.relative_to(folder).as_posix(), path))
+    return members
+
+
+class _Chunks:
+    """A write-only stream that keeps what ``zipfile`` writes until the handler sends it."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
 
 
 @cache
@@ -204,8 +253,33 @@ class _FileHandler(APIHandler, web.StaticFileHandler):
             self.file = self.resolve(*args)
         except (OSError, ModelSaveError) as err:
             raise http_error(err) from None
+        if self.file.is_dir():
+            await self._send_zip(self.file, include_body)
+            return
         self.root = str(self.file.parent)
         await web.StaticFileHandler.get(self, self.file.name, include_body=include_body)
+
+    async def _send_zip(self, folder: Path, include_body: bool) -> None:
+        """Stream ``folder`` as an uncompressed zip, one chunk of a file at a time."""
+        try:
+            members = zip_members(folder)
+        except OSError as err:
+            raise http_error(err) from None
+        self.set_header("Content-Type", "application/zip")
+        self.set_attachment_header(f"{folder.name}.zip")
+        self.set_header("Cache-Control", "no-cache")
+        if not include_body:
+            self.finish()
+            return
+        sink = _Chunks()
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, path in members:
+                with open(path, "rb") as source, archive.open(name, "w", force_zip64=True) as out:
+                    while block := source.read(1 << 20):
+                        out.write(block)
+                        self.write(sink.take())
+                        await self.flush()
+        self.finish(sink.take())
 
     def set_extra_headers(self, path: str) -> None:
         assert self.file is not None

@@ -57,9 +57,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
       },
       downloadStaged: staged =>
-        saveToComputer(stagedUrl(staged.id, 'artifact'), staged.file),
-      downloadWritten: path =>
-        saveToComputer(downloadUrl(path), path.split('/').pop() ?? path)
+        saveToComputer(stagedUrl(staged.id, 'artifact')),
+      downloadWritten: path => saveToComputer(downloadUrl(path))
     };
     // Show a written artifact in the file browser at once, not at its next poll.
     model.written.connect(() => void fileBrowser?.model.refresh());

@@ -26,11 +26,14 @@ export function netronUrl(modelUrl: string, identifier: string): string {
   return apiUrl('netron/') + query;
 }
 
-/** Let the browser save `url` (a same-origin URL; the login cookie goes with it). */
-export function saveToComputer(url: string, fileName: string): void {
+/**
+ * Let the browser save `url` (a same-origin URL; the login cookie goes with it)
+ * under the name the server gives (a folder artifact comes as `<name>.zip`).
+ */
+export function saveToComputer(url: string): void {
   const link = document.createElement('a');
   link.href = url;
-  link.download = fileName;
+  link.download = '';
   link.rel = 'noopener';
   document.body.appendChild(link);
   link.click();

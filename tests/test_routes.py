@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -166,11 +168,64 @@ async def test_a_staged_index_cannot_point_outside_its_folder(jp_fetch, staged):
     assert err.value.code == 403
 
 
-async def test_a_folder_cannot_be_downloaded(jp_fetch, written):
+async def test_a_folder_that_is_not_an_artifact_cannot_be_downloaded(jp_fetch, written):
     with pytest.raises(HTTPClientError) as err:
         await jp_fetch("modelsave", "download", "exports")
     assert err.value.code == 400
     assert "folder" in json.loads(err.value.response.body)["message"]
+
+
+FOLDER_FILES = {"model.onnx": PAYLOAD[:999], "model.onnx.data": PAYLOAD, "sub/extra.bin": b""}
+
+
+def _fill(folder: Path) -> Path:
+    for name, data in FOLDER_FILES.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def _unzipped(body: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert archive.testzip() is None  # every member's CRC checks out
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+async def test_a_written_folder_artifact_downloads_as_one_zip(jp_fetch, jp_root_dir):
+    # Given a folder artifact (ONNX with external data) written with its manifest
+    artifact = _fill(jp_root_dir / "exports" / "big_v1.0.0_abc.onnx")
+    Path(f"{artifact}.json").write_text("{}")
+    # When it is downloaded
+    response = await jp_fetch("modelsave", "download", "exports", artifact.name)
+    # Then it arrives as one zip holding exactly its files
+    assert response.headers["Content-Type"] == "application/zip"
+    assert response.headers["Content-Disposition"].endswith("big_v1.0.0_abc.onnx.zip")
+    assert _unzipped(response.body) == FOLDER_FILES
+
+
+async def test_a_staged_folder_artifact_downloads_as_one_zip(jp_fetch, staging_dir):
+    # Given a staged folder artifact, published as the kernel side does
+    folder = staging_dir / STAGING_ID
+    _fill(folder / "big.onnx")
+    (folder / "index.json").write_text(json.dumps({"artifact": "big.onnx", "graph": None}))
+    # When it is downloaded
+    response = await jp_fetch("modelsave", "staged", STAGING_ID, "artifact")
+    # Then it is one zip of its files
+    assert _unzipped(response.body) == FOLDER_FILES
+
+
+async def test_a_folder_artifact_holding_a_link_is_refused(jp_fetch, jp_root_dir, tmp_path):
+    # Given a folder artifact in which a file is a symlink to a file outside the root
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    artifact = _fill(jp_root_dir / "exports" / "big_v1.0.0_abc.onnx")
+    Path(f"{artifact}.json").write_text("{}")
+    (artifact / "leak.bin").symlink_to(secret)
+    # When it is downloaded, Then nothing is sent
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch("modelsave", "download", "exports", artifact.name)
+    assert err.value.code == 403
+    assert b"secret" not in (err.value.response.body or b"")
 
 
 async def test_netron_page_is_patched(jp_fetch, jp_base_url):

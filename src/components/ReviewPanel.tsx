@@ -119,18 +119,20 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
             {trans.__('Graph')}
           </button>
         )}
-        {!staged.folder_artifact && (
-          <button
-            type="button"
-            className="jp-Button jp-mod-styled"
-            onClick={props.onDownload}
-            title={trans.__(
-              'Save to this computer; check it against the sha256 above.'
-            )}
-          >
-            {trans.__('Download')}
-          </button>
-        )}
+        <button
+          type="button"
+          className="jp-Button jp-mod-styled"
+          onClick={props.onDownload}
+          title={
+            staged.folder_artifact
+              ? trans.__('Save to this computer as one zip of its files.')
+              : trans.__(
+                  'Save to this computer; check it against the sha256 above.'
+                )
+          }
+        >
+          {trans.__('Download')}
+        </button>
       </div>
 
       <fieldset className="jp-ModelSave-destination" disabled={!!written}>

@@ -53,7 +53,10 @@ test.describe('Model Save sidebar: Keras', () => {
     await model(sidebar, 'mlp').click();
     expect(await formatChoices(form)).toContain('safetensors');
     await model(sidebar, 'kcnn').click();
-    await expect(model(sidebar, 'kcnn')).toHaveAttribute('aria-pressed', 'true');
+    await expect(model(sidebar, 'kcnn')).toHaveAttribute(
+      'aria-pressed',
+      'true'
+    );
     expect(await formatChoices(form)).toEqual([
       'onnx',
       'savedmodel',
@@ -77,8 +80,17 @@ test.describe('Model Save sidebar: Keras', () => {
     );
     await snapshot(page, testInfo, 'keras-2-review');
 
+    // The staged SavedModel (a folder) downloads as one zip.
+    const staged = page.waitForEvent('download');
+    await review.getByRole('button', { name: 'Download', exact: true }).click();
+    const stagedZip = await staged;
+    expect(stagedZip.suggestedFilename()).toBe('kcnn.savedmodel.zip');
+    expect(await stagedZip.failure()).toBeNull();
+
     await review.getByRole('button', { name: 'Write' }).click();
-    const written = review.getByRole('status').filter({ hasText: 'Written to' });
+    const written = review
+      .getByRole('status')
+      .filter({ hasText: 'Written to' });
     await expect(written).toContainText(
       new RegExp(`${tmpPath}/exports/kcnn_v1\\.0\\.0_[0-9a-f]{12}\\.savedmodel`)
     );
@@ -86,6 +98,15 @@ test.describe('Model Save sidebar: Keras', () => {
     expect(await page.contents.directoryExists(relative)).toBe(true);
     expect(await page.contents.fileExists(`${relative}.json`)).toBe(true);
     await snapshot(page, testInfo, 'keras-3-written');
+
+    // So does the written one, under its versioned name.
+    const download = page.waitForEvent('download');
+    await written.getByRole('button', { name: 'Download file' }).click();
+    const writtenZip = await download;
+    expect(writtenZip.suggestedFilename()).toBe(
+      `${relative.split('/').pop()}.zip`
+    );
+    expect(await writtenZip.failure()).toBeNull();
     await review.getByRole('button', { name: 'Done' }).click();
   });
 });
