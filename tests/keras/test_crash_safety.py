@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 
-from ..reliability._destination import check_destination, run_child
+from ..reliability._destination import check_killed_writes, run_child
 from ..reliability._writer_child import (
     FOLDER_FORMATS,
     FOLDER_SCENARIOS,
@@ -55,15 +55,7 @@ def test_every_keras_format_was_killed_mid_write(crashes):
 @pytest.mark.parametrize("fmt", list(KERAS_FORMATS))
 def test_a_killed_keras_write_leaves_the_destination_absent_or_whole(crashes, fmt):
     # Given writers of this Keras format killed at sampled points of a write
-    states = defaultdict(set)
-    for r in crashes[fmt]:
-        fresh = r["scenario"] == "fresh"
-        # Then a new name is absent or whole (it loads); an overwritten path holds a whole version
-        state = check_destination(
-            Path(r["folder"]),
-            {r["new_sha"]} if fresh else {r["new_sha"], r["old_sha"]},
-            must_exist=Path(r["target"]) if r["scenario"] == "overwrite" else None,
-        )
-        states[r["scenario"], r["mode"]].add(state)
+    # Then a new name is absent or whole (it loads); an overwritten path holds a whole version
+    states = check_killed_writes(crashes[fmt])
     for mode in MODES:  # the sample reached both ends of the write
         assert {"absent", "complete"} <= states["fresh", mode], states

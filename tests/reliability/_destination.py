@@ -74,3 +74,19 @@ def check_destination(folder: Path, allowed: set[str], must_exist: Path | None =
 
 def shas(record: dict[str, Any]) -> set[str]:
     return {record["new_sha"], record["old_sha"]}
+
+
+def check_killed_writes(records: list[dict]) -> dict[tuple[str, str], set[str]]:
+    """Check each killed writer's folder (``check_destination``): a new name is absent or whole,
+    an overwritten path holds the old or the new version. Returns the states seen per
+    (scenario, copy mode)."""
+    states: dict[tuple[str, str], set[str]] = {}
+    for r in records:
+        fresh = r["scenario"] == "fresh"
+        state = check_destination(
+            Path(r["folder"]),
+            {r["new_sha"]} if fresh else {r["new_sha"], r["old_sha"]},
+            must_exist=Path(r["target"]) if r["scenario"] == "overwrite" else None,
+        )
+        states.setdefault((r["scenario"], r["mode"]), set()).add(state)
+    return states

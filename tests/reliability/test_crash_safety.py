@@ -24,7 +24,14 @@ import torch
 
 import jupyter_modelsave as jms
 
-from ._destination import check_destination, check_whole, run_child, temporaries, visible
+from ._destination import (
+    check_destination,
+    check_killed_writes,
+    check_whole,
+    run_child,
+    temporaries,
+    visible,
+)
 from ._writer_child import FOLDER_FORMATS, FOLDER_SCENARIOS, FORMATS, MODES, SCENARIOS
 
 SEED = 20261123
@@ -79,16 +86,8 @@ def test_every_format_copy_mode_and_scenario_was_killed_mid_write(crashes):
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_a_killed_write_leaves_the_destination_absent_or_whole(crashes, fmt):
     # Given writers of this format killed at sampled points of a write
-    states = defaultdict(set)
-    for r in crashes[fmt]:
-        fresh = r["scenario"] == "fresh"
-        # Then a new name is absent or whole; an overwritten path is the old or the new version
-        state = check_destination(
-            Path(r["folder"]),
-            {r["new_sha"]} if fresh else {r["new_sha"], r["old_sha"]},
-            must_exist=Path(r["target"]) if r["scenario"] == "overwrite" else None,
-        )
-        states[r["scenario"], r["mode"]].add(state)
+    # Then a new name is absent or whole; an overwritten path is the old or the new version
+    states = check_killed_writes(crashes[fmt])
     for mode in MODES:  # the sample reached both ends of the write
         assert {"absent", "complete"} <= states["fresh", mode], states
 
