@@ -25,7 +25,6 @@ the exports of kernels that are gone (``_paths.remove_stale``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import zipfile
@@ -51,6 +50,7 @@ from ._paths import (
     remove_stale,
 )
 from .core.errors import IntegrityError, InvalidOptionError, ModelSaveError
+from .core.hashing import sha256_file
 
 NAMESPACE = "modelsave"
 SETTINGS_KEY = "jupyter_modelsave"
@@ -181,11 +181,7 @@ class _Chunks:
 @cache
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     """sha256 of a file, cached per (path, size, mtime) so a resumed download does not re-hash."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(Path(path))
 
 
 def http_error(err: Exception) -> web.HTTPError:

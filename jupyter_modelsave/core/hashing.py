@@ -19,8 +19,8 @@ def sha256_of(path: Path) -> str:
 def file_hashes(path: Path) -> dict[str, str]:
     """sha256 of each file of an artifact, by its path relative to the artifact's folder."""
     if not path.is_dir():
-        return {path.name: _sha256_file(path)}
-    return {f.relative_to(path).as_posix(): _sha256_file(f) for f in artifact_files(path)}
+        return {path.name: sha256_file(path)}
+    return {f.relative_to(path).as_posix(): sha256_file(f) for f in artifact_files(path)}
 
 
 def combined_sha256(path: Path, hashes: dict[str, str]) -> str:
@@ -31,7 +31,8 @@ def combined_sha256(path: Path, hashes: dict[str, str]) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 of one file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
