@@ -1,16 +1,27 @@
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
 
 @pytest.fixture
-def jp_server_config(jp_server_config):
+def staging_dir(tmp_path: Path) -> Path:
+    """The test server's staging folder (its own, so the server's stale sweep stays in it)."""
+    folder = tmp_path / "staging"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config, staging_dir):
     return {
         "ServerApp": {
             "jpserver_extensions": {"jupyter_modelsave": True},
             # test against a server that requires authentication on every endpoint
             "allow_unauthenticated_access": False,
-        }
+        },
+        "ModelSave": {"staging_dir": str(staging_dir)},
     }
 
 

@@ -17,18 +17,6 @@ PAYLOAD = bytes(range(256)) * 40  # 10 KiB with distinct neighbouring bytes
 
 
 @pytest.fixture
-def staging_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "staging"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def jp_server_config(jp_server_config, staging_dir):
-    return {**jp_server_config, "ModelSave": {"staging_dir": str(staging_dir)}}
-
-
-@pytest.fixture
 def staged(staging_dir: Path) -> Path:
     """A staged export as the kernel side publishes it."""
     folder = staging_dir / STAGING_ID

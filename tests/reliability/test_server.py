@@ -79,18 +79,6 @@ def sample(pattern: str) -> str:
 
 
 @pytest.fixture
-def staging_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "staging"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def jp_server_config(jp_server_config, staging_dir):
-    return {**jp_server_config, "ModelSave": {"staging_dir": str(staging_dir)}}
-
-
-@pytest.fixture
 def secret(jp_root_dir: Path) -> Path:
     """A file next to (not inside) the server's root and the staging folder."""
     path = jp_root_dir.parent / "secret.txt"
