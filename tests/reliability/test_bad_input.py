@@ -16,7 +16,6 @@ import contextlib
 import io
 import os
 import shlex
-import signal
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from IPython.core.interactiveshell import InteractiveShell
 import jupyter_modelsave as jms
 
 from .. import models
+from ._guards import no_hang
 
 MODEL = models.mlp()
 X = torch.randn(2, 8)
@@ -61,23 +61,9 @@ FORMATS = ["onnx", "torchscript", "torch_export", "safetensors", "state_dict", "
 CHEAP = {"onnx": {"exporter": "torchscript"}}  # the dynamo exporter is covered elsewhere
 
 
-@contextlib.contextmanager
-def _no_hang(seconds: int = GUARD_S) -> Iterator[None]:
-    def hang(*_: Any) -> None:
-        raise TimeoutError(f"no answer after {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _attempt(call: Callable[[], Any]) -> Any:
     """``call()``: a result, or None after a ModelSaveError; anything else fails the test."""
-    with _no_hang():
+    with no_hang(GUARD_S):
         try:
             result = call()
         except jms.ModelSaveError as err:
@@ -176,7 +162,7 @@ def test_any_example_input_into_any_format_is_staged_or_refused(example, fmt):
     fmt=st.sampled_from(FORMATS),
 )
 def test_anything_but_a_model_is_refused(model, fmt):
-    with _no_hang(), pytest.raises(jms.NotAModelError):
+    with no_hang(GUARD_S), pytest.raises(jms.NotAModelError):
         jms.stage(model, X, format=fmt)
 
 
@@ -433,7 +419,7 @@ def magic_lines(draw: Any) -> str:
 @example(line="net 'a\x00b/' --format state_dict")
 @example(line="net out/ --format torchscript --input x --dynamic input:99999999999999999999=b")
 def test_any_modelsave_line_gives_a_usage_message_or_a_one_line_error(shell, line):
-    with _sandbox() as root, _no_hang(), contextlib.redirect_stdout(io.StringIO()):
+    with _sandbox() as root, no_hang(GUARD_S), contextlib.redirect_stdout(io.StringIO()):
         try:
             shell.run_line_magic("modelsave", line)
         except UsageError as err:

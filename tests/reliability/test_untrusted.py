@@ -16,7 +16,6 @@ import io
 import json
 import os
 import pickle
-import signal
 import struct
 import tracemalloc
 import zipfile
@@ -32,6 +31,7 @@ from jupyter_modelsave.core import hashing
 from jupyter_modelsave.core.transfer import encode
 
 from .. import models
+from ._guards import no_hang
 
 REFUSED = (jms.UnsafeArtifactError, jms.IntegrityError)
 MB = 2**20
@@ -355,20 +355,6 @@ def outside(tmp_path) -> Path:
     return _safetensors(tmp_path / "secret.safetensors", {"s": _tensor("F32", [1], 0, 4)}, b"1234")
 
 
-@contextlib.contextmanager
-def _no_hang(seconds: int = 20) -> Iterator[None]:
-    def fail(*_: Any) -> None:
-        raise TimeoutError(f"still loading after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.mark.parametrize(
     "name",
     ["../secret.safetensors", "{outside}", "/dev/zero", "sub/../../secret.safetensors", "", ".."],
@@ -385,7 +371,7 @@ def test_a_shard_index_cannot_reach_outside_its_folder(name, manifest, outside, 
     if manifest:
         _with_manifest(folder, "safetensors")
     # When it is loaded, then it is refused without reading the other file
-    with _no_hang(), pytest.raises(jms.IntegrityError, match="not a file in the artifact"):
+    with no_hang(20), pytest.raises(jms.IntegrityError, match="not a file in the artifact"):
         jms.load(folder)
 
 
@@ -399,7 +385,7 @@ def test_a_shard_symlinked_outside_the_folder_is_refused(outside, tmp_path):
 def test_a_fifo_is_refused_instead_of_blocking_the_kernel(tmp_path):
     fifo = tmp_path / "model.safetensors"
     os.mkfifo(fifo)
-    with _no_hang(), pytest.raises(jms.InvalidOptionError, match="not a file or a folder"):
+    with no_hang(20), pytest.raises(jms.InvalidOptionError, match="not a file or a folder"):
         jms.load(fifo)
 
 
