@@ -165,7 +165,7 @@ export function ExportForm({
     }));
   const [low, high] = options.opsets[state.exporter] ?? [0, 0];
   const dtype = model.dtype.split(',')[0];
-  const [atol, rtol] = options.tolerances[dtype] ??
+  const tolerances = options.tolerances[dtype] ??
     options.tolerances.float32 ?? [1e-4, 1e-3];
   const onnx = state.format === 'onnx';
   const torch = isTorch(model);
@@ -345,30 +345,25 @@ export function ExportForm({
       </fieldset>
 
       <div className="jp-ModelSave-row">
-        <Field id={id('atol')} label={trans.__('atol')} error={errors.atol}>
-          <input
-            id={id('atol')}
-            type="text"
-            inputMode="decimal"
-            className="jp-mod-styled"
-            placeholder={String(atol)}
-            value={state.atol}
-            aria-invalid={!!errors.atol}
-            onChange={e => update({ atol: e.target.value })}
-          />
-        </Field>
-        <Field id={id('rtol')} label={trans.__('rtol')} error={errors.rtol}>
-          <input
-            id={id('rtol')}
-            type="text"
-            inputMode="decimal"
-            className="jp-mod-styled"
-            placeholder={String(rtol)}
-            value={state.rtol}
-            aria-invalid={!!errors.rtol}
-            onChange={e => update({ rtol: e.target.value })}
-          />
-        </Field>
+        {(
+          [
+            ['atol', trans.__('atol')],
+            ['rtol', trans.__('rtol')]
+          ] as const
+        ).map(([key, label], i) => (
+          <Field key={key} id={id(key)} label={label} error={errors[key]}>
+            <input
+              id={id(key)}
+              type="text"
+              inputMode="decimal"
+              className="jp-mod-styled"
+              placeholder={String(tolerances[i])}
+              value={state[key]}
+              aria-invalid={!!errors[key]}
+              onChange={e => update({ [key]: e.target.value })}
+            />
+          </Field>
+        ))}
       </div>
       <small className="jp-ModelSave-hint">
         {trans.__('Tolerances of the parity check; empty: by dtype.')}
