@@ -228,7 +228,7 @@ def stage(
                            metadata=metadata, device=device, exporter=exporter,
                            name=name if name is not None else _guess_name(model),
                            external_data=external_data, progress=progress, **format_options)  # fmt: skip
-    progress = _check_progress(progress)
+    progress = check_progress(progress)
     progress("prepare", 0.0)
     model = _check_model(model)
     fmt = get_format(format, "torch")
@@ -262,8 +262,7 @@ def stage(
     renamed.names = in_names
     axes = check_dynamic_axes(dynamic_axes, renamed, out_names)
 
-    workdir = Path(tempfile.mkdtemp(prefix="jms-stage-"))
-    try:  # from here on, any failure (KeyboardInterrupt included) removes the work folder
+    def build(workdir: Path) -> StagedExport:
         job = ExportJob(model, example, in_names, out_names, axes, opset, exporter, meta, workdir,
                         external_data, fmt_options)  # fmt: skip
         progress("export", 0.1)
@@ -277,7 +276,17 @@ def stage(
         if example_inputs is None and example.names:
             warnings.insert(0, "example inputs: the last recorded forward call's inputs")
         specs = [TensorSpec.of(n, t) for n, t in zip(out_names, live_tensors)]
-        staged = StagedExport(fmt, exported, job, report, name, warnings, specs, (atol, rtol))
+        return StagedExport(fmt, exported, job, report, name, warnings, specs, (atol, rtol))
+
+    return in_work_folder(build, progress)
+
+
+def in_work_folder(build: Callable[[Path], StagedExport], progress: Progress) -> StagedExport:
+    """``build`` a staged export in a new private work folder. Any failure, KeyboardInterrupt and
+    a progress callback failing at "done" included, removes the folder."""
+    workdir = Path(tempfile.mkdtemp(prefix="jms-stage-"))
+    try:
+        staged = build(workdir)
         progress("done", 1.0)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -300,7 +309,8 @@ def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: st
         staged.discard()
 
 
-def _check_progress(progress: Any) -> Progress:
+def check_progress(progress: Any) -> Progress:
+    """``progress`` as given (a callable), or ``no_progress`` for None."""
     if progress is None:
         return no_progress
     if not callable(progress):

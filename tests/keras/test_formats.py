@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import zipfile
 
 import numpy as np
@@ -222,3 +223,27 @@ def test_load_into_a_different_keras_model_is_refused_and_changes_nothing(tmp_pa
     with pytest.raises(jms.StateDictMismatchError, match="do not fit"):
         jms.load_into(other, path)
     assert all(np.array_equal(a, b) for a, b in zip(before, other.get_weights()))
+
+
+def _fail_at_done(step: str, fraction: float) -> None:
+    if step == "done":
+        raise RuntimeError("progress callback failed")
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"bogus": 1}, jms.InvalidOptionError),  # a format option checked before any folder
+        ({"progress": _fail_at_done}, RuntimeError),  # the callback failing at the very end
+        ({"progress": "not callable"}, jms.InvalidOptionError),
+    ],
+)
+def test_a_failed_keras_stage_leaves_no_work_folder(tmp_path, monkeypatch, cnn, options, error):
+    # Given a private temporary folder
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model, x = cnn
+    # When a stage fails on a bad option or in its progress callback
+    with pytest.raises(error):
+        jms.stage(model, x, format="keras", **options)
+    # Then no work folder is left behind
+    assert list(tmp_path.iterdir()) == []

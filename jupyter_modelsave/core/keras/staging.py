@@ -7,8 +7,6 @@ also records the framework and the Keras/TensorFlow versions. PyTorch-only optio
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,8 @@ from ..options import (
     check_tolerance,
     default_tolerances,
 )
-from ..staging import StagedExport
-from ..verify import Progress, no_progress
+from ..staging import StagedExport, check_progress, in_work_folder
+from ..verify import Progress
 from . import _tf
 from .base import versions
 from .job import KerasJob, Layout, flatten_outputs, normalize_example
@@ -53,7 +51,7 @@ def stage_keras(model: Any, example_inputs: Any = None, *, framework: str, forma
                 external_data: bool | None = None, progress: Progress | None = None,
                 **format_options: Any) -> KerasStagedExport:  # fmt: skip
     """``jms.stage`` for a Keras model or ``tf.Module`` (see ``core.staging.stage``)."""
-    progress = progress or no_progress
+    progress = check_progress(progress)
     progress("prepare", 0.0)
     fmt = get_format(format, framework)
     if fmt.name in _tf.TF_ONLY_FORMATS:
@@ -78,10 +76,11 @@ def stage_keras(model: Any, example_inputs: Any = None, *, framework: str, forma
     in_names = check_names("input_names", input_names, len(example.names)) or example.names
     example.names = in_names
 
-    workdir = Path(tempfile.mkdtemp(prefix="jms-stage-"))
-    job = KerasJob(model, framework, example, layout, in_names, [], {}, opset, meta, workdir,
-                   format_options=fmt.check_options(format_options))  # fmt: skip
-    try:
+    fmt_options = fmt.check_options(format_options)
+
+    def build(workdir: Path) -> KerasStagedExport:
+        job = KerasJob(model, framework, example, layout, in_names, [], {}, opset, meta, workdir,
+                       format_options=fmt_options)  # fmt: skip
         live_names, live = _live_outputs(job) if runs else ([], [])
         job.output_names = check_names("output_names", output_names, len(live_names)) or live_names
         job.dynamic_axes = check_dynamic_axes(dynamic_axes, example, job.output_names)
@@ -99,11 +98,9 @@ def stage_keras(model: Any, example_inputs: Any = None, *, framework: str, forma
                  for n, a in zip(job.output_names, live)]  # fmt: skip
         staged = KerasStagedExport(fmt, exported, job, report, name, warnings, specs, (atol, rtol))
         staged.framework = framework
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    progress("done", 1.0)
-    return staged
+        return staged
+
+    return in_work_folder(build, progress)
 
 
 def _live_outputs(job: KerasJob) -> tuple[list[str], list[Any]]:
