@@ -202,28 +202,46 @@ def service(handler: JupyterHandler) -> ModelSave:
     return handler.settings[SETTINGS_KEY]
 
 
-class _NoLoginRedirect:
-    """Answer 403, not a redirect to the login page, when a page is asked for without credentials.
+class CredentialsRequired:
+    """Refuse every request without credentials with 403, whatever its verb.
 
-    The Netron pages load inside the sidebar's iframe, where a login page is of no use; and every
-    route of this extension then refuses anonymous requests the same way.
+    Jupyter checks credentials only in the verbs decorated ``@authenticated`` unless
+    ``allow_unauthenticated_access`` is False; a verb a handler does not implement would answer
+    405 and ``OPTIONS`` (CORS preflight) 200. ``prepare`` runs before any verb, so here every verb
+    of every route answers 403 without credentials, on any server setting. ``OPTIONS`` with
+    credentials behaves as Jupyter's: these routes are same-origin only, so no preflight is
+    needed. Pages answer 403 too, not a redirect to the login page: the Netron pages load inside
+    the sidebar's iframe, where a login page is of no use.
     """
+
+    async def prepare(self) -> None:
+        await super().prepare()  # type: ignore[misc]
+        if not self.current_user:  # type: ignore[attr-defined]
+            raise web.HTTPError(403)
 
     def get_login_url(self) -> str:
         if not self.current_user:  # type: ignore[attr-defined]
             raise web.HTTPError(403)
         return super().get_login_url()  # type: ignore[misc]
 
+    @tornado.web.authenticated
+    def options(self, *args: str) -> Any:
+        return super().options(*args)  # type: ignore[misc]
 
-class HealthHandler(APIHandler):
+
+class HealthHandler(CredentialsRequired, APIHandler):
     """``GET /modelsave/health``: the package version, so the sidebar can check the server side."""
 
     @tornado.web.authenticated
     def get(self) -> None:
         self.finish(json.dumps({"status": "ok", "version": __version__}))
 
+    @tornado.web.authenticated
+    def head(self) -> None:
+        self.get()  # tornado sends the headers only
 
-class ConfigHandler(APIHandler):
+
+class ConfigHandler(CredentialsRequired, APIHandler):
     """``GET /modelsave/config``: the folders the sidebar passes to the kernel side."""
 
     @tornado.web.authenticated
@@ -231,8 +249,12 @@ class ConfigHandler(APIHandler):
         state = service(self)
         self.finish(json.dumps({"staging_dir": state.staging_dir, "root_dir": state.root_dir}))
 
+    @tornado.web.authenticated
+    def head(self) -> None:
+        self.get()
 
-class _FileHandler(APIHandler, web.StaticFileHandler):
+
+class _FileHandler(CredentialsRequired, APIHandler, web.StaticFileHandler):
     """Streams one resolved file with Range support, a sha256 header and JSON errors."""
 
     disposition = "attachment"
@@ -352,7 +374,7 @@ def netron_index() -> str:
     return re.sub(r'<meta name="date" content="[^"]*">\s*', "", html)
 
 
-class NetronPageHandler(_NoLoginRedirect, JupyterHandler):
+class NetronPageHandler(CredentialsRequired, JupyterHandler):
     """``GET /modelsave/netron/``: the patched viewer page (a same-origin page, so cookies work)."""
 
     @tornado.web.authenticated
@@ -363,8 +385,12 @@ class NetronPageHandler(_NoLoginRedirect, JupyterHandler):
         self.set_header("Cache-Control", "no-cache")
         self.finish(netron_index())
 
+    @tornado.web.authenticated
+    def head(self) -> None:
+        self.get()
 
-class NetronAssetHandler(_NoLoginRedirect, JupyterHandler, web.StaticFileHandler):
+
+class NetronAssetHandler(CredentialsRequired, JupyterHandler, web.StaticFileHandler):
     """``GET /modelsave/netron/<asset>``: the viewer's scripts, styles and metadata (no ``.py``)."""
 
     @tornado.web.authenticated

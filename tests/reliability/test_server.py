@@ -30,6 +30,7 @@ PAYLOAD = b"MODEL-BYTES-" * 100
 SECRET = b"TOP-SECRET-CONTENT"
 READ_VERBS = ("GET", "HEAD")
 WRITE_VERBS = ("POST", "PUT", "DELETE", "PATCH")
+ALL_VERBS = (*READ_VERBS, *WRITE_VERBS, "OPTIONS")  # every verb tornado routes to a handler
 XSRF = "2f3c4b86aa0011"  # any value: tornado compares the _xsrf cookie with the header
 
 
@@ -162,29 +163,35 @@ async def test_an_authenticated_request_is_served(
         http_server_client, jp_base_url, sample(pattern), headers=jp_auth_header
     )
     assert response.code == 200, response.body
+    # And HEAD answers the same headers without the body
+    head = await request(
+        http_server_client, jp_base_url, sample(pattern), "HEAD", headers=jp_auth_header
+    )
+    assert (head.code, head.body) == (200, b"")
+    assert head.headers.get("Content-Type") == response.headers.get("Content-Type")
 
 
+@pytest.mark.parametrize("allow_unauthenticated_access", [False, True], ids=["strict", "default"])
 @pytest.mark.parametrize("pattern", ROUTE_IDS)
 async def test_an_anonymous_request_is_refused(
-    files, http_server_client, jp_base_url, pattern
-) -> None:
-    for method in READ_VERBS + WRITE_VERBS:
-        # When a route is called without a token or a login cookie
+    files, jp_web_app, http_server_client, jp_base_url, monkeypatch, pattern,
+    allow_unauthenticated_access,
+) -> None:  # fmt: skip
+    # Given a server that refuses unauthenticated access everywhere (strict), or one with
+    # Jupyter's default setting, where only @authenticated handlers check credentials
+    monkeypatch.setitem(
+        jp_web_app.settings, "allow_unauthenticated_access", allow_unauthenticated_access
+    )
+    answers = {}
+    for method in ALL_VERBS:
+        # When a route is called with any verb, without a token or a login cookie
         response = await request(http_server_client, jp_base_url, sample(pattern), method)
-        # Then it answers 403 (no redirect to a login page) and sends nothing of the files
-        assert response.code == 403, (method, response.code, response.headers.get("Location"))
+        answers[method] = response.code
+        # Then it sends nothing of the files, nor the viewer page or its scripts
         assert PAYLOAD not in response.body
-        assert b"netron" not in response.body.lower()  # not the viewer page, nor its scripts
-
-
-@pytest.mark.parametrize("pattern", ROUTE_IDS)
-async def test_an_anonymous_cors_preflight_sends_no_content(
-    files, http_server_client, jp_base_url, pattern
-) -> None:
-    # Jupyter answers OPTIONS (CORS preflight) without credentials; it must carry nothing
-    response = await request(http_server_client, jp_base_url, sample(pattern), "OPTIONS")
-    assert response.code in (204, 403, 405) or not response.body
-    assert PAYLOAD not in response.body
+        assert b"netron" not in response.body.lower()
+    # And every verb answers 403 (no 405 that tells which verbs exist, no login redirect)
+    assert answers == dict.fromkeys(ALL_VERBS, 403)
 
 
 @pytest.mark.parametrize("pattern", ROUTE_IDS)
