@@ -8,7 +8,9 @@ The server handles files only; the model lives in the kernel (``kernel.py``). Ro
   ``index.html`` (no analytics, no consent prompt, no expiry; see ``netron_index``);
 - ``staged/<id>/artifact`` and ``staged/<id>/graph``: a staged export's bytes, by its opaque id,
   from the staging folder only (``_paths``);
-- ``download/<path>``: a written artifact below the server's root.
+- ``download/<path>``: an artifact jupyter_modelsave wrote below the server's root (its
+  manifest beside it describes it), or that manifest; nothing else, hidden paths only with
+  ``ContentsManager.allow_hidden`` (``_served.written_artifact``).
 
 Files are streamed by tornado's ``StaticFileHandler`` (chunks, ``Content-Length``, ``Range`` ->
 206) with ``Content-Disposition`` and ``X-Content-SHA256`` added. A folder artifact (ONNX with
@@ -16,11 +18,12 @@ external data, sharded safetensors, a SavedModel) is streamed as one uncompresse
 ``<folder>.zip``, built while it is sent (no copy on disk, no ``Range``, no sha256 header: the
 manifest's sha256 covers the folder's files); any other folder is refused. Every verb is
 ``@tornado.web.authenticated`` (``scripts/check_auth.py`` fails the test command otherwise) and
-answers 403 without credentials (no redirect to the login page, pages included); every error is
-JSON (``http_error`` maps them); paths are resolved (symlinks too) and refused when they leave
-their folder. No route changes state: POST/PUT/PATCH/DELETE answer 403 without an XSRF token and
-405 with one. On start the server makes the staging folder private (0700, this user's) and removes
-the exports of kernels that are gone (``_paths.remove_stale``).
+every verb, implemented or not, answers 403 without credentials (``CredentialsRequired``; no
+redirect to the login page, pages included); every error is JSON (``http_error`` maps them);
+paths are resolved (symlinks too) and refused when they leave their folder. No route changes
+state: POST/PUT/PATCH/DELETE answer 403 without an XSRF token and 405 with one. On start the
+server makes the staging folder private (0700, this user's) and removes the exports of kernels
+that are gone (``_paths.remove_stale``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from ._paths import (
     read_index,
     remove_stale,
 )
+from ._served import OutsideError, inside, written_artifact
 from .core.errors import IntegrityError, InvalidOptionError, ModelSaveError
 from .core.hashing import sha256_file
 
@@ -95,57 +99,15 @@ class ModelSave(Configurable):
             raise FileNotFoundError(f"This staged export has no {which} file.")
         return inside(folder, name, folders=which == "artifact")
 
-    def root_file(self, relative: str) -> Path:
-        """A written artifact below the root: a file, or a folder with its manifest beside it."""
-        path = inside(Path(self.root_dir), relative, folders=True)
-        if path.is_dir() and not is_folder_artifact(path):
-            raise _not_an_artifact(relative)
-        return path
+    def root_file(self, relative: str, *, allow_hidden: bool = False) -> Path:
+        """A written artifact below the root, or its manifest (``_served.written_artifact``)."""
+        return written_artifact(
+            self.root_dir, relative, allow_hidden=allow_hidden, sha256=self.sha256
+        )
 
     def sha256(self, path: Path) -> str:
         stat = path.stat()
         return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-class OutsideError(PermissionError):
-    """A path that leaves the folder it must stay in."""
-
-
-def inside(folder: Path, relative: str, *, folders: bool = False) -> Path:
-    """``folder/relative`` with symlinks resolved; refuses absolute paths, ``..`` and escapes.
-
-    A folder is refused unless ``folders``.
-
-    NUL bytes and backslashes are refused too, so a path means the same on every OS.
-    """
-    if "\x00" in relative or "\\" in relative:
-        raise OutsideError(f"{relative!r} is refused: NUL bytes and backslashes are not allowed.")
-    parts = Path(relative).parts
-    if not relative or Path(relative).is_absolute() or ".." in parts:
-        raise OutsideError(
-            f"{relative!r} is refused: paths outside the served folder are not allowed."
-        )
-    root = folder.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise OutsideError(f"{relative!r} points outside the served folder.")
-    if not path.exists():
-        raise FileNotFoundError(f"{relative!r} does not exist.")
-    if path.is_dir() and not folders:
-        raise _not_an_artifact(relative)
-    return path
-
-
-def _not_an_artifact(relative: str) -> IsADirectoryError:
-    return IsADirectoryError(
-        f"{relative!r} is a folder, not an artifact written by jupyter_modelsave; download its "
-        "files from the file browser."
-    )
-
-
-def is_folder_artifact(path: Path) -> bool:
-    """A written folder artifact has its manifest ``<folder>.json`` beside it."""
-    return path.is_dir() and Path(f"{path}.json").is_file()
 
 
 def zip_members(folder: Path) -> list[tuple[str, Path]]:
@@ -339,7 +301,8 @@ class DownloadHandler(_FileHandler):
     """``GET /modelsave/download/<path>``: a written artifact below the server's root."""
 
     def resolve(self, relative: str) -> Path:  # type: ignore[override]
-        return service(self).root_file(relative)
+        allow_hidden = bool(self.contents_manager.allow_hidden)
+        return service(self).root_file(relative, allow_hidden=allow_hidden)
 
     @tornado.web.authenticated
     async def get(self, relative: str) -> None:  # type: ignore[override]

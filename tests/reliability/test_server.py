@@ -25,6 +25,8 @@ from traitlets.config import Config
 from jupyter_modelsave import _paths
 from jupyter_modelsave import routes as jr
 
+from .._manifests import write_manifest
+
 SID = "0123456789abcdef0123456789abcdef"
 PAYLOAD = b"MODEL-BYTES-" * 100
 SECRET = b"TOP-SECRET-CONTENT"
@@ -97,6 +99,7 @@ def files(jp_serverapp, jp_root_dir: Path, staging_dir: Path, secret: Path) -> N
     (folder / "index.json").write_text(json.dumps(index))
     (jp_root_dir / "exports").mkdir()
     (jp_root_dir / "exports" / "net.onnx").write_bytes(PAYLOAD)
+    write_manifest(jp_root_dir / "exports" / "net.onnx")
     os.symlink(secret, jp_root_dir / "escape.txt")
     os.symlink(secret.parent, jp_root_dir / "escapedir")
 
@@ -285,6 +288,7 @@ async def test_paths_outside_the_served_folders_are_refused(
     # And the same file is served once it is inside the root (the requests above were refused
     # for where they lead, not for some unrelated reason)
     shutil.copy(secret, jp_root_dir / "secret.txt")
+    write_manifest(jp_root_dir / "secret.txt")
     response = await request(
         http_server_client, jp_base_url, "download/secret.txt", headers=jp_auth_header
     )
