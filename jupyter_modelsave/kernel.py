@@ -48,7 +48,7 @@ from ._paths import (
     private_dir,
     write_private,
 )
-from .core.errors import InvalidOptionError, WriteError
+from .core.errors import InvalidOptionError, WriteError, shown
 
 COMM_TARGET = "jupyter_modelsave"
 # A request's data above this size (as JSON) is refused: the protocol's requests are small.
@@ -240,7 +240,7 @@ class ModelSaveKernel:
         staged = self.staged.pop(sid, None) if isinstance(sid, str) else None
         if staged is None:
             raise InvalidOptionError(
-                f"Nothing to discard: {_shown(sid)} is not a staged export of this kernel (already "
+                f"Nothing to discard: {shown(sid)} is not a staged export of this kernel (already "
                 "discarded, or the kernel restarted)."
             )
         try:
@@ -260,7 +260,7 @@ class ModelSaveKernel:
     def _model(self, name: Any) -> Any:
         if not isinstance(name, str) or name not in self.namespace:
             raise InvalidOptionError(
-                f"No variable named {_shown(name)} in the kernel; run the cell that defines it."
+                f"No variable named {shown(name)} in the kernel; run the cell that defines it."
             )
         return self.namespace[name]
 
@@ -276,7 +276,7 @@ class ModelSaveKernel:
             raise  # the sidebar's Cancel
         except BaseException as err:  # SystemExit, GeneratorExit: the input's fault
             raise InvalidOptionError(
-                f"The example input {_shown(expression)} failed: {type(err).__name__}: {err}"
+                f"The example input {shown(expression)} failed: {type(err).__name__}: {err}"
             ) from None
 
     def _staged(self, sid: Any) -> Any:
@@ -292,19 +292,19 @@ class ModelSaveKernel:
         NUL bytes, backslashes and names the file system cannot hold."""
         if not isinstance(folder, str) or Path(folder).is_absolute():
             raise InvalidOptionError(
-                f"Folder {_shown(folder)} must be relative to the Jupyter root, e.g. 'exports'."
+                f"Folder {shown(folder)} must be relative to the Jupyter root, e.g. 'exports'."
             )
         if "\x00" in folder or "\\" in folder:
             raise InvalidOptionError(
-                f"Folder {_shown(folder)} is refused: NUL bytes and backslashes are not allowed; "
+                f"Folder {shown(folder)} is refused: NUL bytes and backslashes are not allowed; "
                 "separate folders with '/'."
             )
         try:
             target = (self.root_dir / folder).resolve()
         except (OSError, ValueError, RuntimeError) as err:  # too long, unencodable, a link loop
-            raise InvalidOptionError(f"Folder {_shown(folder)} cannot be used: {err}.") from None
+            raise InvalidOptionError(f"Folder {shown(folder)} cannot be used: {err}.") from None
         if not target.is_relative_to(self.root_dir):
-            raise InvalidOptionError(f"Folder {_shown(folder)} is outside the Jupyter root.")
+            raise InvalidOptionError(f"Folder {shown(folder)} is outside the Jupyter root.")
         return target
 
 
@@ -372,8 +372,7 @@ def check_fields(op: str, args: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(args) - set(fields), key=str)
     if unknown:
         raise InvalidOptionError(
-            f"{op!r} takes no field {_shown(unknown[0])}; its fields: "
-            f"{', '.join(fields) or 'none'}."
+            f"{op!r} takes no field {shown(unknown[0])}; its fields: {', '.join(fields) or 'none'}."
         )
     checked = {}
     for field, kind in fields.items():
@@ -413,11 +412,11 @@ def _wrong_type(op: str, field: str, kind: str, value: Any) -> InvalidOptionErro
     if kind in ("integer", "number") and type(value) is int:
         return InvalidOptionError(
             f"{op}: {field!r} must be {expected[kind]} within ±{SAFE_INTEGER:,}, got "
-            f"{_shown(value)}."
+            f"{shown(value)}."
         )
     return InvalidOptionError(
         f"{op}: {field!r} must be {expected.get(kind, 'a string')}, got {_json_kind(value)} "
-        f"{_shown(value)}."
+        f"{shown(value)}."
     )
 
 
@@ -431,20 +430,20 @@ def _dynamic_axes(value: Any) -> dict[str, Any]:
         raise InvalidOptionError(f"stage: 'dynamic_axes' must be an object like {example}.")
     result: dict[str, Any] = {}
     for tensor, axes in value.items():
-        where = f"stage: 'dynamic_axes' of {_shown(tensor)}"
+        where = f"stage: 'dynamic_axes' of {shown(tensor)}"
         if not _encodable(tensor):
             raise InvalidOptionError(f"{where}: the name is not valid text.")
         if isinstance(axes, list):
             if not all(_is_json("integer", dim) for dim in axes):
-                raise InvalidOptionError(f"{where} must list integer dims, got {_shown(axes)}.")
+                raise InvalidOptionError(f"{where} must list integer dims, got {shown(axes)}.")
             result[tensor] = axes
         elif isinstance(axes, dict):
             for dim, name in axes.items():
                 if not _AXIS_KEY.fullmatch(dim):
-                    raise InvalidOptionError(f"{where}: dim {_shown(dim)} is not an integer.")
+                    raise InvalidOptionError(f"{where}: dim {shown(dim)} is not an integer.")
                 if not isinstance(name, str) or not _encodable(name):
                     raise InvalidOptionError(
-                        f"{where}: the axis name of dim {dim} must be a string, got {_shown(name)}."
+                        f"{where}: the axis name of dim {dim} must be a string, got {shown(name)}."
                     )
             result[tensor] = {int(dim): name for dim, name in axes.items()}
         else:
@@ -465,15 +464,6 @@ def _json_kind(value: Any) -> str:
     names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
              list: "a list", dict: "an object", type(None): "null"}  # fmt: skip
     return names.get(type(value), type(value).__name__)
-
-
-def _shown(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters; never raises (huge ints, odd objects)."""
-    try:
-        text = repr(value)
-    except Exception:  # an int over 4300 digits, a failing __repr__
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 def _text(err: BaseException) -> str:

@@ -612,3 +612,61 @@ def test_the_request_id_is_echoed_only_when_the_sidebar_could_have_sent_it(
     reply = side.respond({"id": rid, "op": "models", "args": {}}, sent.append)
     assert sent == [reply] and _on_the_wire(reply)
     assert reply["id"] == echoed
+
+
+def _send_raw(sidebar: Any, content: bytes) -> None:
+    """A comm_msg whose content is sent as these exact JSON bytes (what a crafted websocket frame
+    could carry; jupyter_client would refuse to encode some of them)."""
+    msg = sidebar.client.session.msg("comm_msg", {})
+    msg["content"] = content
+    sidebar.client.shell_channel.send(msg)
+
+
+@pytest.mark.slow
+def test_a_real_kernel_answers_each_hostile_message_once(
+    kernel_sidebar: Any, tmp_path: Path
+) -> None:
+    from ..test_kernel_comm import SETUP
+
+    kernel_sidebar.execute(SETUP)
+    assert kernel_sidebar.open(tmp_path / "staging")["event"] == "ready"
+    staged = _send(kernel_sidebar, {"id": "s", "op": "stage", "args": STAGE_MLP})
+    sid = staged["result"]["id"]
+    assert _send(
+        kernel_sidebar, {"id": "w", "op": "write", "args": {"id": sid, "version": "1.0.0"}}
+    )["ok"]
+    written = sorted(p.name for p in tmp_path.rglob("*.onnx*"))
+    hostile = {
+        "overwrite as a string": {"op": "write", "args": {"id": sid, "version": "1.0.0", "overwrite": "false"}},
+        "NUL in the folder": {"op": "write", "args": {"id": sid, "folder": "a\x00b"}},
+        "nested 200 deep": {"op": "stage", "args": {"model": "mlp", "example": _nested(200)}},
+        "SystemExit": {"op": "stage", "args": {"model": "mlp", "example": "__import__('sys').exit(3)"}},
+        "GeneratorExit": {"op": "stage", "args": {"model": "mlp", "example": _throw("GeneratorExit")}},
+        "a BaseException": {"op": "stage", "args": {"model": "mlp", "example": _throw(BOOM)}},
+        "a lone surrogate": {"op": "stage", "args": {"model": "\ud800"}},
+    }  # fmt: skip
+    for label, data in hostile.items():
+        # When each hostile request arrives over the Comm (as a browser's JSON.stringify writes
+        # it: ASCII, a lone surrogate escaped)
+        content = {"comm_id": kernel_sidebar.comm_id, "data": {"id": label, **data}}
+        _send_raw(kernel_sidebar, json.dumps(content).encode())
+        reply = kernel_sidebar.reply()[1]
+        # Then it gets one error reply
+        assert reply["id"] == label and reply["ok"] is False, reply
+        assert reply["error"]["type"] == "InvalidOptionError", reply
+    # A 4000-digit id (JSON allows it, JavaScript cannot send it) is answered without an id
+    reply = _send(kernel_sidebar, {"id": HUGE, "op": "models", "args": {}})
+    assert reply["id"] is None and reply["ok"] is True
+    # And nothing was overwritten or written
+    assert sorted(p.name for p in tmp_path.rglob("*.onnx*")) == written
+    # When messages arrive that the kernel's own JSON parser refuses (an integer over Python's
+    # 4300-digit limit, nesting past its recursion limit), ipykernel drops them before any Comm
+    # code runs: no reply is possible. The kernel stays up and answers the next request.
+    comm = f'{{"comm_id": "{kernel_sidebar.comm_id}", "data": '
+    _send_raw(kernel_sidebar, f'{comm}{{"id": 1{"0" * 5000}, "op": "models"}}}}'.encode())
+    _send_raw(
+        kernel_sidebar,
+        (comm + '{"id": "d", "args": ' + "[" * 100_000 + "]" * 100_000 + "}}").encode(),
+    )
+    after = _send(kernel_sidebar, {"id": "after", "op": "models", "args": {}})
+    assert after["id"] == "after" and after["ok"] is True
