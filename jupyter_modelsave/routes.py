@@ -5,7 +5,8 @@ The server handles files only; the model lives in the kernel (``kernel.py``). Ro
 - ``health``: the package version; ``config``: the staging and root folders the sidebar passes
   to the kernel side;
 - ``netron/``: Netron's own static viewer from the installed ``netron`` package, with a patched
-  ``index.html`` (no analytics, no consent prompt, no expiry; see ``netron_index``);
+  ``index.html`` (no analytics, no consent prompt, no expiry), a Content-Security-Policy that
+  limits every fetch to this server, and only this server's graphs opened (``_netron``);
 - ``staged/<id>/artifact`` and ``staged/<id>/graph``: a staged export's bytes, by its opaque id,
   from the staging folder only (``_paths``);
 - ``download/<path>``: an artifact jupyter_modelsave wrote below the server's root (its
@@ -29,7 +30,6 @@ that are gone (``_paths.remove_stale``).
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from functools import cache
 from pathlib import Path
@@ -44,6 +44,7 @@ from traitlets.config import Configurable
 from traitlets.log import get_logger
 
 from . import __version__
+from ._netron import check_page_arguments, csp, netron_dir, netron_index
 from ._paths import (
     STAGING_ID,
     StagingFolderError,
@@ -316,32 +317,31 @@ class DownloadHandler(_FileHandler):
 # --- Netron ---
 
 
-def netron_dir() -> Path:
-    import netron
+class _NetronPolicy:
+    """The viewer's Content-Security-Policy (``_netron.csp``) instead of Jupyter's default."""
 
-    return Path(netron.__file__).parent
+    @property
+    def content_security_policy(self) -> str:
+        return csp()
 
 
-@cache
-def netron_index() -> str:
-    """Netron's ``index.html`` with ``version`` 0.0.0 and no ``date`` meta.
+class NetronPageHandler(CredentialsRequired, _NetronPolicy, JupyterHandler):
+    """``GET /modelsave/netron/``: the patched viewer page (a same-origin page, so cookies work).
 
-    A non-0.0.0 version turns on analytics and error reporting; the ``date`` meta makes the
-    viewer refuse to run 180 days after its release. The consent prompt (and its IP look-up) is
-    skipped by the ``consent`` cookie ``NetronPageHandler`` sets.
+    A ``?url=`` that is not one of this server's graphs, or a ``?gist=``, is refused (400).
     """
-    html = (netron_dir() / "index.html").read_text(encoding="utf-8")
-    html = re.sub(
-        r'<meta name="version" content="[^"]*">', '<meta name="version" content="0.0.0">', html
-    )
-    return re.sub(r'<meta name="date" content="[^"]*">\s*', "", html)
-
-
-class NetronPageHandler(CredentialsRequired, JupyterHandler):
-    """``GET /modelsave/netron/``: the patched viewer page (a same-origin page, so cookies work)."""
 
     @tornado.web.authenticated
     def get(self) -> None:
+        try:
+            check_page_arguments(
+                self.request.arguments,
+                base_url=self.base_url,
+                host=self.request.host,
+                scheme=self.request.protocol,
+            )
+        except InvalidOptionError as err:
+            raise http_error(err) from None
         path = url_path_join(self.base_url, NAMESPACE, "netron/")
         self.set_cookie("consent", "jupyter_modelsave", path=path, samesite="Strict")
         self.set_header("Content-Type", "text/html; charset=UTF-8")
@@ -353,7 +353,7 @@ class NetronPageHandler(CredentialsRequired, JupyterHandler):
         self.get()
 
 
-class NetronAssetHandler(CredentialsRequired, JupyterHandler, web.StaticFileHandler):
+class NetronAssetHandler(CredentialsRequired, _NetronPolicy, JupyterHandler, web.StaticFileHandler):
     """``GET /modelsave/netron/<asset>``: the viewer's scripts, styles and metadata (no ``.py``)."""
 
     @tornado.web.authenticated
