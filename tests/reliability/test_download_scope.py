@@ -29,6 +29,7 @@ import jupyter_modelsave as jms
 from jupyter_modelsave import routes as jr
 
 from .. import models
+from .test_server import login_cookie
 
 SECRET = b"TOP-SECRET-CONTENT"
 
@@ -135,6 +136,25 @@ async def test_written_artifacts_and_their_manifests_are_served(
         )
         assert response.code == 200
         assert json.loads(response.body)["producer"] == "jupyter_modelsave"
+
+
+async def test_another_site_cannot_read_an_artifact_with_your_cookie(
+    root, written, http_server_client, jp_base_url, jp_auth_header
+) -> None:
+    # Given your browser session (the login cookie a link from another site carries)
+    cookie = await login_cookie(http_server_client, jp_base_url, jp_auth_header)
+    path = f"exports/{names(written)[0]}"
+    # When a link is followed (a navigation: no Origin header), the browser gets the artifact
+    link = await fetch(http_server_client, jp_base_url, path, headers={"Cookie": cookie})
+    assert link.code == 200
+    # When another site's script asks for it (its request carries that site's Origin)
+    headers = {"Cookie": cookie, "Origin": "https://elsewhere.example"}
+    script = await fetch(http_server_client, jp_base_url, path, headers=headers)
+    # Then Jupyter's origin check refuses it, and no answer carries a CORS header that would let
+    # that site read the bytes
+    assert script.code == 404 and written["file"].read_bytes() not in script.body
+    for response in (link, script):
+        assert not [h for h in response.headers if h.lower().startswith("access-control-")]
 
 
 # --- what is refused ---
