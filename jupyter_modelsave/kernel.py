@@ -12,10 +12,18 @@ Every step is the core's (``jms.find_models``, ``jms.stage``, ``StagedExport.wri
 server extension (see ``_paths``). A staging runs on the kernel's main thread, so the sidebar
 cancels it by interrupting the kernel (``KeyboardInterrupt``, answered as ``Cancelled``).
 
-Robustness: a message that is not a JSON object, exceeds ``MAX_MESSAGE_BYTES``, names no known
-operation, has ``args`` that are not an object, or comes out of order (write or discard of an id
-that was never staged or is already discarded) gets an error reply (``InvalidOptionError``) and
-changes nothing. Published exports are removed on discard, when the Comm that staged them
+Robustness: a message that is not a JSON object, exceeds ``MAX_MESSAGE_BYTES``, is nested deeper
+than ``MAX_DEPTH``, names no known operation, has ``args`` that are not an object, has a field
+the operation does not take or a value of another JSON type than ``FIELDS`` says (flags are JSON
+booleans: ``"false"`` is refused, never read as true), or comes out of order (write or discard of
+an id that was never staged or is already discarded) gets an error reply (``InvalidOptionError``)
+and changes nothing. Whatever a step raises (the example expression included: ``SystemExit``,
+``GeneratorExit``, any ``BaseException``), the request gets exactly one reply; only a
+``KeyboardInterrupt`` (the sidebar's Cancel) is answered as ``Cancelled``. Every message sent is
+plain JSON that jupyter_client's packer takes as is: the request id is echoed only when the
+sidebar could have sent it (a string of at most 200 ASCII characters, or an integer within
+JavaScript's safe range), and error messages are cut to ``MAX_ERROR_CHARS`` with unencodable
+characters escaped. Published exports are removed on discard, when the Comm that staged them
 closes, and when the kernel process exits (``atexit``).
 """
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shutil
 import weakref
 from collections.abc import Callable
@@ -39,11 +48,17 @@ from ._paths import (
     private_dir,
     write_private,
 )
-from .core.errors import InvalidOptionError, WriteError
+from .core.errors import InvalidOptionError, WriteError, shown
 
 COMM_TARGET = "jupyter_modelsave"
 # A request's data above this size (as JSON) is refused: the protocol's requests are small.
 MAX_MESSAGE_BYTES = 1 << 20
+# A request nested deeper than this is refused (the deepest valid one, dynamic_axes, has 4 levels).
+MAX_DEPTH = 32
+# An error message longer than this is cut (a value quoted in it may be long).
+MAX_ERROR_CHARS = 2000
+# The integers a JavaScript number holds exactly; ids and numbers beyond them are refused.
+SAFE_INTEGER = 2**53 - 1
 # Artifacts above this size are shown in Netron from a copy without weights (shapes kept).
 GRAPH_FULL_BYTES = 32 * 1024**2
 
@@ -53,6 +68,36 @@ Progress = Callable[[str, float], None]
 def _no_progress(step: str, fraction: float) -> None:
     """Silent progress callback."""
 
+
+# Each operation's fields and their JSON types (src/tokens.ts mirrors them). "?" : optional, and
+# null means "left out" (the core's default); flags are optional but never null. A field that is
+# not listed is refused.
+FIELDS: dict[str, dict[str, str]] = {
+    "models": {},
+    "options": {},
+    "stage": {
+        "model": "string",
+        "format": "string?",
+        "exporter": "string?",
+        "opset": "integer?",
+        "atol": "number?",
+        "rtol": "number?",
+        "name": "string?",
+        "example": "string?",
+        "dynamic_axes": "dynamic axes?",
+    },
+    "write": {
+        "id": "string",
+        "folder": "string?",
+        "name": "string?",
+        "version": "string?",
+        "overwrite": "boolean",
+        "allow_mismatch": "boolean",
+    },
+    "discard": {"id": "string"},
+}
+_OPTIONAL_NOT_NULL = {"overwrite", "allow_mismatch"}
+_AXIS_KEY = re.compile(r"-?[0-9]{1,4}")  # a dim as JSON object keys carry it: "0", "-1"
 
 _LIVE: weakref.WeakSet[ModelSaveKernel] = weakref.WeakSet()
 
@@ -108,11 +153,11 @@ class ModelSaveKernel:
         try:
             op, args = _parse(message)
             reply = {"ok": True, "result": self.handle(op, args, progress)}
-            json.dumps(reply)  # a result the Comm cannot carry is a bug: answer it as an error
+            _wire(reply)  # a result the Comm cannot carry is a bug: answer it as an error
         except KeyboardInterrupt:
             reply = {"ok": False, "error": {"type": "Cancelled", "message": "Cancelled."}}
-        except Exception as err:  # every failure must reach the sidebar
-            reply = {"ok": False, "error": {"type": type(err).__name__, "message": str(err)}}
+        except BaseException as err:  # every failure, SystemExit too, gets a reply
+            reply = {"ok": False, "error": {"type": type(err).__name__, "message": _text(err)}}
         reply = {"id": rid, "event": "reply", **reply}
         send(reply)
         return reply
@@ -121,12 +166,14 @@ class ModelSaveKernel:
 
     def models(self, args: dict[str, Any]) -> dict[str, Any]:
         """The namespace's models (``jms.find_models``: metadata only, cheap)."""
+        args = check_fields("models", args)
         from .core.discovery import find_models
 
         return {"models": [m.to_dict() for m in find_models(self.namespace)]}
 
     def options(self, args: dict[str, Any]) -> dict[str, Any]:
         """What the options form offers: formats, opset ranges per exporter, default tolerances."""
+        args = check_fields("options", args)
         from .core.formats import formats
         from .core.options import DEFAULT_TOLERANCES, EXPORTERS, opset_range
 
@@ -140,6 +187,7 @@ class ModelSaveKernel:
 
     def stage(self, args: dict[str, Any], progress: Progress = _no_progress) -> dict[str, Any]:
         """``jms.stage`` the named model, publish it for the server, return its summary."""
+        args = check_fields("stage", args)
         from .core.staging import stage
 
         model = self._model(args.get("model"))
@@ -150,7 +198,7 @@ class ModelSaveKernel:
         }
         options.setdefault("name", args["model"])  # the variable's name, as the sidebar shows it
         if args.get("dynamic_axes"):
-            options["dynamic_axes"] = _dynamic_axes(args["dynamic_axes"])
+            options["dynamic_axes"] = args["dynamic_axes"]
         staged = stage(model, self._example(args.get("example")), progress=progress, **options)
         sid = new_staging_id()
         self.staged[sid] = staged
@@ -169,14 +217,15 @@ class ModelSaveKernel:
 
     def write(self, args: dict[str, Any]) -> dict[str, Any]:
         """``StagedExport.write`` into a folder below the server's root; return root-relative paths."""
+        args = check_fields("write", args)
         staged = self._staged(args.get("id"))
         folder = self._inside_root(args.get("folder") or "")
         path = staged.write(
             f"{folder}{os.sep}",
             name=args.get("name") or None,
             version=args.get("version") or None,
-            overwrite=bool(args.get("overwrite")),
-            allow_mismatch=bool(args.get("allow_mismatch")),
+            overwrite=args.get("overwrite", False),
+            allow_mismatch=args.get("allow_mismatch", False),
         )
         relative = Path(path).resolve().relative_to(self.root_dir).as_posix()
         return {"path": relative, "manifest": f"{relative}.json"}
@@ -186,11 +235,12 @@ class ModelSaveKernel:
 
         An id this kernel did not stage (or already discarded) is refused; nothing is touched.
         """
+        args = check_fields("discard", args)
         sid = args.get("id")
         staged = self.staged.pop(sid, None) if isinstance(sid, str) else None
         if staged is None:
             raise InvalidOptionError(
-                f"Nothing to discard: {sid!r} is not a staged export of this kernel (already "
+                f"Nothing to discard: {shown(sid)} is not a staged export of this kernel (already "
                 "discarded, or the kernel restarted)."
             )
         try:
@@ -210,7 +260,7 @@ class ModelSaveKernel:
     def _model(self, name: Any) -> Any:
         if not isinstance(name, str) or name not in self.namespace:
             raise InvalidOptionError(
-                f"No variable named {name!r} in the kernel; run the cell that defines it."
+                f"No variable named {shown(name)} in the kernel; run the cell that defines it."
             )
         return self.namespace[name]
 
@@ -222,9 +272,11 @@ class ModelSaveKernel:
             raise InvalidOptionError("The example input must be a Python expression.")
         try:
             return eval(expression, self.namespace)  # the user's own kernel and namespace
-        except Exception as err:
+        except KeyboardInterrupt:
+            raise  # the sidebar's Cancel
+        except BaseException as err:  # SystemExit, GeneratorExit: the input's fault
             raise InvalidOptionError(
-                f"The example input {expression!r} failed: {type(err).__name__}: {err}"
+                f"The example input {shown(expression)} failed: {type(err).__name__}: {err}"
             ) from None
 
     def _staged(self, sid: Any) -> Any:
@@ -236,14 +288,23 @@ class ModelSaveKernel:
         return staged
 
     def _inside_root(self, folder: Any) -> Path:
-        """An existing-or-new folder inside the server's root; refuses absolute paths and ``..``."""
+        """An existing-or-new folder inside the server's root; refuses absolute paths and ``..``,
+        NUL bytes, backslashes and names the file system cannot hold."""
         if not isinstance(folder, str) or Path(folder).is_absolute():
             raise InvalidOptionError(
-                f"Folder {folder!r} must be relative to the Jupyter root, e.g. 'exports'."
+                f"Folder {shown(folder)} must be relative to the Jupyter root, e.g. 'exports'."
             )
-        target = (self.root_dir / folder).resolve()
+        if "\x00" in folder or "\\" in folder:
+            raise InvalidOptionError(
+                f"Folder {shown(folder)} is refused: NUL bytes and backslashes are not allowed; "
+                "separate folders with '/'."
+            )
+        try:
+            target = (self.root_dir / folder).resolve()
+        except (OSError, ValueError, RuntimeError) as err:  # too long, unencodable, a link loop
+            raise InvalidOptionError(f"Folder {shown(folder)} cannot be used: {err}.") from None
         if not target.is_relative_to(self.root_dir):
-            raise InvalidOptionError(f"Folder {folder!r} is outside the Jupyter root.")
+            raise InvalidOptionError(f"Folder {shown(folder)} is outside the Jupyter root.")
         return target
 
 
@@ -254,9 +315,9 @@ def _kind(value: Any) -> str:
 def _request_id(message: Any) -> str | int | None:
     """The request's id, echoed in the reply; None when it has none the sidebar could have sent."""
     rid = message.get("id") if isinstance(message, dict) else None
-    if isinstance(rid, str) and len(rid) <= 200:
+    if isinstance(rid, str) and len(rid) <= 200 and rid.isascii():
         return rid
-    if isinstance(rid, int) and not isinstance(rid, bool):
+    if type(rid) is int and abs(rid) <= SAFE_INTEGER:
         return rid
     return None
 
@@ -267,10 +328,15 @@ def _parse(message: Any) -> tuple[str, dict[str, Any]]:
         raise InvalidOptionError(
             f"A request must be an object {{id, op, args}}, not {_kind(message)}; reload the page."
         )
+    if _deeper_than(message, MAX_DEPTH):
+        raise InvalidOptionError(
+            f"A request nested more than {MAX_DEPTH} levels deep is refused; the protocol's "
+            "requests are flat."
+        )
     try:
         size = len(json.dumps(message, allow_nan=False).encode())
     except (TypeError, ValueError) as err:
-        raise InvalidOptionError(f"A request must be plain JSON: {err}.") from None
+        raise InvalidOptionError(f"A request must be plain JSON: {_text(err)}.") from None
     if size > MAX_MESSAGE_BYTES:
         raise InvalidOptionError(
             f"A request of {size:,} bytes is over the limit of {MAX_MESSAGE_BYTES:,}; pass large "
@@ -283,21 +349,141 @@ def _parse(message: Any) -> tuple[str, dict[str, Any]]:
     return op, {} if args is None else args
 
 
-def _dynamic_axes(value: Any) -> Any:
-    """JSON has string keys: ``{"input": {"0": "batch"}}`` -> ``{"input": {0: "batch"}}``."""
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists/dicts in ``value`` nest more than ``limit`` levels (without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def check_fields(op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` with every field checked against ``FIELDS[op]``; nulls of optional fields dropped.
+
+    Raises ``InvalidOptionError`` naming the first field that is unknown, missing or of another
+    JSON type. ``dynamic_axes`` comes back with integer dims (JSON object keys are strings).
+    """
+    fields = FIELDS[op]
+    unknown = sorted(set(args) - set(fields), key=str)
+    if unknown:
+        raise InvalidOptionError(
+            f"{op!r} takes no field {shown(unknown[0])}; its fields: {', '.join(fields) or 'none'}."
+        )
+    checked = {}
+    for field, kind in fields.items():
+        optional = kind.endswith("?")
+        kind = kind.rstrip("?")
+        value = args.get(field)
+        if field not in args or (value is None and optional):
+            if not (optional or field in _OPTIONAL_NOT_NULL):
+                raise InvalidOptionError(f"{op!r} needs the field {field!r} ({kind}).")
+            if field in args and field in _OPTIONAL_NOT_NULL:
+                raise _wrong_type(op, field, kind, value)
+            continue
+        if kind == "dynamic axes":
+            checked[field] = _dynamic_axes(value)
+        elif not _is_json(kind, value):
+            raise _wrong_type(op, field, kind, value)
+        else:
+            checked[field] = value
+    return checked
+
+
+def _is_json(kind: str, value: Any) -> bool:
+    """Whether ``value`` is of JSON type ``kind`` (numbers within JavaScript's safe range)."""
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str) and _encodable(value)
+    if type(value) is int:
+        return kind in ("integer", "number") and abs(value) <= SAFE_INTEGER
+    return kind == "number" and type(value) is float
+
+
+def _wrong_type(op: str, field: str, kind: str, value: Any) -> InvalidOptionError:
+    expected = {"boolean": "true or false", "integer": "an integer", "number": "a number"}
+    if kind == "string" and isinstance(value, str):
+        return InvalidOptionError(f"{op}: {field!r} is not valid text (a lone surrogate).")
+    if kind in ("integer", "number") and type(value) is int:
+        return InvalidOptionError(
+            f"{op}: {field!r} must be {expected[kind]} within ±{SAFE_INTEGER:,}, got "
+            f"{shown(value)}."
+        )
+    return InvalidOptionError(
+        f"{op}: {field!r} must be {expected.get(kind, 'a string')}, got {_json_kind(value)} "
+        f"{shown(value)}."
+    )
+
+
+def _dynamic_axes(value: Any) -> dict[str, Any]:
+    """``{"input": {"0": "batch"}}`` -> ``{"input": {0: "batch"}}``; ``{"input": [0]}`` kept.
+
+    The tensor names and axis names are strings, the dims decimal integers (``"-1"`` too).
+    """
+    example = '{"input": {"0": "batch"}} or {"input": [0]}'
     if not isinstance(value, dict):
-        return value
-    return {
-        tensor: {_axis(d): n for d, n in axes.items()} if isinstance(axes, dict) else axes
-        for tensor, axes in value.items()
-    }
+        raise InvalidOptionError(f"stage: 'dynamic_axes' must be an object like {example}.")
+    result: dict[str, Any] = {}
+    for tensor, axes in value.items():
+        where = f"stage: 'dynamic_axes' of {shown(tensor)}"
+        if not _encodable(tensor):
+            raise InvalidOptionError(f"{where}: the name is not valid text.")
+        if isinstance(axes, list):
+            if not all(_is_json("integer", dim) for dim in axes):
+                raise InvalidOptionError(f"{where} must list integer dims, got {shown(axes)}.")
+            result[tensor] = axes
+        elif isinstance(axes, dict):
+            for dim, name in axes.items():
+                if not _AXIS_KEY.fullmatch(dim):
+                    raise InvalidOptionError(f"{where}: dim {shown(dim)} is not an integer.")
+                if not isinstance(name, str) or not _encodable(name):
+                    raise InvalidOptionError(
+                        f"{where}: the axis name of dim {dim} must be a string, got {shown(name)}."
+                    )
+            result[tensor] = {int(dim): name for dim, name in axes.items()}
+        else:
+            raise InvalidOptionError(f"{where} must be an object or a list, as in {example}.")
+    return result
 
 
-def _axis(key: Any) -> Any:
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogate), so files and the wire can hold it."""
     try:
-        return int(key)
-    except (TypeError, ValueError):
-        return key
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "a list", dict: "an object", type(None): "null"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
+def _text(err: BaseException) -> str:
+    """An error's message as the wire carries it: valid UTF-8, at most ``MAX_ERROR_CHARS`` (the
+    middle cut out)."""
+    try:
+        text = str(err) or type(err).__name__
+    except Exception:  # a message that cannot be made (a huge int in it)
+        text = type(err).__name__
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    half = (MAX_ERROR_CHARS - 5) // 2  # keep both ends: a long value is quoted in the middle
+    return f"{text[:half]} ... {text[-half:]}"
+
+
+def _wire(message: dict[str, Any]) -> None:
+    """Raise ``ValueError`` unless the Comm carries ``message`` as plain JSON (as jupyter_client's
+    packer does: no NaN, valid UTF-8)."""
+    json.dumps(message, allow_nan=False, ensure_ascii=False).encode("utf-8")
 
 
 def summary(staged: Any) -> dict[str, Any]:

@@ -5,10 +5,13 @@ The server handles files only; the model lives in the kernel (``kernel.py``). Ro
 - ``health``: the package version; ``config``: the staging and root folders the sidebar passes
   to the kernel side;
 - ``netron/``: Netron's own static viewer from the installed ``netron`` package, with a patched
-  ``index.html`` (no analytics, no consent prompt, no expiry; see ``netron_index``);
+  ``index.html`` (no analytics, no consent prompt, no expiry), a Content-Security-Policy that
+  limits every fetch to this server, and only this server's graphs opened (``_netron``);
 - ``staged/<id>/artifact`` and ``staged/<id>/graph``: a staged export's bytes, by its opaque id,
   from the staging folder only (``_paths``);
-- ``download/<path>``: a written artifact below the server's root.
+- ``download/<path>``: an artifact jupyter_modelsave wrote below the server's root (its
+  manifest beside it describes it), or that manifest; nothing else, hidden paths only with
+  ``ContentsManager.allow_hidden`` (``_served.written_artifact``).
 
 Files are streamed by tornado's ``StaticFileHandler`` (chunks, ``Content-Length``, ``Range`` ->
 206) with ``Content-Disposition`` and ``X-Content-SHA256`` added. A folder artifact (ONNX with
@@ -16,17 +19,17 @@ external data, sharded safetensors, a SavedModel) is streamed as one uncompresse
 ``<folder>.zip``, built while it is sent (no copy on disk, no ``Range``, no sha256 header: the
 manifest's sha256 covers the folder's files); any other folder is refused. Every verb is
 ``@tornado.web.authenticated`` (``scripts/check_auth.py`` fails the test command otherwise) and
-answers 403 without credentials (no redirect to the login page, pages included); every error is
-JSON (``http_error`` maps them); paths are resolved (symlinks too) and refused when they leave
-their folder. No route changes state: POST/PUT/PATCH/DELETE answer 403 without an XSRF token and
-405 with one. On start the server makes the staging folder private (0700, this user's) and removes
-the exports of kernels that are gone (``_paths.remove_stale``).
+every verb, implemented or not, answers 403 without credentials (``CredentialsRequired``; no
+redirect to the login page, pages included); every error is JSON (``http_error`` maps them);
+paths are resolved (symlinks too) and refused when they leave their folder. No route changes
+state: POST/PUT/PATCH/DELETE answer 403 without an XSRF token and 405 with one. On start the
+server makes the staging folder private (0700, this user's) and removes the exports of kernels
+that are gone (``_paths.remove_stale``).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from functools import cache
 from pathlib import Path
@@ -41,6 +44,7 @@ from traitlets.config import Configurable
 from traitlets.log import get_logger
 
 from . import __version__
+from ._netron import check_page_arguments, csp, netron_dir, netron_index
 from ._paths import (
     STAGING_ID,
     StagingFolderError,
@@ -49,6 +53,7 @@ from ._paths import (
     read_index,
     remove_stale,
 )
+from ._served import OutsideError, inside, written_artifact
 from .core.errors import IntegrityError, InvalidOptionError, ModelSaveError
 from .core.hashing import sha256_file
 
@@ -95,57 +100,15 @@ class ModelSave(Configurable):
             raise FileNotFoundError(f"This staged export has no {which} file.")
         return inside(folder, name, folders=which == "artifact")
 
-    def root_file(self, relative: str) -> Path:
-        """A written artifact below the root: a file, or a folder with its manifest beside it."""
-        path = inside(Path(self.root_dir), relative, folders=True)
-        if path.is_dir() and not is_folder_artifact(path):
-            raise _not_an_artifact(relative)
-        return path
+    def root_file(self, relative: str, *, allow_hidden: bool = False) -> Path:
+        """A written artifact below the root, or its manifest (``_served.written_artifact``)."""
+        return written_artifact(
+            self.root_dir, relative, allow_hidden=allow_hidden, sha256=self.sha256
+        )
 
     def sha256(self, path: Path) -> str:
         stat = path.stat()
         return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-class OutsideError(PermissionError):
-    """A path that leaves the folder it must stay in."""
-
-
-def inside(folder: Path, relative: str, *, folders: bool = False) -> Path:
-    """``folder/relative`` with symlinks resolved; refuses absolute paths, ``..`` and escapes.
-
-    A folder is refused unless ``folders``.
-
-    NUL bytes and backslashes are refused too, so a path means the same on every OS.
-    """
-    if "\x00" in relative or "\\" in relative:
-        raise OutsideError(f"{relative!r} is refused: NUL bytes and backslashes are not allowed.")
-    parts = Path(relative).parts
-    if not relative or Path(relative).is_absolute() or ".." in parts:
-        raise OutsideError(
-            f"{relative!r} is refused: paths outside the served folder are not allowed."
-        )
-    root = folder.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise OutsideError(f"{relative!r} points outside the served folder.")
-    if not path.exists():
-        raise FileNotFoundError(f"{relative!r} does not exist.")
-    if path.is_dir() and not folders:
-        raise _not_an_artifact(relative)
-    return path
-
-
-def _not_an_artifact(relative: str) -> IsADirectoryError:
-    return IsADirectoryError(
-        f"{relative!r} is a folder, not an artifact written by jupyter_modelsave; download its "
-        "files from the file browser."
-    )
-
-
-def is_folder_artifact(path: Path) -> bool:
-    """A written folder artifact has its manifest ``<folder>.json`` beside it."""
-    return path.is_dir() and Path(f"{path}.json").is_file()
 
 
 def zip_members(folder: Path) -> list[tuple[str, Path]]:
@@ -202,28 +165,46 @@ def service(handler: JupyterHandler) -> ModelSave:
     return handler.settings[SETTINGS_KEY]
 
 
-class _NoLoginRedirect:
-    """Answer 403, not a redirect to the login page, when a page is asked for without credentials.
+class CredentialsRequired:
+    """Refuse every request without credentials with 403, whatever its verb.
 
-    The Netron pages load inside the sidebar's iframe, where a login page is of no use; and every
-    route of this extension then refuses anonymous requests the same way.
+    Jupyter checks credentials only in the verbs decorated ``@authenticated`` unless
+    ``allow_unauthenticated_access`` is False; a verb a handler does not implement would answer
+    405 and ``OPTIONS`` (CORS preflight) 200. ``prepare`` runs before any verb, so here every verb
+    of every route answers 403 without credentials, on any server setting. ``OPTIONS`` with
+    credentials behaves as Jupyter's: these routes are same-origin only, so no preflight is
+    needed. Pages answer 403 too, not a redirect to the login page: the Netron pages load inside
+    the sidebar's iframe, where a login page is of no use.
     """
+
+    async def prepare(self) -> None:
+        await super().prepare()  # type: ignore[misc]
+        if not self.current_user:  # type: ignore[attr-defined]
+            raise web.HTTPError(403)
 
     def get_login_url(self) -> str:
         if not self.current_user:  # type: ignore[attr-defined]
             raise web.HTTPError(403)
         return super().get_login_url()  # type: ignore[misc]
 
+    @tornado.web.authenticated
+    def options(self, *args: str) -> Any:
+        return super().options(*args)  # type: ignore[misc]
 
-class HealthHandler(APIHandler):
+
+class HealthHandler(CredentialsRequired, APIHandler):
     """``GET /modelsave/health``: the package version, so the sidebar can check the server side."""
 
     @tornado.web.authenticated
     def get(self) -> None:
         self.finish(json.dumps({"status": "ok", "version": __version__}))
 
+    @tornado.web.authenticated
+    def head(self) -> None:
+        self.get()  # tornado sends the headers only
 
-class ConfigHandler(APIHandler):
+
+class ConfigHandler(CredentialsRequired, APIHandler):
     """``GET /modelsave/config``: the folders the sidebar passes to the kernel side."""
 
     @tornado.web.authenticated
@@ -231,8 +212,12 @@ class ConfigHandler(APIHandler):
         state = service(self)
         self.finish(json.dumps({"staging_dir": state.staging_dir, "root_dir": state.root_dir}))
 
+    @tornado.web.authenticated
+    def head(self) -> None:
+        self.get()
 
-class _FileHandler(APIHandler, web.StaticFileHandler):
+
+class _FileHandler(CredentialsRequired, APIHandler, web.StaticFileHandler):
     """Streams one resolved file with Range support, a sha256 header and JSON errors."""
 
     disposition = "attachment"
@@ -317,7 +302,8 @@ class DownloadHandler(_FileHandler):
     """``GET /modelsave/download/<path>``: a written artifact below the server's root."""
 
     def resolve(self, relative: str) -> Path:  # type: ignore[override]
-        return service(self).root_file(relative)
+        allow_hidden = bool(self.contents_manager.allow_hidden)
+        return service(self).root_file(relative, allow_hidden=allow_hidden)
 
     @tornado.web.authenticated
     async def get(self, relative: str) -> None:  # type: ignore[override]
@@ -331,40 +317,43 @@ class DownloadHandler(_FileHandler):
 # --- Netron ---
 
 
-def netron_dir() -> Path:
-    import netron
+class _NetronPolicy:
+    """The viewer's Content-Security-Policy (``_netron.csp``) instead of Jupyter's default."""
 
-    return Path(netron.__file__).parent
+    @property
+    def content_security_policy(self) -> str:
+        return csp()
 
 
-@cache
-def netron_index() -> str:
-    """Netron's ``index.html`` with ``version`` 0.0.0 and no ``date`` meta.
+class NetronPageHandler(CredentialsRequired, _NetronPolicy, JupyterHandler):
+    """``GET /modelsave/netron/``: the patched viewer page (a same-origin page, so cookies work).
 
-    A non-0.0.0 version turns on analytics and error reporting; the ``date`` meta makes the
-    viewer refuse to run 180 days after its release. The consent prompt (and its IP look-up) is
-    skipped by the ``consent`` cookie ``NetronPageHandler`` sets.
+    A ``?url=`` that is not one of this server's graphs, or a ``?gist=``, is refused (400).
     """
-    html = (netron_dir() / "index.html").read_text(encoding="utf-8")
-    html = re.sub(
-        r'<meta name="version" content="[^"]*">', '<meta name="version" content="0.0.0">', html
-    )
-    return re.sub(r'<meta name="date" content="[^"]*">\s*', "", html)
-
-
-class NetronPageHandler(_NoLoginRedirect, JupyterHandler):
-    """``GET /modelsave/netron/``: the patched viewer page (a same-origin page, so cookies work)."""
 
     @tornado.web.authenticated
     def get(self) -> None:
+        try:
+            check_page_arguments(
+                self.request.arguments,
+                base_url=self.base_url,
+                host=self.request.host,
+                scheme=self.request.protocol,
+            )
+        except InvalidOptionError as err:
+            raise http_error(err) from None
         path = url_path_join(self.base_url, NAMESPACE, "netron/")
         self.set_cookie("consent", "jupyter_modelsave", path=path, samesite="Strict")
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.set_header("Cache-Control", "no-cache")
         self.finish(netron_index())
 
+    @tornado.web.authenticated
+    def head(self) -> None:
+        self.get()
 
-class NetronAssetHandler(_NoLoginRedirect, JupyterHandler, web.StaticFileHandler):
+
+class NetronAssetHandler(CredentialsRequired, _NetronPolicy, JupyterHandler, web.StaticFileHandler):
     """``GET /modelsave/netron/<asset>``: the viewer's scripts, styles and metadata (no ``.py``)."""
 
     @tornado.web.authenticated

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from ._manifests import write_manifest
+
 STAGING_ID = "0123456789abcdef0123456789abcdef"
 PAYLOAD = bytes(range(256)) * 40  # 10 KiB with distinct neighbouring bytes
 
@@ -32,6 +34,7 @@ def written(jp_root_dir: Path) -> Path:
     path = jp_root_dir / "exports" / "net_v1.0.0_abc.onnx"
     path.parent.mkdir()
     path.write_bytes(PAYLOAD)
+    write_manifest(path)
     return path
 
 
@@ -159,8 +162,8 @@ async def test_a_staged_index_cannot_point_outside_its_folder(jp_fetch, staged):
 async def test_a_folder_that_is_not_an_artifact_cannot_be_downloaded(jp_fetch, written):
     with pytest.raises(HTTPClientError) as err:
         await jp_fetch("modelsave", "download", "exports")
-    assert err.value.code == 400
-    assert "folder" in json.loads(err.value.response.body)["message"]
+    assert err.value.code == 403
+    assert "not an artifact" in json.loads(err.value.response.body)["message"]
 
 
 FOLDER_FILES = {"model.onnx": PAYLOAD[:999], "model.onnx.data": PAYLOAD, "sub/extra.bin": b""}
@@ -182,7 +185,7 @@ def _unzipped(body: bytes) -> dict[str, bytes]:
 async def test_a_written_folder_artifact_downloads_as_one_zip(jp_fetch, jp_root_dir):
     # Given a folder artifact (ONNX with external data) written with its manifest
     artifact = _fill(jp_root_dir / "exports" / "big_v1.0.0_abc.onnx")
-    Path(f"{artifact}.json").write_text("{}")
+    write_manifest(artifact)
     # When it is downloaded
     response = await jp_fetch("modelsave", "download", "exports", artifact.name)
     # Then it arrives as one zip holding exactly its files
@@ -207,8 +210,8 @@ async def test_a_folder_artifact_holding_a_link_is_refused(jp_fetch, jp_root_dir
     secret = tmp_path / "secret.txt"
     secret.write_text("secret")
     artifact = _fill(jp_root_dir / "exports" / "big_v1.0.0_abc.onnx")
-    Path(f"{artifact}.json").write_text("{}")
     (artifact / "leak.bin").symlink_to(secret)
+    write_manifest(artifact)
     # When it is downloaded, Then nothing is sent
     with pytest.raises(HTTPClientError) as err:
         await jp_fetch("modelsave", "download", "exports", artifact.name)

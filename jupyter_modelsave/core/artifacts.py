@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactExistsError, InvalidOptionError, ModelSaveError, WriteError
+from .errors import ArtifactExistsError, InvalidOptionError, ModelSaveError, WriteError, shown
 from .hashing import sha256_of, size_of
 
 DEFAULT_VERSION = "1.0.0"
@@ -31,7 +31,7 @@ _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 
 def check_version(version: Any) -> str:
     if not isinstance(version, str) or not _VERSION.match(version):
-        raise InvalidOptionError(f"version must look like '1.2.3', got {version!r}.")
+        raise InvalidOptionError(f"version must look like '1.2.3', got {shown(version)}.")
     return version
 
 

@@ -1,11 +1,27 @@
 """Every error jupyter_modelsave raises on purpose. Each message says what to do next.
 
 Library code raises these; the magic, the widget and the server routes decide how to show them.
+Messages quote the user's values with ``shown``, which never raises and stays short.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for an error message.
+
+    Never raises: an integer over Python's 4300-digit str limit, or an object whose ``repr``
+    fails, is named by its type instead.
+    """
+    try:
+        text = repr(value)
+    except Exception:  # ValueError for huge ints; anything from a user's __repr__
+        if isinstance(value, int):
+            return f"an integer of about {int(value.bit_length() * 0.30103) + 1:,} digits"
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 6]} ... {text[-2:]}"
 
 
 class ModelSaveError(Exception):

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import InvalidOptionError
+from .errors import InvalidOptionError, shown
 from .inputs import ExampleInputs
 
 # (atol, rtol) by the reference model's floating dtype. float16/bfloat16 carry ~3 and ~2
@@ -24,6 +24,7 @@ EXPORTERS = ("auto", "dynamo", "torchscript")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 
 DynamicAxes = dict[str, dict[int, str]]
+MAX_DIM = 1 << 16  # far beyond any rank; bounds the dims of outputs, whose rank is unknown
 
 
 def default_tolerances(dtype: str) -> tuple[float, float]:
@@ -32,32 +33,34 @@ def default_tolerances(dtype: str) -> tuple[float, float]:
 
 def check_tolerance(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
-        raise InvalidOptionError(f"{name} must be a number such as 1e-4, got {value!r}.")
+        raise InvalidOptionError(f"{name} must be a number such as 1e-4, got {shown(value)}.")
     try:
         number = float(value)
     except OverflowError:  # an int beyond float's range
         number = math.inf
     if not math.isfinite(number) or number < 0:
-        raise InvalidOptionError(f"{name} must be a finite number >= 0, got {value!r}.")
+        raise InvalidOptionError(f"{name} must be a finite number >= 0, got {shown(value)}.")
     return number
 
 
 def check_flag(name: str, value: Any) -> bool:
     """``True`` or ``False`` only: a truthy string such as ``"False"`` must not switch a flag on."""
     if not isinstance(value, bool):
-        raise InvalidOptionError(f"{name} must be True or False, got {value!r}.")
+        raise InvalidOptionError(f"{name} must be True or False, got {shown(value)}.")
     return value
 
 
 def check_optional_flag(name: str, value: Any) -> bool | None:
     if value is not None and not isinstance(value, bool):
-        raise InvalidOptionError(f"{name} must be True, False or None, got {value!r}.")
+        raise InvalidOptionError(f"{name} must be True, False or None, got {shown(value)}.")
     return value
 
 
 def check_exporter(exporter: Any) -> str:
     if exporter not in EXPORTERS:
-        raise InvalidOptionError(f"exporter={exporter!r} is not one of {', '.join(EXPORTERS)}.")
+        raise InvalidOptionError(
+            f"exporter={shown(exporter)} is not one of {', '.join(EXPORTERS)}."
+        )
     return exporter
 
 
@@ -66,14 +69,14 @@ def check_names(kind: str, names: Any, expected: int) -> list[str] | None:
     if names is None:
         return None
     if isinstance(names, str) or not isinstance(names, Sequence):
-        raise InvalidOptionError(f"{kind} must be a list of strings, got {names!r}.")
+        raise InvalidOptionError(f"{kind} must be a list of strings, got {shown(names)}.")
     names = list(names)
     if len(names) != expected:
         raise InvalidOptionError(f"{kind} has {len(names)} names but the model has {expected}.")
     for n in names:
         if not isinstance(n, str) or not _SAFE_NAME.match(n):
             raise InvalidOptionError(
-                f"{kind}: {n!r} is not a usable tensor name; use letters, digits, '_', '.', '-'."
+                f"{kind}: {shown(n)} is not a usable tensor name; use letters, digits, '_', '.', '-'."
             )
     if len(set(names)) != len(names):
         raise InvalidOptionError(f"{kind} has duplicates: {names}.")
@@ -84,7 +87,7 @@ def check_artifact_name(name: Any) -> str:
     """A file-name stem: no separators, no leading dot, at most 128 characters."""
     if not isinstance(name, str) or not _SAFE_NAME.match(name):
         raise InvalidOptionError(
-            f"name {name!r} cannot be used in a file name: use 1-128 letters, digits, "
+            f"name {shown(name)} cannot be used in a file name: use 1-128 letters, digits, "
             "'_', '.', '+' or '-', starting with a letter or digit."
         )
     return name
@@ -94,10 +97,16 @@ def check_destination(dest: Any) -> str | os.PathLike:
     """A folder or file path: a ``str`` or ``os.PathLike`` without NUL bytes."""
     if not isinstance(dest, (str, os.PathLike)) or not str(dest).strip():
         raise InvalidOptionError(
-            f"dest must be a folder (ending in '/') or a file path, got {dest!r}."
+            f"dest must be a folder (ending in '/') or a file path, got {shown(dest)}."
         )
     if "\0" in str(dest):
         raise InvalidOptionError("The destination path contains a NUL byte.")
+    try:
+        os.fsencode(str(dest))
+    except UnicodeEncodeError:
+        raise InvalidOptionError(
+            f"The destination path {shown(dest)} is not valid text (a lone surrogate)."
+        ) from None
     return dest
 
 
@@ -121,47 +130,65 @@ def check_dynamic_axes(
     """Accept ``{"input": {0: "batch"}}`` or ``{"input": [0]}``; return ``{name: {dim: axis}}``.
 
     Names may be input or output names. Dims may be negative. An axis name must be a Python
-    identifier; the list form names axes ``<tensor>_dim<d>``.
+    identifier; the list form names axes ``<tensor>_dim<d>`` (``d`` counted from 0 for inputs).
     """
     if dynamic_axes is None:
         return {}
     if not isinstance(dynamic_axes, Mapping):
         raise InvalidOptionError(
-            f"dynamic_axes must be a dict like {{'input': {{0: 'batch'}}}}, got {dynamic_axes!r}."
+            f"dynamic_axes must be a dict like {{'input': {{0: 'batch'}}}}, got {shown(dynamic_axes)}."
         )
     ranks = {s.name: len(s.shape) for s in example.specs}
     known = [*ranks, *output_names]
     result: DynamicAxes = {}
     for tensor, axes in dynamic_axes.items():
-        if tensor not in known:
+        if not isinstance(tensor, str) or tensor not in known:
             raise InvalidOptionError(
-                f"dynamic_axes names {tensor!r}, which is not an input or output; "
+                f"dynamic_axes names {shown(tensor)}, which is not an input or output; "
                 f"known names: {', '.join(known)}."
             )
         if isinstance(axes, Sequence) and not isinstance(axes, str):
-            axes = {d: f"{tensor}_dim{d}" for d in axes}
+            axes = _listed_dims(tensor, axes)
         if not isinstance(axes, Mapping):
             raise InvalidOptionError(
-                f"dynamic_axes[{tensor!r}] must map dims to names, got {axes!r}."
+                f"dynamic_axes[{shown(tensor)}] must map dims to names, got {shown(axes)}."
             )
         rank = ranks.get(tensor)
         result[tensor] = {}
         for dim, axis in axes.items():
             if isinstance(dim, bool) or not isinstance(dim, int):
                 raise InvalidOptionError(
-                    f"dynamic_axes[{tensor!r}]: dim {dim!r} is not an integer."
+                    f"dynamic_axes[{shown(tensor)}]: dim {shown(dim)} is not an integer."
                 )
             if rank is not None and not -rank <= dim < rank:
                 raise InvalidOptionError(
-                    f"dynamic_axes[{tensor!r}]: dim {dim} is out of range for a {rank}-d input."
+                    f"dynamic_axes[{shown(tensor)}]: dim {shown(dim)} is out of range for a "
+                    f"{rank}-d input."
                 )
+            if abs(dim) > MAX_DIM:
+                raise InvalidOptionError(
+                    f"dynamic_axes[{shown(tensor)}]: dim {shown(dim)} is out of range."
+                )
+            if axis is None:  # the list form
+                axis = f"{tensor}_dim{dim % rank if rank else dim}"
             if not isinstance(axis, str) or not axis.isidentifier():
                 raise InvalidOptionError(
-                    f"dynamic_axes[{tensor!r}][{dim}]: axis name {axis!r} must be an identifier "
+                    f"dynamic_axes[{shown(tensor)}][{dim}]: axis name {shown(axis)} must be an identifier "
                     "such as 'batch' or 'seq_len'."
                 )
             result[tensor][dim % rank if rank else dim] = axis
     return result
+
+
+def _listed_dims(tensor: str, dims: Sequence[Any]) -> dict[int, None]:
+    """The list form ``{"input": [0, 1]}``: each dim an integer; named once checked."""
+    for dim in dims:
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise InvalidOptionError(
+                f"dynamic_axes[{shown(tensor)}]: dim {shown(dim)} is not an integer; list dims "
+                "like [0, 1]."
+            )
+    return dict.fromkeys(dims)
 
 
 def opset_range(exporter: str) -> tuple[int, int]:
@@ -181,7 +208,7 @@ def check_opset(opset: Any, exporter: str) -> int | None:
     low, high = opset_range(exporter)
     if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
         raise InvalidOptionError(
-            f"opset={opset!r} is not supported here: the installed onnx and torch "
+            f"opset={shown(opset)} is not supported here: the installed onnx and torch "
             f"({exporter} exporter) support opsets {low} to {high}. Leave opset=None for the default."
         )
     return opset

@@ -23,7 +23,14 @@ import torch
 from .. import __version__
 from . import artifacts, hashing
 from .discovery import last_inputs, recording_paused
-from .errors import InvalidOptionError, ModelSaveError, NotAModelError, ParityError, WriteError
+from .errors import (
+    InvalidOptionError,
+    ModelSaveError,
+    NotAModelError,
+    ParityError,
+    WriteError,
+    shown,
+)
 from .formats import get_format
 from .formats.base import ArtifactFormat, Exported, ExportJob
 from .formats.onnx import RESERVED_METADATA
@@ -315,7 +322,7 @@ def check_progress(progress: Any) -> Progress:
         return no_progress
     if not callable(progress):
         raise InvalidOptionError(
-            f"progress must be a function progress(step: str, fraction: float), got {progress!r}."
+            f"progress must be a function progress(step: str, fraction: float), got {shown(progress)}."
         )
     return progress
 
@@ -369,7 +376,9 @@ def _placed(
         try:
             target = torch.device(device)
         except (RuntimeError, TypeError, ValueError) as err:
-            raise InvalidOptionError(f"device={device!r} is not a torch device: {err}") from None
+            raise InvalidOptionError(
+                f"device={shown(device)} is not a torch device: {err}"
+            ) from None
         if target != home:
             model = copy.deepcopy(model).to(target)
             home = target

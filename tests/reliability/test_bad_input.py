@@ -42,6 +42,15 @@ SETTINGS = settings(
 )
 GUARD_S = 30  # an example still running after this long counts as a hang
 
+
+def _nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+HUGE = 10**5000  # over Python's int-to-str limit: repr() of it raises ValueError
 junk = st.one_of(
     st.none(),
     st.booleans(),
@@ -52,6 +61,10 @@ junk = st.one_of(
     st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
     st.just(object()),
+    # the classes of hostile input the Comm gets too: huge ints, deep nesting, odd unicode
+    st.sampled_from([HUGE, -HUGE, 10**400, "\ud800", "a\u202eb", "x" * 100_000]),
+    st.integers(min_value=50, max_value=5000).map(_nested),
+    st.text(st.characters(codec=None, categories=["Cs", "Cc", "Cf"]), min_size=1, max_size=4),
 )
 odd_names = st.sampled_from(
     ["../x", "/abs/x", "a\x00b", "..", ".", "", " ", "ü" * 200, "名前", "a/b", "x" * 300, "con",
@@ -180,6 +193,21 @@ def test_weights_on_the_meta_device_are_refused():
 
 axis_names = st.one_of(st.sampled_from(["batch", "seq", "b a", "1x", "", "名", "batch"]), junk)
 dynamic_specs = st.one_of(
+    st.sampled_from(
+        [
+            {"input": [{}]},
+            {"input": [[0]]},
+            {"input": [HUGE]},
+            {"input": {HUGE: "b"}},
+            {"input": {0: HUGE}},
+            {"input": [0.5]},
+            {"input": {(0,): "b"}},
+            {"input": _nested(3000)},
+            {HUGE: [0]},
+            {"\ud800": [0]},
+            {"input": {0: "\ud800"}},
+        ]
+    ),
     st.just({}),
     st.just({"input": {}}),
     st.builds(lambda n: {"input": list(range(n))}, st.sampled_from([1, 3, 10**5])),
@@ -205,11 +233,27 @@ dynamic_specs = st.one_of(
 @example(axes={"input": {1: "features"}}, fmt="torch_export")  # Linear fixes it: not dynamic
 @example(axes={"input": {0: "batch"}, "output": {0: "batch"}}, fmt="torch_export")
 @example(axes={"input": {0: ""}}, fmt="onnx")
+@example(axes={"input": [{}]}, fmt="onnx")
+@example(axes={"input": [HUGE]}, fmt="torch_export")
 def test_any_dynamic_axes_through_the_exporters_is_staged_or_refused(axes, fmt):
     staged = _attempt(
         lambda: jms.stage(MODEL, X, format=fmt, dynamic_axes=axes, **CHEAP.get(fmt, {}))
     )
     assert staged is None or isinstance(staged, jms.StagedExport)
+
+
+@pytest.mark.parametrize(
+    "axes",
+    [{"input": [{}]}, {"input": [[0]]}, {"input": [0.5]}, {"input": [True]}, {"input": ["0"]},
+     {"input": [HUGE]}, {"input": {HUGE: "b"}}, {HUGE: [0]}, {"output": {HUGE: "b"}},
+     {"input": {0: HUGE}}, {"input": _nested(3000)}],
+    ids=lambda axes: "axes",
+)  # fmt: skip
+def test_dynamic_axes_of_the_wrong_kind_are_an_invalid_option(axes):
+    # The list form used to build a dict of its items first: {"input": [{}]} was a TypeError
+    with no_hang(GUARD_S), pytest.raises(jms.InvalidOptionError, match="dynamic_axes") as err:
+        jms.stage(MODEL, X, format="onnx", exporter="torchscript", dynamic_axes=axes)
+    assert len(str(err.value)) < 500  # a huge value is named, not printed
 
 
 # ------------------------------------------------------------------ write, export, verify
@@ -243,6 +287,10 @@ flags = st.one_of(st.booleans(), junk, st.just("False"))
 @example(dest="~/x/", overwrite="False", allow_mismatch=False, version=None)
 @example(dest="{root}/abs/", overwrite=False, allow_mismatch=1, version=object())
 @example(dest="model.onnx", overwrite=False, allow_mismatch=False, version=object())
+@example(dest="out/", overwrite=HUGE, allow_mismatch=False, version=HUGE)
+@example(dest=HUGE, overwrite=False, allow_mismatch="\ud800", version="\ud800")
+@example(dest="\ud800/", overwrite=False, allow_mismatch=False, version=None)
+@example(dest="x" * 100_000, overwrite=False, allow_mismatch=False, version=None)
 def test_write_anywhere_with_any_flags_stays_in_its_folder_or_is_refused(
     staged, dest, overwrite, allow_mismatch, version
 ):
@@ -278,6 +326,8 @@ tolerances = st.one_of(
 @example(atol=10**400, rtol=None)
 @example(atol=None, rtol=float("nan"))
 @example(atol=-1e-300, rtol="1e-3")
+@example(atol=HUGE, rtol=None)
+@example(atol=None, rtol=_nested(3000))
 def test_verify_with_any_tolerance_reports_or_refuses(staged, atol, rtol):
     report = _attempt(lambda: staged.verify(atol=atol, rtol=rtol))
     assert report is None or isinstance(report, jms.ParityReport)

@@ -25,11 +25,14 @@ from traitlets.config import Config
 from jupyter_modelsave import _paths
 from jupyter_modelsave import routes as jr
 
+from .._manifests import write_manifest
+
 SID = "0123456789abcdef0123456789abcdef"
 PAYLOAD = b"MODEL-BYTES-" * 100
 SECRET = b"TOP-SECRET-CONTENT"
 READ_VERBS = ("GET", "HEAD")
 WRITE_VERBS = ("POST", "PUT", "DELETE", "PATCH")
+ALL_VERBS = (*READ_VERBS, *WRITE_VERBS, "OPTIONS")  # every verb tornado routes to a handler
 XSRF = "2f3c4b86aa0011"  # any value: tornado compares the _xsrf cookie with the header
 
 
@@ -96,6 +99,7 @@ def files(jp_serverapp, jp_root_dir: Path, staging_dir: Path, secret: Path) -> N
     (folder / "index.json").write_text(json.dumps(index))
     (jp_root_dir / "exports").mkdir()
     (jp_root_dir / "exports" / "net.onnx").write_bytes(PAYLOAD)
+    write_manifest(jp_root_dir / "exports" / "net.onnx")
     os.symlink(secret, jp_root_dir / "escape.txt")
     os.symlink(secret.parent, jp_root_dir / "escapedir")
 
@@ -162,29 +166,35 @@ async def test_an_authenticated_request_is_served(
         http_server_client, jp_base_url, sample(pattern), headers=jp_auth_header
     )
     assert response.code == 200, response.body
+    # And HEAD answers the same headers without the body
+    head = await request(
+        http_server_client, jp_base_url, sample(pattern), "HEAD", headers=jp_auth_header
+    )
+    assert (head.code, head.body) == (200, b"")
+    assert head.headers.get("Content-Type") == response.headers.get("Content-Type")
 
 
+@pytest.mark.parametrize("allow_unauthenticated_access", [False, True], ids=["strict", "default"])
 @pytest.mark.parametrize("pattern", ROUTE_IDS)
 async def test_an_anonymous_request_is_refused(
-    files, http_server_client, jp_base_url, pattern
-) -> None:
-    for method in READ_VERBS + WRITE_VERBS:
-        # When a route is called without a token or a login cookie
+    files, jp_web_app, http_server_client, jp_base_url, monkeypatch, pattern,
+    allow_unauthenticated_access,
+) -> None:  # fmt: skip
+    # Given a server that refuses unauthenticated access everywhere (strict), or one with
+    # Jupyter's default setting, where only @authenticated handlers check credentials
+    monkeypatch.setitem(
+        jp_web_app.settings, "allow_unauthenticated_access", allow_unauthenticated_access
+    )
+    answers = {}
+    for method in ALL_VERBS:
+        # When a route is called with any verb, without a token or a login cookie
         response = await request(http_server_client, jp_base_url, sample(pattern), method)
-        # Then it answers 403 (no redirect to a login page) and sends nothing of the files
-        assert response.code == 403, (method, response.code, response.headers.get("Location"))
+        answers[method] = response.code
+        # Then it sends nothing of the files, nor the viewer page or its scripts
         assert PAYLOAD not in response.body
-        assert b"netron" not in response.body.lower()  # not the viewer page, nor its scripts
-
-
-@pytest.mark.parametrize("pattern", ROUTE_IDS)
-async def test_an_anonymous_cors_preflight_sends_no_content(
-    files, http_server_client, jp_base_url, pattern
-) -> None:
-    # Jupyter answers OPTIONS (CORS preflight) without credentials; it must carry nothing
-    response = await request(http_server_client, jp_base_url, sample(pattern), "OPTIONS")
-    assert response.code in (204, 403, 405) or not response.body
-    assert PAYLOAD not in response.body
+        assert b"netron" not in response.body.lower()
+    # And every verb answers 403 (no 405 that tells which verbs exist, no login redirect)
+    assert answers == dict.fromkeys(ALL_VERBS, 403)
 
 
 @pytest.mark.parametrize("pattern", ROUTE_IDS)
@@ -278,6 +288,7 @@ async def test_paths_outside_the_served_folders_are_refused(
     # And the same file is served once it is inside the root (the requests above were refused
     # for where they lead, not for some unrelated reason)
     shutil.copy(secret, jp_root_dir / "secret.txt")
+    write_manifest(jp_root_dir / "secret.txt")
     response = await request(
         http_server_client, jp_base_url, "download/secret.txt", headers=jp_auth_header
     )

@@ -3,7 +3,13 @@ import type { Locator } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { openSidebar, snapshot } from './helpers';
+import {
+  cspViolations,
+  keepEval,
+  openSidebar,
+  recordCspViolations,
+  snapshot
+} from './helpers';
 
 /**
  * The sidebar's export flow against the real server and a real ipykernel: models, options,
@@ -11,20 +17,6 @@ import { openSidebar, snapshot } from './helpers';
  */
 
 const NOTEBOOK = 'sidebar_models.ipynb';
-
-/** Netron replaces window.eval with a thrower; Playwright's helpers need it. */
-async function keepEval(page: IJupyterLabPageFixture): Promise<void> {
-  await page.addInitScript(() => {
-    const original = window.eval;
-    Object.defineProperty(window, 'eval', {
-      get: () => original,
-      set: () => {
-        // Netron's replacement is ignored
-      },
-      configurable: false
-    });
-  });
-}
 
 /** Open the fixture notebook and run its first cell (the model definitions). */
 async function openFixture(
@@ -58,6 +50,7 @@ test.describe('Model Save sidebar: export', () => {
   }, testInfo) => {
     test.setTimeout(150_000);
     await keepEval(page);
+    await recordCspViolations(page);
     const requests: string[] = [];
     page.on('request', request => requests.push(request.url()));
 
@@ -117,6 +110,10 @@ test.describe('Model Save sidebar: export', () => {
     );
     expect(external).toEqual([]);
     expect(requests.some(url => url.includes('/modelsave/netron/'))).toBe(true);
+    // The viewer drew the graph under its Content-Security-Policy without breaking any rule.
+    const viewer = page.frames().find(f => f.url().includes('/modelsave/netron/'));
+    expect(viewer).toBeDefined();
+    expect(await cspViolations(viewer!)).toEqual([]);
 
     // Write: the artifact lands next to the notebook and shows in the file browser.
     await openSidebar(page);

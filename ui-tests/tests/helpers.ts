@@ -1,5 +1,5 @@
 import { expect, IJupyterLabPageFixture } from '@jupyterlab/galata';
-import type { Locator, TestInfo } from '@playwright/test';
+import type { Frame, Locator, Page, TestInfo } from '@playwright/test';
 
 /** The sidebar's tab in JupyterLab's left side bar. */
 export function sidebarTab(page: IJupyterLabPageFixture): Locator {
@@ -31,4 +31,41 @@ export async function snapshot(
     path: testInfo.outputPath(`${name}.png`)
   });
   await testInfo.attach(name, { body, contentType: 'image/png' });
+}
+
+/** Netron replaces window.eval with a thrower; Playwright's helpers need it. */
+export async function keepEval(
+  page: Pick<Page, 'addInitScript'>
+): Promise<void> {
+  await page.addInitScript(() => {
+    const original = window.eval;
+    Object.defineProperty(window, 'eval', {
+      get: () => original,
+      set: () => {
+        // Netron's replacement is ignored
+      },
+      configurable: false
+    });
+  });
+}
+
+/**
+ * Record every Content-Security-Policy violation in every frame of `page` (as
+ * `window.__cspViolations`: "<directive> <blocked URL>"), from before any page script runs.
+ */
+export async function recordCspViolations(
+  page: Pick<Page, 'addInitScript'>
+): Promise<void> {
+  await page.addInitScript(() => {
+    const seen: string[] = [];
+    (window as any).__cspViolations = seen;
+    document.addEventListener('securitypolicyviolation', event => {
+      seen.push(`${event.effectiveDirective} ${event.blockedURI}`);
+    });
+  });
+}
+
+/** The violations recorded in `frame` (see `recordCspViolations`). */
+export async function cspViolations(frame: Frame | Page): Promise<string[]> {
+  return frame.evaluate(() => (window as any).__cspViolations ?? ['not recorded']);
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import InvalidOptionError
+from ..errors import InvalidOptionError, shown
 from .base import ArtifactFormat
 
 FRAMEWORKS = ("torch", "keras", "tensorflow")
@@ -45,7 +45,7 @@ def formats(framework: str | None = "torch") -> list[str]:
     """
     if framework is not None and framework not in FRAMEWORKS:
         raise InvalidOptionError(
-            f"Unknown framework {framework!r}; choose one of: {', '.join(FRAMEWORKS)}."
+            f"Unknown framework {shown(framework)}; choose one of: {', '.join(FRAMEWORKS)}."
         )
     return [name for name, impls in REGISTRY.items() if framework is None or framework in impls]
 
@@ -55,7 +55,7 @@ def get_format(name: str, framework: str | None = None) -> ArtifactFormat:
     impls = REGISTRY.get(name) if isinstance(name, str) else None
     if impls is None:
         raise InvalidOptionError(
-            f"Unknown format {name!r}; choose one of: {', '.join(formats(framework))}."
+            f"Unknown format {shown(name)}; choose one of: {', '.join(formats(framework))}."
         )
     target = impls.get(framework) if framework is not None else next(iter(impls.values()))
     if target is None:
