@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .._capture import captured_output, first_line
+from .._capture import captured_output, first_line, value_conversions
 from ..errors import ExportError, InvalidOptionError
 from ..inputs import ExampleInputs
 from ._torchload import is_torchscript_archive
@@ -63,7 +63,8 @@ class TorchScriptFormat(ArtifactFormat):
                 f"torch.jit.{method} failed: {type(err).__name__}: {first_line(err)}. Check that "
                 f"forward() runs on the example inputs, or try method={other!r}."
             ) from err
-        return Exported(path, method, warnings=_notes(method, lines))
+        return Exported(path, method, warnings=_notes(method, lines),
+                        value_conversions=value_conversions(lines))  # fmt: skip
 
     def runner(
         self, exported: Exported, job: ExportJob
