@@ -165,6 +165,38 @@ def test_torch_s_own_shape_checks_are_not_reported_as_baked_values():
         )
 
 
+class ShapeChecked(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        if x.shape[1] != 8:  # TorchScript warns here too, though only a shape is read
+            raise ValueError("expected 8 features")
+        return self.lin(x)
+
+
+class ReadsANumber(torch.nn.Module):
+    def forward(self, x):
+        return x.roll(int(x.argmax()), 1)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_shape_check_in_user_code_is_reported_but_does_not_fail_parity(fmt):
+    options = {"exporter": "torchscript"} if fmt == "onnx" else {}
+    staged = jms.stage(ShapeChecked(), torch.randn(2, 8), format=fmt, **options)
+    assert staged.report.passed and staged.report.value_conversions == []
+    assert any(
+        "about shape checks" in w and "test_export_correctness.py" in w for w in staged.warnings
+    )
+
+
+def test_a_tensor_read_as_a_python_number_fails_parity():
+    staged = jms.stage(ReadsANumber(), torch.randn(2, 5), format="torchscript")
+    assert not staged.report.passed
+    assert any("Python integer" in c for c in staged.report.value_conversions)
+
+
 def test_derived_probes_keep_token_ids_valid_and_masks_as_they_are():
     ids = torch.tensor([[3, 7, 40, 12], [5, 3, 9, 40]])
     mask = torch.tensor([[True, True, False, True], [True, False, True, True]])

@@ -157,7 +157,7 @@ def _flush_c_stdio() -> None:
 _CONVERSION = re.compile(
     r"TracerWarning: Converting a tensor to (?:a Python |an? )?(\w+).*\[(.+):(\d+)\]$"
 )
-_DATA_DEPENDENT = ("GuardOnDataDependentSymNode", "data-dependent expression")
+DATA_DEPENDENT = ("GuardOnDataDependentSymNode", "data-dependent expression")
 
 
 def value_conversions(lines: list[str]) -> list[str]:
@@ -178,7 +178,7 @@ def value_conversions(lines: list[str]) -> list[str]:
                 f"tracing turned a tensor into a Python {match.group(1)} at "
                 f"{match.group(2)}:{match.group(3)}"
             )
-        elif not match and any(marker in line for marker in _DATA_DEPENDENT):
+        elif not match and any(marker in line for marker in DATA_DEPENDENT):
             found.append("torch.export stopped at a data-dependent branch (a Python `if` on "
                          "tensor values)")  # fmt: skip
     return list(dict.fromkeys(found))

@@ -31,6 +31,7 @@ from .._capture import captured_output, first_line, value_conversions
 from ..errors import ExportError
 from ..inputs import ExampleInputs
 from ..options import shared_dimensions
+from . import _baked_values
 from .base import ArtifactFormat, Exported, ExportJob, dynamic_shapes
 
 EXTERNAL_DATA_BYTES = 2 * 1024**3 - 64 * 1024**2  # leave room for the graph itself
@@ -142,7 +143,7 @@ def _export_with_fallback(
             failed.append(exporter)
             notes.append(f"{exporter} exporter failed: {failure_text(err)}")
             continue
-        conversions = value_conversions([*notes, *lines])
+        conversions, shape_notes = _baked_values.confirmed(job, value_conversions([*notes, *lines]))
         if exporter == "dynamo" and job.opset is not None and job.opset < DYNAMO_OPSET:
             notes.append(
                 f"dynamo built opset {DYNAMO_OPSET} and onnx's version converter turned it into "
@@ -150,7 +151,7 @@ def _export_with_fallback(
             )
         if failed:
             notes.append(f"used the {exporter} exporter instead; check the parity report closely.")
-        notes += [f"{exporter}: {line}" for line in [*own_notes, *lines[:20]]]
+        notes += [f"{exporter}: {line}" for line in [*own_notes, *lines[:20]]] + shape_notes
         return exporter, notes, conversions
     raise ExportError(
         "The model could not be exported to ONNX"
