@@ -131,8 +131,8 @@ def _export_with_fallback(
         try:
             with captured_output() as lines:
                 export = _export_dynamo if exporter == "dynamo" else _export_torchscript
-                own_notes = export(job, path, large)
-            problem = _opset_problem(exporter, path, job, lines)
+                own_notes, opset = export(job, path, large)
+            problem = _opset_problem(opset, job, lines)
             if problem:
                 raise ExportError(problem)
         except ExportError as err:  # ours: the graph is not the one asked for
@@ -166,9 +166,10 @@ def _export_with_fallback(
 def failure_text(err: BaseException) -> str:
     """``Type: first line`` of an exporter's error, with its root cause when it wraps one."""
     text = f"{type(err).__name__}: {first_line(err)}"
-    root = err
-    while root.__cause__ is not None and root.__cause__ is not root:
+    root, seen = err, {id(err)}
+    while root.__cause__ is not None and id(root.__cause__) not in seen:
         root = root.__cause__
+        seen.add(id(root))
     if root is not err:
         text += f" Caused by {type(root).__name__}: {first_line(root)}"
     return text
@@ -194,15 +195,9 @@ def _export_hint(job: ExportJob, tried: list[str], notes: list[str]) -> str:
     return "; ".join(hints) + "."
 
 
-def _opset_problem(exporter: str, path: Path, job: ExportJob, lines: list[str]) -> str | None:
-    """Why the exported file's opset is not the one asked for (None when it is)."""
-    if job.opset is None or exporter != "dynamo":  # TorchScript builds the opset or raises
-        return None
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    if got == job.opset:
+def _opset_problem(got: int | None, job: ExportJob, lines: list[str]) -> str | None:
+    """Why the graph's opset ``got`` is not the one asked for (None when it is)."""
+    if job.opset is None or got == job.opset:
         return None
     reason = next((line for line in reversed(lines) if re.match(r"\w+(Error|Exception): ", line)),
                   "no reason given")  # fmt: skip
@@ -212,10 +207,11 @@ def _opset_problem(exporter: str, path: Path, job: ExportJob, lines: list[str]) 
     )
 
 
-def _export_dynamo(job: ExportJob, path: Path, large: bool) -> list[str]:
+def _export_dynamo(job: ExportJob, path: Path, large: bool) -> tuple[list[str], int | None]:
     """Export with dynamo, starting from this model's previous export when it still applies.
 
-    Raises ``ExportError`` when a requested dynamic axis came out fixed in the graph's inputs.
+    Returns (notes, the graph's default-domain opset). Raises ``ExportError`` when a requested
+    dynamic axis came out fixed in the graph's inputs.
     """
     from . import _program_cache
     from ._torchlib_cache import reused_torchlib_registry
@@ -239,7 +235,7 @@ def _export_dynamo(job: ExportJob, path: Path, large: bool) -> list[str]:
     program.model.metadata_props.clear()
     program.model.metadata_props.update(_metadata_props(job))
     _save_program(program, path, large)
-    return notes
+    return notes, program.model.opset_imports.get("")
 
 
 def _fresh_rnn_dispatch() -> None:
@@ -328,7 +324,8 @@ def _dynamo_program(job: ExportJob, cached: Any) -> Any:
     )
 
 
-def _export_torchscript(job: ExportJob, path: Path, large: bool) -> list[str]:
+def _export_torchscript(job: ExportJob, path: Path, large: bool) -> tuple[list[str], int | None]:
+    """Export with TorchScript: it builds the opset asked for natively, or raises."""
     args: tuple = job.example.args + ((job.example.kwargs,) if job.example.kwargs else ())
     torch.onnx.export(
         job.model,
@@ -341,7 +338,7 @@ def _export_torchscript(job: ExportJob, path: Path, large: bool) -> list[str]:
         opset_version=job.opset,
         verbose=False,
     )
-    return []
+    return [], job.opset
 
 
 def _finish(path: Path, job: ExportJob, large: bool, embedded: bool) -> int | None:
