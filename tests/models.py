@@ -104,3 +104,70 @@ class TiedLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(torch.tanh(self.body(self.embed(tokens))))
+
+
+class SignBranch(nn.Module):
+    """Issue 15's branch: one linear map for positive sums, another (x10) for the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return self.a(x)
+        return self.b(x) * 10
+
+
+class Tagger(nn.Module):
+    """Token ids -> Embedding -> LSTM or GRU -> per-token tag scores."""
+
+    def __init__(self, cell: type[nn.Module] = nn.LSTM, vocab: int = 30, tags: int = 5) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 8)
+        self.rnn = cell(8, 8, batch_first=True)
+        self.out = nn.Linear(8, tags)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.out(self.rnn(self.embed(tokens))[0])
+
+
+class TokensAndMask(nn.Module):
+    """Two inputs sharing batch and sequence: token ids and an attention mask."""
+
+    def __init__(self, vocab: int = 30) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 4)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return (self.embed(input_ids) * attention_mask.unsqueeze(-1)).sum(1)
+
+
+class Attention(nn.Module):
+    """Self-attention through scaled_dot_product_attention (ONNX: opset 14 and up)."""
+
+    def __init__(self, dim: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).unbind(2)
+        out = nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        )
+        return out.transpose(1, 2).reshape(b, n, d)
+
+
+class MaskedMean(nn.Module):
+    """A float sequence averaged over the positions a boolean mask keeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        weights = keep.unsqueeze(-1).to(x.dtype)
+        return (self.lin(x) * weights).sum(1) / weights.sum(1).clamp(min=1)

@@ -134,12 +134,28 @@ def test_a_parity_failure_shows_the_report_and_writes_nothing(shell, tmp_path, c
     out = capsys.readouterr().out
     # Then the error is one line, not a traceback, and the cell failed
     assert isinstance(result.error_in_exec, jms.ParityError)
-    assert "ParityError: Not written: parity FAILED on 3 probes" in out
+    assert "ParityError: Not written: parity FAILED on 6 probes" in out
     assert "Traceback" not in out and "File " not in out
     assert not (tmp_path / "out").exists()
     # And with --allow-mismatch it is written anyway
     shell.run_line_magic("modelsave", "broken out/ --input x --allow-mismatch")
     assert len(list((tmp_path / "out").glob("broken_v1.0.0_*.onnx"))) == 1
+
+
+@pytest.mark.parametrize("opset", [11, 12])
+def test_the_opset_in_the_printed_call_is_the_opset_written(shell, tmp_path, capsys, opset):
+    import onnx
+
+    shell.user_ns["net"] = models.mlp()
+    shell.run_line_magic("modelsave", f"net exports/ --input torch.randn(2,8) --opset {opset}")
+    out = capsys.readouterr().out.splitlines()
+    (artifact,) = (tmp_path / "exports").glob("net_v1.0.0_*.onnx")
+    manifest = json.loads((tmp_path / "exports" / f"{artifact.name}.json").read_text())
+    written = [o.version for o in onnx.load(str(artifact)).opset_import if o.domain == ""]
+    assert written == [opset] and manifest["opset"] == opset
+    assert (
+        out[-1] == f"Equivalent code: jms.export(net, 'exports/', torch.randn(2,8), opset={opset})"
+    )
 
 
 def test_core_errors_are_one_line_and_usage_errors_name_the_fix(shell, capsys):

@@ -143,8 +143,10 @@ def make_probes(
 
     ``dynamic_dims`` maps an axis name to the (input index, dim) pairs that carry it. Probes:
     the example itself; standard-normal and example-matched random tensors of the same shapes
-    (integers drawn from the observed value range, booleans at random); and per dynamic axis
-    name, a matched random probe with another size on that axis (size - 1, or 2 when size is 1).
+    (integers drawn from the observed value range, booleans at random); the example negated,
+    shifted and scaled (``derived_from_example``), so that a Python ``if`` on tensor values
+    takes its other side whichever side the example took; and per dynamic axis name, a matched
+    random probe with another size on that axis (size - 1, or 2 when size is 1).
     """
     gen = torch.Generator().manual_seed(seed)
     shapes = [tuple(t.shape) for t in example.tensors]
@@ -156,6 +158,7 @@ def make_probes(
         "random matched": example.replaced(
             [_random_like(t, s, gen, matched=True) for t, s in zip(example.tensors, shapes)]
         ),
+        **derived_from_example(example),
     }
     for axis, places in dynamic_dims.items():
         resized = [list(s) for s in shapes]
@@ -167,6 +170,47 @@ def make_probes(
         ]
         probes[f"{axis}={resized[places[0][0]][places[0][1]]}"] = example.replaced(tensors)
     return probes
+
+
+DERIVED_PROBES = ("negated example", "shifted example", "scaled example")
+
+
+def derived_from_example(example: ExampleInputs) -> dict[str, ExampleInputs]:
+    """The example moved across value thresholds, with its values' structure kept.
+
+    Floating tensors: ``-x`` (a sign test flips), ``x + 2 * max|x|`` (every value above the
+    example's largest) and ``x / 10`` (a norm test flips). Integer tensors (token ids, indices)
+    stay valid: in the observed range ``[lo, hi]`` they are mirrored (``lo + hi - x``), rotated
+    by half the range, and kept for "scaled". Boolean tensors (masks) are kept: a flipped mask is
+    rarely a valid input. A probe equal to the example (nothing to move) is left out.
+    """
+    probes = {}
+    for name in DERIVED_PROBES:
+        tensors = [_derived(t, name) for t in example.tensors]
+        if any(d is not t for d, t in zip(tensors, example.tensors)):
+            probes[name] = example.replaced(tensors)
+    return probes
+
+
+def _derived(t: torch.Tensor, kind: str) -> torch.Tensor:
+    if t.dtype == torch.bool or t.numel() == 0:
+        return t
+    if not (t.is_floating_point() or t.is_complex()):
+        low, high = int(t.min()), int(t.max())
+        if low == high or kind == "scaled example":
+            return t
+        wide = t.long()  # no overflow in int8/uint8 arithmetic
+        if kind == "negated example":
+            return ((low + high) - wide).to(t.dtype)
+        span = high - low + 1
+        return ((wide - low + span // 2) % span + low).to(t.dtype)
+    x = t.detach()
+    if kind == "negated example":
+        return -x
+    if kind == "shifted example":
+        spread = float(x.abs().max()) if x.isfinite().all() else 1.0
+        return x + 2 * (spread or 1.0)
+    return x / 10
 
 
 def _random_like(

@@ -191,6 +191,38 @@ def _listed_dims(tensor: str, dims: Sequence[Any]) -> dict[int, None]:
     return dict.fromkeys(dims)
 
 
+def shared_dimensions(
+    shapes: list[tuple[int, ...]], names: list[str], dynamic_axes: DynamicAxes
+) -> str:
+    """A hint naming the inputs whose unmarked dims have the size of another input's dynamic axis.
+
+    Two inputs that share a dimension (``input_ids`` and ``attention_mask`` share batch and
+    sequence) must both mark it; with one marked, the exporters fix it, or a probe that resizes
+    the marked one gives the model mismatched inputs. Empty when no input has such a dim.
+    """
+    axis_of_size: dict[int, tuple[str, str]] = {}  # size -> (axis name, input that marks it)
+    for name, shape in zip(names, shapes):
+        for dim, axis in dynamic_axes.get(name, {}).items():
+            if dim < len(shape):
+                axis_of_size.setdefault(shape[dim], (axis, name))
+    suggested: DynamicAxes = {}
+    for name, shape in zip(names, shapes):
+        marked = dynamic_axes.get(name, {})
+        for dim, size in enumerate(shape):
+            axis, owner = axis_of_size.get(size, (None, name))
+            if dim not in marked and axis is not None and owner != name:
+                suggested.setdefault(name, {})[dim] = axis
+    if not suggested:
+        return ""
+    whole = {n: {**dynamic_axes.get(n, {}), **suggested.get(n, {})} for n in names
+             if n in dynamic_axes or n in suggested}  # fmt: skip
+    return (
+        f"{', '.join(suggested)} {'has' if len(suggested) == 1 else 'have'} unmarked dimensions "
+        "of the same size as a dynamic axis: inputs that share a dimension must all mark it "
+        f"dynamic, e.g. dynamic_axes={whole!r}."
+    )
+
+
 def opset_range(exporter: str) -> tuple[int, int]:
     """The opsets the installed onnx and the chosen torch exporter both support."""
     import onnx

@@ -3,6 +3,11 @@
 Checks names, then shapes, then values, per output and per probe, and collects every failure
 before judging (as optimum's ``validate_model_outputs`` does). An element fails when
 ``|artifact - live| > atol + rtol * |live|`` (numpy.isclose's rule); NaNs match only NaNs.
+
+Outputs below ``atol``: when the largest ``|live|`` of an output (its *peak*) is above zero but
+below ``atol``, that rule would pass any artifact whose outputs are near zero (random-init nets
+can output ~1e-9). Such an output is judged relative to its own scale instead: ``atol`` becomes
+``rtol * peak``, and the cosine similarity must also reach ``DRIFT_COSINE``.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-# cosine similarity above which a failure is "float drift" rather than a broken graph
+# cosine similarity above which a failure is "float drift" rather than a broken graph; outputs
+# below atol must also reach it to pass
 DRIFT_COSINE = 0.999
 
 
@@ -32,6 +38,8 @@ class OutputDiff:
     top1_agreement: float | None = None
     shape_mismatch: str | None = None
     passed: bool = True
+    peak: float | None = None  # largest finite |live| value
+    scaled_atol: float | None = None  # the atol used instead when 0 < peak < atol: rtol * peak
 
 
 @dataclass
@@ -53,6 +61,8 @@ class ParityReport:
     tf32: bool
     diagnosis: list[str] = field(default_factory=list)
     kind: str = "outputs"  # "outputs" (values compared) or "weights" (bitwise round trip)
+    # where the exporter turned tensor values into Python constants: fails the report
+    value_conversions: list[str] = field(default_factory=list)
 
     @property
     def outputs(self) -> list[OutputDiff]:
@@ -71,10 +81,13 @@ class ParityReport:
     def summary(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
         worst = max((o.max_abs for o in self.outputs), default=0.0)
-        return (
+        text = (
             f"parity {verdict} on {len(self.probes)} probes "
             f"(atol={self.atol:g}, rtol={self.rtol:g}, worst max_abs={worst:.3g})"
         )
+        if self.value_conversions:
+            text += f": the exporter baked in tensor values ({self.value_conversions[0]})"
+        return text
 
     def _repr_html_(self) -> str:
         return report_html(self)
@@ -113,11 +126,27 @@ def compare_output(
     rows = live.ndim >= 2 and 2 <= last <= 100_000 and live.size > 0  # class scores [..., classes]
     shape = (-1, last) if rows else (-1,)
     ref, got = live.reshape(shape), artifact.reshape(shape)
-    stats = _Running(atol, rtol)
     step = max(1, _CHUNK // last) if rows else _CHUNK
+    peak = _peak(ref, step)
+    scaled = rtol * peak if 0 < peak < atol else None
+    stats = _Running(atol if scaled is None else scaled, rtol)
     for start in range(0, len(ref), step):
         stats.add(ref[start : start + step], got[start : start + step], rows)
-    return stats.result(name, list(live.shape), live.size, rows)
+    diff = stats.result(name, list(live.shape), live.size, rows)
+    diff.peak, diff.scaled_atol = peak, scaled
+    if scaled is not None and diff.cosine < DRIFT_COSINE:
+        diff.passed = False
+    return diff
+
+
+def _peak(ref: np.ndarray, step: int) -> float:
+    """The largest finite ``|value|``, chunk by chunk (no full-size temporary)."""
+    peak = 0.0
+    for start in range(0, len(ref), step):
+        chunk = np.abs(ref[start : start + step].astype(np.float64))
+        chunk[~np.isfinite(chunk)] = 0.0
+        peak = max(peak, float(chunk.max(initial=0.0)))
+    return peak
 
 
 _CHUNK = 1 << 16  # elements per step: 512 KiB per float64 temporary
@@ -188,7 +217,9 @@ def diagnose(probes: list[ProbeResult], atol: float, rtol: float) -> list[str]:
             continue
         for out in (o for o in probe.outputs if not o.passed):
             where = f"output {out.name!r} on probe {probe.name!r}"
-            if out.shape_mismatch:
+            if out.scaled_atol is not None:
+                notes.append(f"{where}: {_tiny_note(out, atol)}")
+            elif out.shape_mismatch:
                 notes.append(
                     f"{where}: shape differs ({out.shape_mismatch}). A dimension was fixed at "
                     "export time; mark it dynamic with dynamic_axes."
@@ -203,6 +234,7 @@ def diagnose(probes: list[ProbeResult], atol: float, rtol: float) -> list[str]:
                     f"{where}: the artifact computes something different (cosine similarity "
                     f"{out.cosine:.3f}), not rounding error."
                 )
+    notes += _tiny_outputs_that_passed(probes, atol)
     failed_others = [p.name for p in probes if p is not example and not p.passed]
     if example is not None and example.passed and failed_others:
         notes.append(
@@ -213,6 +245,37 @@ def diagnose(probes: list[ProbeResult], atol: float, rtol: float) -> list[str]:
             "the example."
         )
     return notes
+
+
+def _tiny_note(out: OutputDiff, atol: float) -> str:
+    """Why an output below atol was judged relative to its own scale, and how it fared."""
+    peak = out.peak or 0.0
+    verdict = "agrees" if out.passed else "does NOT agree"
+    return (
+        f"its values are tiny (largest |value| {peak:.3g}, below atol={atol:g}), so atol alone "
+        f"would pass any near-zero artifact. Judged against its own scale instead (atol = rtol "
+        f"x {peak:.3g} = {out.scaled_atol:.3g}, cosine >= {DRIFT_COSINE}), the artifact "
+        f"{verdict}: max error {out.max_abs:.3g} ({out.max_abs / peak:.2g} of the largest value), "
+        f"cosine {out.cosine:.6f}."
+    )
+
+
+def _tiny_outputs_that_passed(probes: list[ProbeResult], atol: float) -> list[str]:
+    """One note per output that was judged relative to its scale and passed on every probe."""
+    tiny: dict[str, OutputDiff] = {}
+    failed: set[str] = set()
+    for probe in probes:
+        for out in probe.outputs:
+            if out.scaled_atol is None:
+                continue
+            if not out.passed:
+                failed.add(out.name)
+            elif out.name not in tiny or out.max_abs / (out.peak or 1) > tiny[out.name].max_abs / (
+                tiny[out.name].peak or 1
+            ):
+                tiny[out.name] = out
+    return [f"output {name!r}: {_tiny_note(out, atol)}" for name, out in tiny.items()
+            if name not in failed]  # fmt: skip
 
 
 def report_html(report: ParityReport) -> str:

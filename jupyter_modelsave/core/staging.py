@@ -7,6 +7,7 @@ also when stage fails or is interrupted, and the work folder is then removed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import functools
@@ -14,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ import torch
 
 from .. import __version__
 from . import artifacts, hashing
+from ._capture import first_line
 from .discovery import last_inputs, recording_paused
 from .errors import (
+    ExportError,
     InvalidOptionError,
     ModelSaveError,
     NotAModelError,
@@ -109,7 +112,8 @@ class StagedExport:
             raise InvalidOptionError("This export was discarded; stage it again to verify it.")
         atol = self.tolerances[0] if atol is None else check_tolerance("atol", atol)
         rtol = self.tolerances[1] if rtol is None else check_tolerance("rtol", rtol)
-        self.report = self._verify_again(atol, rtol)
+        with typed_errors("parity check", self.format):
+            self.report = self._verify_again(atol, rtol)
         self.tolerances = (atol, rtol)
         return self.report
 
@@ -273,12 +277,13 @@ def stage(
         job = ExportJob(model, example, in_names, out_names, axes, opset, exporter, meta, workdir,
                         external_data, fmt_options)  # fmt: skip
         progress("export", 0.1)
-        with preserved(model, hide_backward_hooks=True):
+        with preserved(model, hide_backward_hooks=True), typed_errors("export", fmt.name):
             exported = fmt.export(job)
         report = None
         if parity:
             progress("parity", 0.6)
-            report = fmt.verify(exported, job, atol, rtol, progress)
+            with typed_errors("parity check", fmt.name):
+                report = fmt.verify(exported, job, atol, rtol, progress)
         warnings = list(exported.warnings)
         if example_inputs is None and example.names:
             warnings.insert(0, "example inputs: the last recorded forward call's inputs")
@@ -286,6 +291,24 @@ def stage(
         return StagedExport(fmt, exported, job, report, name, warnings, specs, (atol, rtol))
 
     return in_work_folder(build, progress)
+
+
+@contextlib.contextmanager
+def typed_errors(step: str, format_name: str) -> Iterator[None]:
+    """Raise what is not already a ``ModelSaveError`` (nor ``MemoryError``) as ``ExportError``.
+
+    The formats turn the errors they expect into messages of their own; this is the net under
+    them, so no raw exception from an exporter or a runtime leaves ``stage``.
+    """
+    try:
+        yield
+    except (ModelSaveError, MemoryError):
+        raise
+    except Exception as err:
+        raise ExportError(
+            f"The {step} of the {format_name} artifact failed: {type(err).__name__}: "
+            f"{first_line(err)}. Try another format or exporter, or report the model."
+        ) from err
 
 
 def in_work_folder(build: Callable[[Path], StagedExport], progress: Progress) -> StagedExport:

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InvalidOptionError
-from .inputs import EXAMPLE_INPUTS_HELP, ExampleInputs, make_probes
+from ._capture import first_line
+from .errors import ExportError, InvalidOptionError, ModelSaveError
+from .inputs import DERIVED_PROBES, EXAMPLE_INPUTS_HELP, ExampleInputs, make_probes
 from .model_state import preserved, reference_mode
+from .options import shared_dimensions
 from .parity import OutputDiff, ParityReport, ProbeResult, compare_output, diagnose
 
 Progress = Callable[[str, float], None]
@@ -32,27 +34,99 @@ def outputs_parity(
     atol: float,
     rtol: float,
     progress: Progress = no_progress,
+    value_conversions: list[str] | None = None,
 ) -> ParityReport:
-    """Run the live model (eval, no_grad, TF32 off) and the artifact on every probe; compare."""
+    """Run the live model (eval, no_grad, TF32 off) and the artifact on every probe; compare.
+
+    ``value_conversions``: where the exporter turned tensor values into Python constants. The
+    artifact then has one side of a data-dependent branch baked in, and the report fails
+    whatever the probes say (``write`` needs ``allow_mismatch=True``).
+    """
     probes = probes_for(job)
+    conversions = list(value_conversions or [])
     results = []
     with preserved(job.model):  # once for all probes: saving and restoring costs per module
         for i, (probe_name, probe) in enumerate(probes.items()):
             progress(f"parity: {probe_name}", 0.6 + 0.4 * i / len(probes))
             with reference_mode():  # the reference runs on the model's device
-                _, live = flatten_outputs(call_model(job.model, probe))
-            got = run_artifact(probe)
+                live_output = call_model(job.model, probe, _probe_context(probe_name, job))
+                _, live = flatten_outputs(live_output)
+                del live_output
+            got = _run_on_probe(run_artifact, probe_name, probe)
             results.append(_compare_probe(probe_name, job.output_names, live, got, atol, rtol))
             del live, got
     return ParityReport(
-        passed=all(r.passed for r in results),
+        passed=all(r.passed for r in results) and not conversions,
         atol=atol,
         rtol=rtol,
         probes=results,
         reference_device=device_of(job.model),
         tf32=False,
-        diagnosis=diagnose(results, atol, rtol),
+        diagnosis=_conversion_notes(conversions) + diagnose(results, atol, rtol),
+        value_conversions=conversions,
     )
+
+
+def _conversion_notes(conversions: list[str]) -> list[str]:
+    if not conversions:
+        return []
+    return [
+        f"The exporter baked tensor values into the artifact ({'; '.join(conversions)}). Where "
+        "a Python `if` (or int/float) depends on tensor values, the artifact always takes the "
+        "side the example took, and probes that agree prove nothing about the other side. "
+        "Rewrite that code with torch.where or torch.cond; if it only checks shapes, or the "
+        "value is the same for every input you will use, write with allow_mismatch=True."
+    ]
+
+
+def artifact_runner(make: Callable[[], ArtifactRunner], format_name: str) -> ArtifactRunner:
+    """``make()``, with a failure to open the staged artifact raised as ``ExportError``."""
+    try:
+        return make()
+    except ModelSaveError:
+        raise
+    except Exception as err:  # ORT, torch.jit.load, torch.export.load: many unrelated types
+        raise ExportError(
+            f"The staged {format_name} artifact could not be opened for the parity check: "
+            f"{type(err).__name__}: {first_line(err)}. The exporter wrote a file its own runtime "
+            "refuses; try another exporter or opset, or report the model to the exporter."
+        ) from err
+
+
+def _run_on_probe(run: ArtifactRunner, name: str, probe: ExampleInputs) -> dict[str, np.ndarray]:
+    """The artifact's outputs on one probe; its failure is an ``ExportError`` naming the probe."""
+    try:
+        return run(probe)
+    except ModelSaveError:
+        raise
+    except Exception as err:  # the artifact's runtime: ORT, TorchScript, torch.export
+        raise ExportError(
+            f"The staged artifact failed on the parity probe {name!r} "
+            f"({_shapes_text(probe)}), where the live model runs: {type(err).__name__}: "
+            f"{first_line(err)}. The exported graph does not accept every input the model does; "
+            "if the probe resizes a dynamic axis, the exporter fixed that axis."
+        ) from err
+
+
+def _shapes_text(inputs: ExampleInputs) -> str:
+    return ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(inputs.names, inputs.tensors))
+
+
+def _probe_context(name: str, job: Any) -> str:
+    """Why the live model might fail on a probe it was not given by the user, and what to do."""
+    if name == "example":
+        return ""
+    if name in DERIVED_PROBES:
+        return (
+            f"jms made the probe {name!r} from the example (negated, shifted or scaled floats, "
+            "integers kept in the example's range) to reach both sides of value-dependent "
+            "branches. If the model only accepts inputs like the example, pass parity=False and "
+            "check the artifact yourself."
+        )
+    shapes = [s.shape for s in job.example.specs]
+    hint = shared_dimensions(shapes, job.input_names, job.dynamic_axes)
+    what = "resizes a dynamic axis" if "=" in name else "draws random values"
+    return f"jms's probe {name!r} {what} of the example." + (f" {hint}" if hint else "")
 
 
 def _compare_probe(name: str, names: list[str], live: list[torch.Tensor],
@@ -145,10 +219,19 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.cpu().numpy()
 
 
-def call_model(model: torch.nn.Module, inputs: ExampleInputs) -> Any:
+def call_model(model: torch.nn.Module, inputs: ExampleInputs, probe: str = "") -> Any:
+    """``model(*args, **kwargs)``; a failure is an ``InvalidOptionError`` saying on what input.
+
+    ``probe``: empty for the user's example; else what the parity probe is and what to do.
+    """
     try:
         return model(*inputs.args, **inputs.kwargs)
     except Exception as err:
+        if probe:
+            raise InvalidOptionError(
+                f"The model's forward() failed on a parity probe ({_shapes_text(inputs)}), "
+                f"not on your example: {type(err).__name__}: {first_line(err)}. {probe}"
+            ) from err
         shapes = [tuple(t.shape) for t in inputs.tensors]
         raise InvalidOptionError(
             f"The model's forward() failed on the example inputs {shapes}: "

@@ -117,7 +117,7 @@ def test_savedmodel_with_dynamic_batch_serves_another_batch(tmp_path, two):
     model, example = two
     staged = jms.stage(model, example, format="savedmodel",
                        dynamic_axes={"input_0": {0: "batch"}, "input_1": {0: "batch"}})  # fmt: skip
-    assert staged.report.passed and len(staged.report.probes) == 4
+    assert staged.report.passed and len(staged.report.probes) == 7
     loaded = jms.load(staged.write(tmp_path))
     other = [models.array(7, 6, seed=5), models.array(7, 5, seed=6)]
     got = loaded.serve(other)

@@ -31,7 +31,7 @@ test.describe('Model Save widget', () => {
     // Make the batch dimension dynamic, then stage.
     await widget.getByRole('checkbox', { name: 'input[0] = 4' }).check();
     await widget.getByRole('button', { name: 'Stage' }).click();
-    await expect(widget.getByText(/parity passed on 4 probes/)).toBeVisible({
+    await expect(widget.getByText(/parity passed on 7 probes/)).toBeVisible({
       timeout: 120_000
     });
     // the report's probes include batch size 4 - 1 = 3, since the batch axis is dynamic

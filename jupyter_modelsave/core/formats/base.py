@@ -46,6 +46,9 @@ class Exported:
     # sha256 of each file by its path relative to the artifact's folder (as
     # ``hashing.file_hashes`` gives them), when the format hashed the bytes while writing them
     file_hashes: dict[str, str] | None = None
+    # where the exporter turned tensor values into Python constants (``_capture.value_conversions``):
+    # parity then fails, whatever the probes say
+    value_conversions: list[str] = field(default_factory=list)
 
 
 class ArtifactFormat:
@@ -77,9 +80,10 @@ class ArtifactFormat:
 
         Weight formats override this with ``verify.weights_parity`` (a bitwise round trip).
         """
-        from ..verify import outputs_parity
+        from ..verify import artifact_runner, outputs_parity
 
-        return outputs_parity(self.runner(exported, job), job, atol, rtol, progress)
+        run = artifact_runner(lambda: self.runner(exported, job), self.name)
+        return outputs_parity(run, job, atol, rtol, progress, exported.value_conversions)
 
     def runner(
         self, exported: Exported, job: ExportJob

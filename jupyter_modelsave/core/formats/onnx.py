@@ -8,11 +8,18 @@ the weights are written once, straight from the model's tensors (tensors over 1 
 offsets, so ONNX Runtime can map them rather than copy them); the file is then checked by path,
 so the weights are never loaded back into a second in-memory copy. The TorchScript fallback's file
 is loaded and saved again to embed the metadata (and gather its external data into one file).
+
+An exporter's result is used only when it is what was asked for: the requested opset exactly
+(torch's dynamo exporter builds opset-18 graphs and reaches lower opsets only through onnx's
+version converter, so below 18 ``exporter="auto"`` tries TorchScript first), and every requested
+dynamic axis still symbolic in the graph's inputs. Otherwise the next exporter is tried, and when
+none is left ``ExportError`` says what each one did.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,9 +27,11 @@ from typing import Any
 import torch
 
 from ... import __version__
-from .._capture import captured_output, first_line
+from .._capture import captured_output, first_line, value_conversions
 from ..errors import ExportError
 from ..inputs import ExampleInputs
+from ..options import shared_dimensions
+from . import _baked_values
 from .base import ArtifactFormat, Exported, ExportJob, dynamic_shapes
 
 EXTERNAL_DATA_BYTES = 2 * 1024**3 - 64 * 1024**2  # leave room for the graph itself
@@ -30,6 +39,8 @@ MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 _ALIGNMENT = 64 * 1024  # external data offsets of big tensors: ORT maps aligned ones, copies others
 RESERVED_METADATA = ("producer", "producer_version", "torch_version", "inputs", "outputs")
+DYNAMO_OPSET = 18  # the opset torch.onnx's dynamo exporter builds; lower ones are converted
+_RNN_OPS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
 
 class OnnxFormat(ArtifactFormat):
@@ -46,9 +57,10 @@ class OnnxFormat(ArtifactFormat):
         folder = job.workdir / "artifact.onnx" if large else job.workdir
         folder.mkdir(exist_ok=True)
         path = folder / MODEL_FILE
-        exporter, notes = _export_with_fallback(job, path, large)
+        exporter, notes, conversions = _export_with_fallback(job, path, large)
         opset = _finish(path, job, large, embedded=exporter == "dynamo")
-        return Exported(folder if large else path, exporter, opset, notes)
+        return Exported(folder if large else path, exporter, opset, notes,
+                        value_conversions=conversions)  # fmt: skip
 
     def runner(
         self, exported: Exported, job: ExportJob
@@ -86,41 +98,121 @@ def _model_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
-def _export_with_fallback(job: ExportJob, path: Path, large: bool) -> tuple[str, list[str]]:
-    """Run the requested exporter; on failure, the other one. Return (exporter used, notes)."""
-    order = (
-        ["torchscript", "dynamo"] if job.exporter == "torchscript" else ["dynamo", "torchscript"]
-    )
+def exporters_to_try(job: ExportJob) -> list[str]:
+    """The exporters to try, in order, for the job's ``exporter`` option and opset.
+
+    ``auto`` is dynamo then TorchScript, except below ``DYNAMO_OPSET``: TorchScript builds those
+    opsets natively, dynamo only through onnx's version converter. ``torchscript`` is TorchScript
+    then dynamo; ``dynamo`` is dynamo only. TorchScript is left out above the opsets it knows.
+    """
     if job.exporter == "dynamo":
-        order = ["dynamo"]
+        return ["dynamo"]
+    order = ["dynamo", "torchscript"]
+    if job.exporter == "torchscript" or (job.opset is not None and job.opset < DYNAMO_OPSET):
+        order.reverse()
     if (
         job.opset is not None
         and job.opset > torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
     ):
-        order = [e for e in order if e != "torchscript"]
+        order.remove("torchscript")
+    return order
+
+
+def _export_with_fallback(
+    job: ExportJob, path: Path, large: bool
+) -> tuple[str, list[str], list[str]]:
+    """Run the exporters in turn until one gives the graph asked for.
+
+    Returns (exporter used, notes, value conversions: where tracing baked in tensor values).
+    """
     notes: list[str] = []
-    for exporter in order:
+    failed: list[str] = []
+    for exporter in exporters_to_try(job):
         try:
             with captured_output() as lines:
                 export = _export_dynamo if exporter == "dynamo" else _export_torchscript
-                own_notes = export(job, path, large)
-        except Exception as err:  # exporters raise many unrelated types; we report them all
-            notes.append(f"{exporter} exporter failed: {type(err).__name__}: {first_line(err)}")
+                own_notes, opset = export(job, path, large)
+            problem = _opset_problem(opset, job, lines)
+            if problem:
+                raise ExportError(problem)
+        except ExportError as err:  # ours: the graph is not the one asked for
+            failed.append(exporter)
+            notes.append(f"{exporter} exporter: {err}")
             continue
-        if notes:
+        except Exception as err:  # exporters raise many unrelated types; we report them all
+            failed.append(exporter)
+            notes.append(f"{exporter} exporter failed: {failure_text(err)}")
+            continue
+        conversions, shape_notes = _baked_values.confirmed(job, value_conversions([*notes, *lines]))
+        if exporter == "dynamo" and job.opset is not None and job.opset < DYNAMO_OPSET:
+            notes.append(
+                f"dynamo built opset {DYNAMO_OPSET} and onnx's version converter turned it into "
+                f"opset {job.opset}: only the parity report vouches for the conversion."
+            )
+        if failed:
             notes.append(f"used the {exporter} exporter instead; check the parity report closely.")
-        notes += [f"{exporter}: {line}" for line in [*own_notes, *lines[:20]]]
-        return exporter, notes
+        notes += [f"{exporter}: {line}" for line in [*own_notes, *lines[:20]]] + shape_notes
+        return exporter, notes, conversions
     raise ExportError(
-        "The model could not be exported to ONNX.\n  "
+        "The model could not be exported to ONNX"
+        + (f" at opset {job.opset}" if job.opset is not None else "")
+        + ".\n  "
         + "\n  ".join(notes)
-        + "\nCheck that forward() runs on the example inputs, replace Python control flow on "
-        "tensor values with torch.where/torch.cond, or try exporter='torchscript'."
+        + "\n"
+        + _export_hint(job, failed, notes)
     )
 
 
-def _export_dynamo(job: ExportJob, path: Path, large: bool) -> list[str]:
-    """Export with dynamo, starting from this model's previous export when it still applies."""
+def failure_text(err: BaseException) -> str:
+    """``Type: first line`` of an exporter's error, with its root cause when it wraps one."""
+    text = f"{type(err).__name__}: {first_line(err)}"
+    root, seen = err, {id(err)}
+    while root.__cause__ is not None and id(root.__cause__) not in seen:
+        root = root.__cause__
+        seen.add(id(root))
+    if root is not err:
+        text += f" Caused by {type(root).__name__}: {first_line(root)}"
+    return text
+
+
+def _export_hint(job: ExportJob, tried: list[str], notes: list[str]) -> str:
+    """What to try next, given the exporters that were tried and why they failed."""
+    text = "\n".join(notes)
+    hints = []
+    if value_conversions(notes):
+        hints.append("Replace Python control flow on tensor values with torch.where/torch.cond")
+    if "fixed the dynamic axis" in text:
+        hints.append("Mark every input that shares a dimension with a dynamic axis")
+    if job.opset is not None and "opset" in text:
+        hints.append(
+            "Ask for an opset both exporters reach (a message above may name the operator's "
+            "first opset), or leave opset=None for the exporter's default"
+        )
+    if not hints:
+        hints.append("Check that forward() runs on the example inputs")
+    if job.exporter == "dynamo" and "torchscript" not in tried:
+        hints.append("or use exporter='auto', which also tries the TorchScript exporter")
+    return "; ".join(hints) + "."
+
+
+def _opset_problem(got: int | None, job: ExportJob, lines: list[str]) -> str | None:
+    """Why the graph's opset ``got`` is not the one asked for (None when it is)."""
+    if job.opset is None or got == job.opset:
+        return None
+    reason = next((line for line in reversed(lines) if re.match(r"\w+(Error|Exception): ", line)),
+                  "no reason given")  # fmt: skip
+    return (
+        f"it builds opset-{DYNAMO_OPSET} graphs and onnx's version converter could not turn this "
+        f"one into opset {job.opset} ({reason}); the graph stayed at opset {got}."
+    )
+
+
+def _export_dynamo(job: ExportJob, path: Path, large: bool) -> tuple[list[str], int | None]:
+    """Export with dynamo, starting from this model's previous export when it still applies.
+
+    Returns (notes, the graph's default-domain opset). Raises ``ExportError`` when a requested
+    dynamic axis came out fixed in the graph's inputs.
+    """
     from . import _program_cache
     from ._torchlib_cache import reused_torchlib_registry
 
@@ -129,17 +221,64 @@ def _export_dynamo(job: ExportJob, path: Path, large: bool) -> list[str]:
         program = _program_cache.renamed(cached, job)
         notes = ["reused the ONNX graph of this model's previous stage"]
     else:
+        _fresh_rnn_dispatch()
         with reused_torchlib_registry(), _program_cache.reused_decompositions():
             program = _dynamo_program(job, cached and cached.exported_program)
         notes = []
         if cached is not None:
             _name_dynamic_axes(program, job)
             notes = ["reused the traced program of this model's previous stage"]
+    fixed = fixed_dynamic_axes(_graph_input_dims(program), job)
+    if fixed:
+        raise ExportError(fixed)
     _program_cache.remember(job, program)
     program.model.metadata_props.clear()
     program.model.metadata_props.update(_metadata_props(job))
     _save_program(program, path, large)
-    return notes
+    return notes, program.model.opset_imports.get("")
+
+
+def _fresh_rnn_dispatch() -> None:
+    """Forget the dispatch choices cached on torch's RNN operators.
+
+    torch.onnx registers a while-loop decomposition of LSTM/GRU for dynamic shapes; once an
+    earlier call cached the plain kernel on the operator, later exports in the process use it,
+    unroll the sequence and silently fix its length (seen on torch 2.9-2.13).
+    """
+    for name in _RNN_OPS:
+        packet = getattr(torch.ops.aten, name, None)
+        for overload in packet.overloads() if packet is not None else []:
+            cache = getattr(getattr(packet, overload), "_dispatch_cache", None)
+            if isinstance(cache, dict):
+                cache.clear()
+
+
+def _graph_input_dims(program: Any) -> dict[str, list[int | str | None]]:
+    """Each graph input's dims: an int when fixed, else the axis name (onnx_ir's symbol)."""
+    dims: dict[str, list[int | str | None]] = {}
+    for value in program.model.graph.inputs:
+        shape = value.shape
+        if shape is not None:
+            dims[value.name] = [d if isinstance(d, int) else str(d) for d in shape]
+    return dims
+
+
+def fixed_dynamic_axes(dims: dict[str, list[int | str | None]], job: ExportJob) -> str | None:
+    """A message naming every requested dynamic axis that the graph's inputs fixed, or None."""
+    fixed = [
+        f"the dynamic axis {axis!r} ({name} dim {dim}) at {dims[name][dim]}"
+        for name, axes in job.dynamic_axes.items()
+        if name in dims
+        for dim, axis in axes.items()
+        if dim < len(dims[name]) and isinstance(dims[name][dim], int)
+    ]
+    if not fixed:
+        return None
+    message = f"it fixed {', '.join(fixed)}."
+    hint = shared_dimensions(
+        [s.shape for s in job.example.specs], job.input_names, job.dynamic_axes
+    )
+    return message + (f" {hint}" if hint else "")
 
 
 def _save_program(program: Any, path: Path, large: bool) -> None:
@@ -185,7 +324,8 @@ def _dynamo_program(job: ExportJob, cached: Any) -> Any:
     )
 
 
-def _export_torchscript(job: ExportJob, path: Path, large: bool) -> list[str]:
+def _export_torchscript(job: ExportJob, path: Path, large: bool) -> tuple[list[str], int | None]:
+    """Export with TorchScript: it builds the opset asked for natively, or raises."""
     args: tuple = job.example.args + ((job.example.kwargs,) if job.example.kwargs else ())
     torch.onnx.export(
         job.model,
@@ -198,7 +338,7 @@ def _export_torchscript(job: ExportJob, path: Path, large: bool) -> list[str]:
         opset_version=job.opset,
         verbose=False,
     )
-    return []
+    return [], job.opset
 
 
 def _finish(path: Path, job: ExportJob, large: bool, embedded: bool) -> int | None:

@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
-from .._capture import captured_output, first_line
+from .._capture import captured_output, first_line, value_conversions
 from ..errors import ExportError, InvalidOptionError
 from ..inputs import ExampleInputs
+from . import _baked_values
 from ._torchload import is_torchscript_archive
 from .base import EXTRA_FILE, ArtifactFormat, Exported, ExportJob, embedded_note
 
@@ -63,7 +64,9 @@ class TorchScriptFormat(ArtifactFormat):
                 f"torch.jit.{method} failed: {type(err).__name__}: {first_line(err)}. Check that "
                 f"forward() runs on the example inputs, or try method={other!r}."
             ) from err
-        return Exported(path, method, warnings=_notes(method, lines))
+        conversions, shape_notes = _baked_values.confirmed(job, value_conversions(lines))
+        return Exported(path, method, warnings=_notes(method, lines) + shape_notes,
+                        value_conversions=conversions)  # fmt: skip
 
     def runner(
         self, exported: Exported, job: ExportJob
