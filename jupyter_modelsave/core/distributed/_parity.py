@@ -62,7 +62,8 @@ def _compare(handle: Any, name: str, local: torch.Tensor, offsets: tuple[int, ..
     return None
 
 
-def parity_report(layout: Layout, problems_by_rank: list[list[tuple[str, str]]]) -> ParityReport:
+def parity_report(layout: Layout, problems_by_rank: list[list[tuple[str, str]]],
+                  probe: str = PROBE) -> ParityReport:  # fmt: skip
     """One ``weights`` report over all ranks: a tensor passes when every rank's slice matched."""
     notes: dict[str, list[str]] = defaultdict(list)
     for rank, problems in enumerate(problems_by_rank):
@@ -71,8 +72,10 @@ def parity_report(layout: Layout, problems_by_rank: list[list[tuple[str, str]]])
     diffs = [_diff(name, list(place.shape), notes.get(name)) for name, place in layout.places.items()]
     passed = not notes
     diagnosis = [f"{name}: not bitwise equal ({'; '.join(n)})." for name, n in notes.items()]
-    return ParityReport(passed, 0.0, 0.0, [ProbeResult(PROBE, passed, diffs)],
-                        f"{len(problems_by_rank)} ranks", False, diagnosis, kind="weights")  # fmt: skip
+    ranks = len(problems_by_rank)
+    return ParityReport(passed, 0.0, 0.0, [ProbeResult(probe, passed, diffs)],
+                        f"{ranks} rank{'s' if ranks != 1 else ''}", False, diagnosis,
+                        kind="weights")  # fmt: skip
 
 
 def _diff(name: str, shape: list[int], notes: list[str] | None) -> OutputDiff:
