@@ -156,11 +156,11 @@ def as_model_save_error(err: BaseException) -> ModelSaveError:
         inner = as_model_save_error(cause)
         return _same_kind(inner, f"rank {rank}: {_message(inner)}")
     if isinstance(err, OSError):
+        where = f" ({err.filename})" if err.filename else ""
         return WriteError(
             err.errno,
-            f"Could not write the sharded artifact: {err.strerror or err} "
-            f"({getattr(err, 'filename', '') or ''}). Check the folder's permissions and free "
-            "space; nothing was left behind.",
+            f"Could not write the sharded artifact: {err.strerror or err}{where}. Check the "
+            "folder's permissions and free space; nothing was left behind.",
         )
     return ExportError(f"{type(err).__name__}: {first_line(err)}")
 

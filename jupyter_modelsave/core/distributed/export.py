@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .. import artifacts, hashing
-from ..errors import InvalidOptionError, WriteError
+from ..errors import InvalidOptionError, ParityError, WriteError
 from ..formats import get_format
 from ..formats.base import Exported, ExportJob
 from ..formats.safetensors_format import INDEX_FILE
@@ -70,7 +70,7 @@ def stage_sharded(model: torch.nn.Module, example_inputs: Any = None, *, format:
                   name: str | None = None, parity: bool = True, metadata: dict | None = None,
                   device: Any = None, progress: Progress | None = None, timeout: float | None = None,
                   gather: bool = False, work_parent: Path | None = None,
-                  **options: Any) -> StagedExport:  # fmt: skip
+                  _call: str = "jms.stage", **options: Any) -> StagedExport:  # fmt: skip
     """``jms.stage`` of a model whose weights are DTensors; a collective call (every rank).
 
     ``format="safetensors"`` is written by every rank in parallel (see the module docstring).
@@ -85,9 +85,9 @@ def stage_sharded(model: torch.nn.Module, example_inputs: Any = None, *, format:
         from .gather import stage_gathered
 
         return stage_gathered(model, example_inputs, timeout=seconds, gather=gather, format=format,
-                              name=name, parity=parity, metadata=metadata, device=device,
+                              call=_call, name=name, parity=parity, metadata=metadata, device=device,
                               progress=progress, **options)  # fmt: skip
-    with joined("jms.stage", seconds) as coll:
+    with joined(_call, seconds) as coll:
         checked: list[_Request] = []  # each rank keeps its own (a callable does not travel)
         coll.agree(lambda: checked.append(_request(name, parity, metadata, device, progress, options)))
         return _stage(coll, model, checked[0], work_parent)
@@ -98,7 +98,7 @@ def export_sharded(model: torch.nn.Module, dest: str | Path, example_inputs: Any
                    allow_mismatch: bool = False, **options: Any) -> Path:  # fmt: skip
     """``jms.export`` of a sharded model: stage beside ``dest`` (so writing is a rename), then write."""
     parent = _work_parent(dest, options.get("format", "onnx"))
-    staged = stage_sharded(model, example_inputs, work_parent=parent, **options)
+    staged = stage_sharded(model, example_inputs, work_parent=parent, _call="jms.export", **options)
     try:
         return staged.write(dest, version=version, overwrite=overwrite, allow_mismatch=allow_mismatch)
     finally:
@@ -130,6 +130,12 @@ class ShardedStagedExport(StagedExport):
 
     def write(self, dest: str | Path, **options: Any) -> Path:  # type: ignore[override]
         """``StagedExport.write`` on rank 0, collectively: every rank returns the same path."""
+        if self.report is not None and not self.report.passed and not options.get("allow_mismatch"):
+            raise ParityError(  # every rank holds the same report: raise it everywhere, with why
+                f"Not written: {self.report.summary()}: {' '.join(self.report.diagnosis[:3])} "
+                "Look at staged.report, or pass allow_mismatch=True to write it anyway.",
+                self.report,
+            )
         with joined("StagedExport.write", self._timeout) as coll:
             return Path(coll.from_coordinator(lambda: str(StagedExport.write(self, dest, **options))))
 

@@ -41,11 +41,11 @@ class GatheredWarning(UserWarning):
 
 
 def stage_gathered(model: torch.nn.Module, example_inputs: Any, *, timeout: float, gather: Any,
-                   format: str, **options: Any) -> GatheredStagedExport:  # fmt: skip
+                   format: str, call: str = "jms.stage", **options: Any) -> GatheredStagedExport:  # fmt: skip
     """``jms.stage`` of a sharded model in a format that needs the whole model (collective)."""
     from ..staging import stage
 
-    with joined("jms.stage", timeout) as coll:
+    with joined(call, timeout) as coll:
         nbytes = coll.agree(lambda: _check_gather(model, gather, format))[0]
         message = (f"gathered to rank 0 for format {format!r}: rank 0 held all {nbytes:,} bytes "
                    "of the sharded model's weights, plus what the exporter needs")  # fmt: skip
