@@ -55,8 +55,8 @@ __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .core.catalog import ArtifactInfo, list_artifacts
-    from .core.distributed.convert import convert
     from .core.discovery import ModelInfo, find_models, unwatch, watch
+    from .core.distributed.convert import convert
     from .core.errors import (
         ArtifactExistsError,
         DistributedTimeoutError,

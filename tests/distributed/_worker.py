@@ -32,7 +32,11 @@ def attempt(step: Any) -> dict[str, Any]:
     try:
         return {"ok": step()}
     except Exception as err:
-        return {"error": type(err).__name__, "message": str(err), "mro": [c.__name__ for c in type(err).__mro__]}
+        return {
+            "error": type(err).__name__,
+            "message": str(err),
+            "mro": [c.__name__ for c in type(err).__mro__],
+        }
 
 
 def fsdp(mesh: Any, seed: int = 0, make: Any = models.mlp) -> torch.nn.Module:
@@ -51,7 +55,10 @@ def tensor_parallel(mesh: Any, seed: int = 0) -> torch.nn.Module:
 
 
 def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in model.state_dict().items()}
+    return {
+        k: v.full_tensor() if hasattr(v, "full_tensor") else v
+        for k, v in model.state_dict().items()
+    }
 
 
 def equals_reference(model: torch.nn.Module, seed: int = 0) -> bool:
@@ -91,11 +98,14 @@ def job_two(out: Path) -> dict[str, Any]:
     results["parity_failure"] = attempt(lambda: export(differing, out / "parity", "net"))
     results["rank_failure"] = attempt(lambda: _fail_on_rank_1(model, out / "failed"))
     results["other_model"] = attempt(
-        lambda: export(fsdp(mesh, make=models.mlp if rank == 0 else models.wider), out / "other", "net")
+        lambda: export(
+            fsdp(mesh, make=models.mlp if rank == 0 else models.wider), out / "other", "net"
+        )
     )
     x = torch.randn(3, 6)
-    results["onnx_refused"] = attempt(lambda: export(model, dest, "net", format="onnx", example_inputs=x))
-    results["onnx_gathered"] = attempt(lambda: export(model, dest, "fsdp", format="onnx", example_inputs=x, gather=True))
+    onnx = {"format": "onnx", "example_inputs": x}
+    results["onnx_refused"] = attempt(lambda: export(model, dest, "net", **onnx))
+    results["onnx_gathered"] = attempt(lambda: export(model, dest, "fsdp", **onnx, gather=True))
     results["partial"] = _partial_call(model, out / "partial", rank)
     return results
 
@@ -105,7 +115,11 @@ def _stage_then_write(model: torch.nn.Module, dest: Path) -> dict[str, Any]:
     again = staged.verify()
     path = staged.write(f"{dest}/")
     staged.discard()
-    return {"path": str(path), "sha256": staged.sha256, "passed": staged.report.passed and again.passed}
+    return {
+        "path": str(path),
+        "sha256": staged.sha256,
+        "passed": staged.report.passed and again.passed,
+    }
 
 
 def _load_tp(mesh: Any, path: str) -> bool:

@@ -37,9 +37,11 @@ def run_job(job: str, world: int, out: Path, timeout: float = 600) -> list[dict]
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
            "WORLD_SIZE": str(world), "OMP_NUM_THREADS": "1"}  # fmt: skip
     command = [sys.executable, "-m", "tests.distributed._worker", job, str(out)]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
     ranks = [
-        subprocess.Popen(command, cwd=ROOT, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        subprocess.Popen(
+            command, cwd=ROOT, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, **pipes
+        )
         for r in range(world)
     ]
     try:
@@ -86,7 +88,7 @@ def assert_bitwise(state: dict, reference: dict) -> None:
 
 
 def test_fsdp2_export_is_the_unsharded_models_artifact_byte_for_byte(two, tmp_path):
-    out, results = two
+    _out, results = two
     path = Path(same_on_every_rank(results, "fsdp"))
     # the same name, so the same sha256, as the unsharded model's export
     assert path.name == unsharded_export(models.mlp(0), tmp_path, "fsdp").name
@@ -96,7 +98,7 @@ def test_fsdp2_export_is_the_unsharded_models_artifact_byte_for_byte(two, tmp_pa
 
 
 def test_manifest_written_once_holds_every_files_sha256_world_size_and_mesh(two):
-    out, results = two
+    _out, results = two
     path = Path(same_on_every_rank(results, "fsdp"))
     manifest = json.loads(Path(f"{path}.json").read_text())
     assert manifest["files"] == hashing.file_hashes(path)
@@ -192,8 +194,9 @@ def test_onnx_of_a_sharded_model_needs_gather_and_says_the_memory(two, tmp_path)
     for result in results:
         assert result["onnx_refused"]["error"] == "InvalidOptionError"
         assert "gather=True" in result["onnx_refused"]["message"]
-        assert f"{sum(t.numel() * 4 for t in models.mlp(0).state_dict().values()):,} bytes" in (
-            result["onnx_refused"]["message"]
+        assert (
+            f"{sum(t.numel() * 4 for t in models.mlp(0).state_dict().values()):,} bytes"
+            in (result["onnx_refused"]["message"])
         )
     path = Path(same_on_every_rank(results, "onnx_gathered"))
     manifest = json.loads(Path(f"{path}.json").read_text())

@@ -106,7 +106,10 @@ def _check_entry(folder: Path, index: Any, info: Any, sizes: dict[str, int]) -> 
 
     name = getattr(info, "relative_path", None)
     if not isinstance(info, _StorageInfo) or not isinstance(name, str) or not _plain_name(name):
-        _refuse(folder, f"the entry of {getattr(index, 'fqn', index)!r} names {name!r}, not a file of the folder")
+        _refuse(
+            folder,
+            f"the entry of {getattr(index, 'fqn', index)!r} names {name!r}, not a file of the folder",
+        )
     if name not in sizes:
         sizes[name] = _regular_size(folder / name, f"the shard file {name}")
     offset, length = info.offset, info.length
@@ -124,8 +127,12 @@ def _check_tensor(folder: Path, name: str, entry: Any, storage: dict) -> None:
     covered = 0
     for chunk in entry.chunks:
         offsets, sizes = tuple(chunk.offsets), tuple(chunk.sizes)
-        if len(offsets) != len(shape) or len(sizes) != len(shape) or not all(
-            _natural(o) and _natural(s) and o + s <= n for o, s, n in zip(offsets, sizes, shape)
+        if (
+            len(offsets) != len(shape)
+            or len(sizes) != len(shape)
+            or not all(
+                _natural(o) and _natural(s) and o + s <= n for o, s, n in zip(offsets, sizes, shape)
+            )
         ):
             _refuse(folder, f"a chunk of tensor {name!r} lies outside its shape {list(shape)}")
         if MetadataIndex(name, torch.Size(offsets)) not in storage:
@@ -141,7 +148,10 @@ def _overlap(chunks: list[Any]) -> bool:
     boxes = [(tuple(c.offsets), tuple(c.sizes)) for c in chunks]
     for i, (a_off, a_size) in enumerate(boxes):
         for b_off, b_size in boxes[i + 1 :]:
-            if all(ao < bo + bs and bo < ao + as_ for ao, as_, bo, bs in zip(a_off, a_size, b_off, b_size)):
+            if all(
+                ao < bo + bs and bo < ao + as_
+                for ao, as_, bo, bs in zip(a_off, a_size, b_off, b_size)
+            ):
                 return True
     return False
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..formats._safetensors_writer import header
-from ..formats.safetensors_format import INDEX_FILE, _header, _string_meta, split_shards
+from ..formats.safetensors_format import _header, _string_meta, split_shards
 
 Shape = tuple[int, ...]
 
@@ -77,7 +77,9 @@ def plan_layout(
 
     Raises ``ValueError`` for a dtype safetensors cannot store.
     """
-    metas = {n: torch.empty(shape, dtype=dtype, device="meta") for n, (shape, dtype) in specs.items()}
+    metas = {
+        n: torch.empty(shape, dtype=dtype, device="meta") for n, (shape, dtype) in specs.items()
+    }
     shards = split_shards(metas, max_shard_size)
     extra = {"aliases": aliases, "metadata": metadata}
     headers, sizes, places, weight_map = {}, {}, {}, {}

@@ -69,7 +69,9 @@ def parity_report(layout: Layout, problems_by_rank: list[list[tuple[str, str]]],
     for rank, problems in enumerate(problems_by_rank):
         for name, note in problems:
             notes[name].append(f"rank {rank}: {note}")
-    diffs = [_diff(name, list(place.shape), notes.get(name)) for name, place in layout.places.items()]
+    diffs = [
+        _diff(name, list(place.shape), notes.get(name)) for name, place in layout.places.items()
+    ]
     passed = not notes
     diagnosis = [f"{name}: not bitwise equal ({'; '.join(n)})." for name, n in notes.items()]
     ranks = len(problems_by_rank)

@@ -83,7 +83,9 @@ def write_items(
                 fds[place.file], place, tuple(chunk.offsets), tuple(chunk.sizes),
                 resolve(item), staging,
             )  # fmt: skip
-            results.append(WriteResult(index=item.index, size_in_bytes=nbytes, storage_data=place.file))
+            results.append(
+                WriteResult(index=item.index, size_in_bytes=nbytes, storage_data=place.file)
+            )
     finally:
         for fd in fds.values():
             os.close(fd)

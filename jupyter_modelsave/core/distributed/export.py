@@ -89,7 +89,9 @@ def stage_sharded(model: torch.nn.Module, example_inputs: Any = None, *, format:
                               progress=progress, **options)  # fmt: skip
     with joined(_call, seconds) as coll:
         checked: list[_Request] = []  # each rank keeps its own (a callable does not travel)
-        coll.agree(lambda: checked.append(_request(name, parity, metadata, device, progress, options)))
+        coll.agree(
+            lambda: checked.append(_request(name, parity, metadata, device, progress, options))
+        )
         return _stage(coll, model, checked[0], work_parent)
 
 
@@ -100,7 +102,9 @@ def export_sharded(model: torch.nn.Module, dest: str | Path, example_inputs: Any
     parent = _work_parent(dest, options.get("format", "onnx"))
     staged = stage_sharded(model, example_inputs, work_parent=parent, _call="jms.export", **options)
     try:
-        return staged.write(dest, version=version, overwrite=overwrite, allow_mismatch=allow_mismatch)
+        return staged.write(
+            dest, version=version, overwrite=overwrite, allow_mismatch=allow_mismatch
+        )
     finally:
         staged.discard()
 
@@ -137,7 +141,9 @@ class ShardedStagedExport(StagedExport):
                 self.report,
             )
         with joined("StagedExport.write", self._timeout) as coll:
-            return Path(coll.from_coordinator(lambda: str(StagedExport.write(self, dest, **options))))
+            return Path(
+                coll.from_coordinator(lambda: str(StagedExport.write(self, dest, **options)))
+            )
 
     def manifest(self, name: str, version: str) -> dict[str, Any]:
         return {**super().manifest(name, version), "distributed": self.distributed}
@@ -274,7 +280,9 @@ def _save(coll: Collective, tensors: dict[str, torch.Tensor], folder: Path, layo
              planner=DefaultSavePlanner(), process_group=coll.group)  # fmt: skip
 
 
-def _hash_share(folder: Path, layout: Layout, coll: Collective, progress: Progress) -> dict[str, str]:
+def _hash_share(
+    folder: Path, layout: Layout, coll: Collective, progress: Progress
+) -> dict[str, str]:
     """sha256 of every world-size-th file (fsynced first), so the ranks hash in parallel."""
     progress("hash", 0.5)
     files = [*layout.files, INDEX_FILE]
@@ -286,7 +294,8 @@ def _hash_share(folder: Path, layout: Layout, coll: Collective, progress: Progre
     return hashes
 
 
-def _parity(coll: Collective, folder: Path, layout: Layout, tensors: dict[str, torch.Tensor]) -> ParityReport:  # fmt: skip
+def _parity(coll: Collective, folder: Path, layout: Layout,
+            tensors: dict[str, torch.Tensor]) -> ParityReport:  # fmt: skip
     problems = coll.agree(lambda: slice_problems(folder, layout, tensors))
     return parity_report(layout, problems)
 

@@ -25,7 +25,11 @@ from ..errors import InvalidOptionError
 from ._collective import Collective, joined
 from ._state import is_dtensor
 
-_SHARDING_ATTRIBUTES = ("_is_fsdp_managed_module", "_fsdp_use_orig_params", "_distribute_module_applied")
+_SHARDING_ATTRIBUTES = (
+    "_is_fsdp_managed_module",
+    "_fsdp_use_orig_params",
+    "_distribute_module_applied",
+)
 _STATE_KEY = "__composable_api_state_key"
 _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
                "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
@@ -174,7 +178,9 @@ def unsharded_copy(model: torch.nn.Module, full: dict[int, torch.Tensor]) -> tor
         state.update({hook: OrderedDict() for hook in _HOOK_DICTS if hook in state})
         state["_non_persistent_buffers_set"] = set(module._non_persistent_buffers_set)
         state["_parameters"] = {n: plain_param(p) for n, p in module._parameters.items()}
-        state["_buffers"] = {n: None if b is None else full[id(b)] for n, b in module._buffers.items()}
+        state["_buffers"] = {
+            n: None if b is None else full[id(b)] for n, b in module._buffers.items()
+        }
         plain.__dict__.update(state)
         plain.__dict__["_modules"] = {
             n: None if sub is None else copy(sub) for n, sub in module._modules.items()
@@ -190,4 +196,6 @@ def _unwrapped_class(cls: type) -> type:
 
     if not issubclass(cls, FSDPModule):
         return cls
-    return next(c for c in cls.__mro__ if not issubclass(c, FSDPModule) and issubclass(c, torch.nn.Module))
+    return next(
+        c for c in cls.__mro__ if not issubclass(c, FSDPModule) and issubclass(c, torch.nn.Module)
+    )

@@ -96,7 +96,7 @@ def _read_headers(path: Path, manifest: dict | None) -> _Checked:
         with safe_open(str(file), framework="pt") as handle:
             if aliases is None:
                 aliases = json.loads((handle.metadata() or {}).get("aliases", "{}"))
-            shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})
+            shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle})
     return _Checked(path, manifest, files, shapes, aliases or {})
 
 
@@ -123,7 +123,10 @@ def _hash_share(path: Path, coll: Collective) -> dict[str, str]:
     """sha256 of every world-size-th file of the artifact, by its name in the manifest."""
     files = hashing.artifact_files(path) if path.is_dir() else [path]
     root = path if path.is_dir() else path.parent
-    return {f.relative_to(root).as_posix(): hashing.sha256_file(f) for f in files[coll.rank :: coll.world_size]}
+    return {
+        f.relative_to(root).as_posix(): hashing.sha256_file(f)
+        for f in files[coll.rank :: coll.world_size]
+    }
 
 
 def _check_sha256(artifact: _Checked, shares: list[dict[str, str]]) -> None:
@@ -170,14 +173,18 @@ class ArtifactReader(HuggingFaceStorageReader):
         tensors, storage = {}, {}
         for file in self.files:
             with safe_open(file, framework="pt") as handle:
-                for key in handle.keys():
+                for key in handle:
                     part = handle.get_slice(key)
                     shape = torch.Size(part.get_shape())
                     dtype = _dtype(part.get_dtype())
                     origin = torch.Size([0] * len(shape))
                     chunk = ChunkStorageMetadata(offsets=origin, sizes=shape)
-                    tensors[key] = TensorStorageMetadata(TensorProperties(dtype=dtype), shape, [chunk])
-                    storage[MetadataIndex(fqn=key, offset=origin)] = _HFStorageInfo(file, shape, dtype)
+                    tensors[key] = TensorStorageMetadata(
+                        TensorProperties(dtype=dtype), shape, [chunk]
+                    )
+                    storage[MetadataIndex(fqn=key, offset=origin)] = _HFStorageInfo(
+                        file, shape, dtype
+                    )
         metadata = Metadata(state_dict_metadata=tensors, storage_data=storage)
         metadata.storage_meta = StorageMeta(load_id=self.load_id)
         return metadata
