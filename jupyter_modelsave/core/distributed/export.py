@@ -21,18 +21,21 @@ every rank returns the same path. A failure on any rank removes the work folder.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import shutil
 import tempfile
 import uuid
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .. import artifacts, hashing
+from .. import artifacts
 from ..errors import InvalidOptionError, ParityError, WriteError
 from ..formats import get_format
 from ..formats.base import Exported, ExportJob
@@ -283,15 +286,36 @@ def _save(coll: Collective, tensors: dict[str, torch.Tensor], folder: Path, layo
 def _hash_share(
     folder: Path, layout: Layout, coll: Collective, progress: Progress
 ) -> dict[str, str]:
-    """sha256 of every world-size-th file (fsynced first), so the ranks hash in parallel."""
+    """sha256 of every world-size-th file, then its fsync, so the ranks hash and sync in parallel.
+
+    The files are read back (each holds bytes from every rank); while they are hashed, the disk
+    writes out what the writers already handed to it.
+    """
     progress("hash", 0.5)
     files = [*layout.files, INDEX_FILE]
     hashes = {}
     for name in files[coll.rank :: coll.world_size]:
         path = folder / name
+        hashes[name] = sha256_overlapped(path)
         artifacts._fsync_file(path)
-        hashes[name] = hashing.sha256_file(path)
     return hashes
+
+
+def sha256_overlapped(path: Path, chunk: int = 8 * 2**20) -> str:
+    """``hashing.sha256_file``, reading the next chunk while a thread hashes this one."""
+    digest = hashlib.sha256()
+    buffers = [bytearray(chunk), bytearray(chunk)]
+    pending = None
+    with open(path, "rb", buffering=0) as fh, ThreadPoolExecutor(1) as pool:
+        for turn in itertools.count():
+            buffer = buffers[turn % 2]  # hashed two turns ago: free again
+            size = fh.readinto(buffer)
+            if pending is not None:
+                pending.result()
+            if not size:
+                break
+            pending = pool.submit(digest.update, memoryview(buffer)[:size])
+    return digest.hexdigest()
 
 
 def _parity(coll: Collective, folder: Path, layout: Layout,
