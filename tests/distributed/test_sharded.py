@@ -223,3 +223,13 @@ def test_four_ranks_uneven_fsdp2_shards_and_a_2d_mesh(four, tmp_path):
     assert_bitwise(jms.load(twod), models.mlp(0).state_dict())
     assert same_on_every_rank(results, "2d_load_into") == "<All keys matched successfully>"
     assert all(r["2d_load_into_equal"] for r in results)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_shards_on_the_gpu_are_written_and_loaded(tmp_path):
+    results = run_job("cuda", 1, tmp_path)
+    path = Path(same_on_every_rank(results, "cuda"))
+    assert path.name == unsharded_export(models.mlp(0), tmp_path / "ref", "cuda").name
+    assert same_on_every_rank(results, "cuda_load_into") == "<All keys matched successfully>"
+    assert results[0]["cuda_equal"]
