@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,13 @@ def job_two(out: Path) -> dict[str, Any]:
     results["load_into"] = attempt(lambda: str(jms.load_into(fresh, results["fsdp"]["ok"])))
     results["load_into_equal"] = equals_reference(fresh)
     results["load_into_tp"] = attempt(lambda: _load_tp(mesh, results["fsdp"]["ok"]))
+    wider = fsdp(mesh, make=models.wider)
+    before = {k: v.clone() for k, v in full_state(wider).items()}
+    results["load_into_mismatch"] = attempt(lambda: jms.load_into(wider, results["fsdp"]["ok"]))
+    results["mismatch_unchanged"] = all(
+        torch.equal(v, before[k]) for k, v in full_state(wider).items()
+    )
+    results["load_into_damaged"] = attempt(lambda: _load_damaged(mesh, results["fsdp"]["ok"], out))
     import torch.distributed.checkpoint as dcp
 
     dcp.save({"model": model.state_dict(), "step": 3}, checkpoint_id=str(out / "dcp"))
@@ -126,6 +134,20 @@ def _load_tp(mesh: Any, path: str) -> bool:
     model = tensor_parallel(mesh, seed=1)
     jms.load_into(model, path)
     return equals_reference(model)
+
+
+def _load_damaged(mesh: Any, path: str, out: Path) -> str:
+    """A copy of the artifact with one byte changed in a shard file, made by rank 0."""
+    damaged = out / "damaged" / Path(path).name
+    if dist.get_rank() == 0:
+        shutil.copytree(path, damaged)
+        shutil.copy(f"{path}.json", f"{damaged}.json")
+        shard = sorted(damaged.glob("model-*.safetensors"))[-1]
+        data = bytearray(shard.read_bytes())
+        data[-1] ^= 1
+        shard.write_bytes(bytes(data))
+    dist.barrier()
+    return str(jms.load_into(fsdp(mesh, seed=1), damaged))
 
 
 def _fail_on_rank_1(model: torch.nn.Module, dest: Path) -> str:

@@ -147,6 +147,16 @@ def test_load_into_sharded_models_loads_each_ranks_slices(two):
     assert same_on_every_rank(results, "load_into_tp") is True  # another sharding of it
 
 
+def test_load_into_a_sharded_model_checks_shapes_and_hashes_on_every_rank(two):
+    _, results = two
+    mismatch = [r["load_into_mismatch"] for r in results]
+    assert [m.get("error") for m in mismatch] == ["StateDictMismatchError"] * 2, mismatch
+    assert "another shape" in mismatch[0]["message"]
+    assert all(r["mismatch_unchanged"] for r in results)  # the model is left as it was
+    damaged = [r["load_into_damaged"] for r in results]
+    assert [d.get("error") for d in damaged] == ["IntegrityError"] * 2, damaged
+
+
 def test_load_into_a_plain_model_from_a_sharded_artifact(two):
     _, results = two
     model = models.mlp(seed=1)

@@ -41,7 +41,7 @@ from ..formats import get_format
 from ..formats.base import Exported, ExportJob
 from ..formats.safetensors_format import INDEX_FILE
 from ..inputs import ExampleInputs
-from ..options import check_artifact_name, check_flag, check_metadata
+from ..options import check_artifact_name, check_destination, check_flag, check_metadata
 from ..parity import ParityReport
 from ..staging import StagedExport, _guess_name, check_progress
 from ..verify import Progress
@@ -102,7 +102,7 @@ def export_sharded(model: torch.nn.Module, dest: str | Path, example_inputs: Any
                    version: str | None = None, overwrite: bool = False,
                    allow_mismatch: bool = False, **options: Any) -> Path:  # fmt: skip
     """``jms.export`` of a sharded model: stage beside ``dest`` (so writing is a rename), then write."""
-    parent = _work_parent(dest, options.get("format", "onnx"))
+    parent = _work_parent(check_destination(dest), options.get("format", "onnx"))
     staged = stage_sharded(model, example_inputs, work_parent=parent, _call="jms.export", **options)
     try:
         return staged.write(

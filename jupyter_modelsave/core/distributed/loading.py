@@ -96,7 +96,7 @@ def _read_headers(path: Path, manifest: dict | None) -> _Checked:
         with safe_open(str(file), framework="pt") as handle:
             if aliases is None:
                 aliases = json.loads((handle.metadata() or {}).get("aliases", "{}"))
-            shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle})
+            shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})  # noqa: SIM118 (safe_open is not iterable)
     return _Checked(path, manifest, files, shapes, aliases or {})
 
 
@@ -173,7 +173,7 @@ class ArtifactReader(HuggingFaceStorageReader):
         tensors, storage = {}, {}
         for file in self.files:
             with safe_open(file, framework="pt") as handle:
-                for key in handle:
+                for key in handle.keys():  # noqa: SIM118 (safe_open is not iterable)
                     part = handle.get_slice(key)
                     shape = torch.Size(part.get_shape())
                     dtype = _dtype(part.get_dtype())
