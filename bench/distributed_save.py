@@ -7,9 +7,13 @@ shard, so no rank ever holds more than its shard). In turn, ``JMS_BENCH_REPEAT``
 - ``dcp.save``: ``torch.distributed.checkpoint.save`` of ``model.state_dict()`` (its
   ``FileSystemWriter``: one file per rank, fsynced), then ``+ hashing``: each rank's sha256 of
   the files it wrote (the baseline of a durable, hashed save);
-- ``jms.export(format="safetensors", parity=False)`` and with ``parity=True`` (the default);
+- ``jms.export(format="safetensors", parity=False)``, with ``parity=True`` (the default), and
+  with ``max_shard_size`` = the model's size / world size (``parity=False``): one file per rank,
+  so that every rank has a file to hash (a file's sha256 is computed by one rank);
 - gather-then-``save_file``: ``get_model_state_dict(full_state_dict=True, cpu_offload=True)``
-  gathers the whole model to rank 0, which calls ``safetensors.torch.save_file`` (no fsync).
+  gathers the whole model to rank 0, which calls ``safetensors.torch.save_file``, then fsync.
+
+A first round, not counted, warms up imports and allocations.
 
 For each: the wall time (the slowest rank's; median and best over rounds: on a shared machine the
 best is the steadier estimate) and the memory each rank added during the call: peak resident
@@ -127,10 +131,11 @@ def dcp_save(model: torch.nn.Module, folder: Path, hash_too: bool) -> None:
     dist.barrier()
 
 
-def jms_export(model: torch.nn.Module, folder: Path, parity: bool) -> None:
+def jms_export(model: torch.nn.Module, folder: Path, parity: bool, per_rank: bool = False) -> None:
     import jupyter_modelsave as jms
 
-    jms.export(model, f"{folder}/", format="safetensors", name="model", parity=parity)
+    shard = {"max_shard_size": f"{SIZE_MB // dist.get_world_size()}MiB"} if per_rank else {}
+    jms.export(model, f"{folder}/", format="safetensors", name="model", parity=parity, **shard)
 
 
 def gather_then_save_file(model: torch.nn.Module, folder: Path) -> None:
@@ -152,6 +157,7 @@ CASES = {
     "dcp.save + hashing": lambda m, f: dcp_save(m, f, hash_too=True),
     "jms.export (parity=False)": lambda m, f: jms_export(m, f, parity=False),
     "jms.export (parity=True)": lambda m, f: jms_export(m, f, parity=True),
+    "jms.export (file per rank)": lambda m, f: jms_export(m, f, parity=False, per_rank=True),
     "gather + save_file": gather_then_save_file,
 }
 
