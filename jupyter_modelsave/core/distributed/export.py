@@ -80,7 +80,8 @@ def stage_sharded(model: torch.nn.Module, example_inputs: Any = None, *, format:
     Other formats need the whole model in one process: ``gather=True`` gathers it to rank 0
     (``gather.stage_gathered``). ``timeout``: seconds to wait for the other ranks at each step
     (``_collective.check_timeout``). Graph options (``opset``, ``dynamic_axes``, ...) are accepted
-    and ignored for safetensors, as for an unsharded model.
+    and ignored for safetensors, as for an unsharded model; ``device`` is refused (each rank
+    writes its shards from where they live).
     """
     seconds = check_timeout(timeout)
     name = name if name is not None else _guess_name(model)

@@ -32,7 +32,10 @@ from ._collective import Collective, check_timeout, joined
 def load_into_sharded(model: torch.nn.Module, path: str | Path, *, strict: bool = True,
                       map_location: Any = None, trusted: bool = False,
                       timeout: float | None = None) -> Any:  # fmt: skip
-    """Load a safetensors artifact into the sharded ``model``; returns missing/unexpected keys."""
+    """Load a safetensors artifact into the sharded ``model``; returns missing/unexpected keys.
+
+    ``map_location`` must be left unset: each rank loads into its shards, where they are.
+    """
     seconds = check_timeout(timeout)
     with joined("jms.load_into", seconds) as coll:
         checked: list[_Checked] = []
