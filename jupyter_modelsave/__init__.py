@@ -28,6 +28,7 @@ _LAZY: dict[str, str] = {
     "UnsafeArtifactError": "jupyter_modelsave.core.errors",
     "StateDictMismatchError": "jupyter_modelsave.core.errors",
     "MissingDependencyError": "jupyter_modelsave.core.errors",
+    "DistributedTimeoutError": "jupyter_modelsave.core.errors",
     "ModelInfo": "jupyter_modelsave.core.discovery",
     "find_models": "jupyter_modelsave.core.discovery",
     "watch": "jupyter_modelsave.core.discovery",
@@ -43,6 +44,7 @@ _LAZY: dict[str, str] = {
     "list_artifacts": "jupyter_modelsave.core.catalog",
     "to_base64": "jupyter_modelsave.core.transfer",
     "from_base64": "jupyter_modelsave.core.transfer",
+    "convert": "jupyter_modelsave.core.distributed.convert",
     "formats": "jupyter_modelsave.core.formats",
     # notebook widget (ipywidgets); the module is not named "widget", which would shadow jms.widget
     "ModelSaveWidget": "jupyter_modelsave.widgets",
@@ -54,8 +56,10 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .core.catalog import ArtifactInfo, list_artifacts
     from .core.discovery import ModelInfo, find_models, unwatch, watch
+    from .core.distributed.convert import convert
     from .core.errors import (
         ArtifactExistsError,
+        DistributedTimeoutError,
         ExportError,
         IntegrityError,
         InvalidOptionError,

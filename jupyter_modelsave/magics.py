@@ -196,7 +196,7 @@ def models_html(infos: list[ModelInfo]) -> str:
                 i.class_name,
                 f"{i.num_params:,}",
                 human_size(i.size_bytes),
-                i.device,
+                f"{i.device}, {i.sharding}" if i.sharding else i.device,
                 i.dtype,
                 input_shapes(i),
                 i.framework,

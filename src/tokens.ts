@@ -70,6 +70,8 @@ export namespace KernelAPI {
     framework: string;
     /** The format names that apply to this model. */
     formats: string[];
+    /** "sharded over N ranks" when the weights are DTensors (FSDP2, tensor parallel). */
+    sharding: string | null;
   }
 
   export interface IModels {

@@ -38,6 +38,7 @@ class ModelInfo:
     last_input: list[TensorSpec] | None
     framework: str = "torch"  # "torch", "keras" or "tensorflow" (a tf.Module)
     formats: list[str] = field(default_factory=list)  # the format names that apply
+    sharding: str | None = None  # "sharded over N ranks" when the weights are DTensors
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -168,7 +169,12 @@ def _submodels(model: Any, framework: str) -> list[Any]:
 
 
 def describe(name: str, model: torch.nn.Module) -> ModelInfo:
-    """A ``ModelInfo`` from tensor metadata only (no data read, no device sync)."""
+    """A ``ModelInfo`` from tensor metadata only (no data read, no device sync).
+
+    A sharded model's DTensors count with their full sizes (``DTensor.numel``).
+    """
+    from .distributed import sharding_note
+
     tensors = [*model.parameters(), *model.buffers()]
     params = list(model.parameters())
     devices = sorted({str(t.device) for t in tensors}) or ["cpu"]
@@ -187,6 +193,7 @@ def describe(name: str, model: torch.nn.Module) -> ModelInfo:
         last_input=None if last is None else last.specs,
         framework="torch",
         formats=_formats("torch"),
+        sharding=sharding_note(tensors),
     )
 
 

@@ -86,3 +86,7 @@ class StateDictMismatchError(ModelSaveError):
 
 class MissingDependencyError(ModelSaveError, ImportError):
     """An optional dependency (TensorFlow, tf2onnx) is needed for this model or artifact."""
+
+
+class DistributedTimeoutError(ModelSaveError, TimeoutError):
+    """A collective call on a sharded model (DTensor weights) did not hear from every rank in time."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import hashing
 from ._capture import first_line
+from .distributed import is_sharded
 from .errors import (
     IntegrityError,
     InvalidOptionError,
@@ -90,6 +91,11 @@ def load_into(
         return load_into_keras(model, path, fmt, trusted=check_flag("trusted", trusted))
     if not isinstance(model, torch.nn.Module):
         raise NotAModelError(f"load_into needs a torch.nn.Module, got {type(model).__name__}.")
+    if is_sharded(model):  # DTensor weights: every rank loads its slices (a collective call)
+        from .distributed.loading import load_into_sharded
+
+        return load_into_sharded(model, path, strict=strict, map_location=map_location,
+                                 trusted=trusted)  # fmt: skip
     trusted, strict = check_flag("trusted", trusted), check_flag("strict", strict)
     path, fmt = _checked(path)
     device = check_map_location(map_location if map_location is not None else device_of(model))

@@ -25,6 +25,7 @@ from .. import __version__
 from . import artifacts, hashing
 from ._capture import first_line
 from .discovery import last_inputs, recording_paused
+from .distributed import is_sharded
 from .errors import (
     ExportError,
     InvalidOptionError,
@@ -239,6 +240,14 @@ def stage(
                            metadata=metadata, device=device, exporter=exporter,
                            name=name if name is not None else _guess_name(model),
                            external_data=external_data, progress=progress, **format_options)  # fmt: skip
+    if is_sharded(model):  # DTensor weights: a collective call on every rank
+        from .distributed.export import stage_sharded
+
+        return stage_sharded(model, example_inputs, format=format, opset=opset,
+                             dynamic_axes=dynamic_axes, input_names=input_names,
+                             output_names=output_names, parity=parity, atol=atol, rtol=rtol,
+                             metadata=metadata, device=device, exporter=exporter, name=name,
+                             external_data=external_data, progress=progress, **format_options)  # fmt: skip
     progress = check_progress(progress)
     progress("prepare", 0.0)
     model = _check_model(model)
@@ -330,6 +339,11 @@ def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: st
     """``stage`` then ``write``; raises ``ParityError`` when parity fails unless ``allow_mismatch``."""
     if name is None:
         name = _guess_name(model)
+    if is_sharded(model):  # stage beside dest, so that writing is a rename
+        from .distributed.export import export_sharded
+
+        return export_sharded(model, dest, example_inputs, name=name, version=version,
+                              overwrite=overwrite, allow_mismatch=allow_mismatch, **options)  # fmt: skip
     staged = stage(model, example_inputs, name=name, **options)
     try:
         return staged.write(

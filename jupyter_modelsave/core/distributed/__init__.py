@@ -1,0 +1,40 @@
+"""Models bigger than one process: weights that are DTensors (FSDP2 ``fully_shard``, tensor parallel).
+
+``stage``, ``export``, ``load_into`` and ``find_models`` call the small functions here to notice such
+a model; the work is done in the modules beside this one, through ``torch.distributed.checkpoint``
+(DCP): ``export`` (the collective safetensors export and its parity), ``gather`` (other formats, by
+gathering the weights to rank 0 on request), ``loading`` (each rank loads its slices), ``convert``
+(a DCP checkpoint folder into a safetensors artifact) and ``_collective`` (jms's own process group
+with a timeout). Nothing here imports ``torch.distributed`` unless the process already has.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def is_sharded(model: Any) -> bool:
+    """Whether ``model`` is an ``nn.Module`` with a DTensor among its parameters and buffers."""
+    if "torch.distributed.tensor" not in sys.modules:  # no DTensor can exist yet
+        return False
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(model, torch.nn.Module):
+        return False
+
+    return any(isinstance(t, DTensor) for t in (*model.parameters(), *model.buffers()))
+
+
+def sharding_note(tensors: list[Any]) -> str | None:
+    """``"sharded over N ranks"`` when any of ``tensors`` is a DTensor (for ``find_models``), else None."""
+    if "torch.distributed.tensor" not in sys.modules:
+        return None
+    from torch.distributed.tensor import DTensor
+
+    meshes = {id(t.device_mesh): t.device_mesh for t in tensors if isinstance(t, DTensor)}
+    if not meshes:
+        return None
+    ranks = max(mesh.size() for mesh in meshes.values())
+    return f"sharded over {ranks} rank{'s' if ranks != 1 else ''}"
