@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .errors import InvalidOptionError
+from .hf import outputs_as_dict
 from .inputs import EXAMPLE_INPUTS_HELP, ExampleInputs, make_probes
 from .model_state import preserved, reference_mode
 from .parity import OutputDiff, ParityReport, ProbeResult, compare_output, diagnose
@@ -118,7 +119,9 @@ def _missing(name: str, tensor: torch.Tensor) -> OutputDiff:
 
 
 def flatten_outputs(output: Any) -> tuple[list[str], list[torch.Tensor]]:
-    """Output names: ``output`` for one tensor, ``output_<i>`` for a sequence, a dict's keys."""
+    """Output names: ``output`` for one tensor, ``output_<i>`` for a sequence, a dict's keys
+    (a transformers ``ModelOutput`` counts as a dict of its fields that are set)."""
+    output = outputs_as_dict(output)
     if isinstance(output, torch.Tensor):
         return ["output"], [output]
     leaves, _ = torch.utils._pytree.tree_flatten_with_path(output)
