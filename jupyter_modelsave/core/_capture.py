@@ -9,7 +9,8 @@ import re
 import warnings
 from collections.abc import Iterator
 
-_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript")
+_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript",
+            "tensorflow", "absl")  # fmt: skip
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NOISE = ("torchvision is not installed", "isinstance(treespec, LeafSpec)")
 
