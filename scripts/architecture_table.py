@@ -53,7 +53,12 @@ def cell(model, example, axes: dict, options: dict) -> str:
 
     weights_only = options["format"] in ("safetensors", "weights")
     try:
-        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        quiet = io.StringIO()  # what exporters print past jms' own capture
+        with (
+            contextlib.redirect_stdout(quiet),
+            contextlib.redirect_stderr(quiet),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore")
             staged = jms.stage(model, example, dynamic_axes=None if weights_only else axes or None,
                                **{k: v for k, v in options.items() if v is not None})  # fmt: skip

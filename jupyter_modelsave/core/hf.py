@@ -31,12 +31,12 @@ CACHE_OFF_NOTE = (
 
 
 def is_transformers_model(model: Any) -> bool:
-    """Whether ``model`` is a ``transformers.PreTrainedModel`` (without importing transformers)."""
-    transformers = sys.modules.get("transformers")
-    if transformers is None:
+    """Whether ``model`` is, or holds, a ``transformers.PreTrainedModel`` (without importing
+    transformers)."""
+    if "transformers" not in sys.modules:
         return False
     base = getattr(sys.modules.get("transformers.modeling_utils"), "PreTrainedModel", None)
-    return isinstance(base, type) and isinstance(model, base)
+    return isinstance(base, type) and any(isinstance(m, base) for m in model.modules())
 
 
 def _configs(model: Any) -> list[Any]:
@@ -74,12 +74,18 @@ def cache_off(model: Any) -> Iterator[list[str]]:
 
 
 def outputs_as_dict(output: Any) -> Any:
-    """A ``ModelOutput`` (at any depth of tuples, lists and dicts) as a plain dict of its
-    fields that are set; anything else unchanged."""
+    """``output`` with every ``ModelOutput`` in it (at any depth of tuples, lists and dicts)
+    turned into a plain dict of its fields that are set; containers without one unchanged."""
     if _is_model_output(output):
         return {k: outputs_as_dict(v) for k, v in output.items()}
-    if isinstance(output, (tuple, list)) and any(_is_model_output(v) for v in output):
-        return type(output)(outputs_as_dict(v) for v in output)
+    if isinstance(output, dict):
+        items = {k: outputs_as_dict(v) for k, v in output.items()}
+        return output if all(items[k] is v for k, v in output.items()) else items
+    if isinstance(output, (tuple, list)):
+        values = [outputs_as_dict(v) for v in output]
+        if all(a is b for a, b in zip(values, output)):
+            return output  # also keeps namedtuples and torch.return_types as they are
+        return values if isinstance(output, list) else tuple(values)
     return output
 
 

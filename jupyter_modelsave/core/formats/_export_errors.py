@@ -63,8 +63,9 @@ def describe(err: BaseException, what: str) -> str:
     elif fixed := fixed_axes(err):
         sizes = ", ".join(f"{axis} to {size}" for axis, size in fixed.items())
         message += (
-            f" The model fixes {sizes}: leave {' and '.join(fixed)} out of dynamic_axes (a "
-            "reshape to a constant size, for instance, fixes it)."
+            f" The model, or the way torch traces one of its layers (a reshape to a constant "
+            f"size, nn.LSTM's sequence), fixes {sizes}: leave {' and '.join(fixed)} out of "
+            "dynamic_axes, or use format='onnx' or 'torchscript'."
         )
     elif is_range_refinement(err):
         message += (
