@@ -3,7 +3,8 @@
 For BERT, GPT-2 and ViT from small configs (``tests/architectures.py``; random init, no hub):
 ``jms.stage(model, example)`` with its defaults (parity on 3 probes; the exporter "auto" picks
 dynamo) and with ``exporter="torchscript"``, against the bare TorchScript exporter
-(``torch.onnx.export(dynamo=False)`` with ``use_cache`` off, as jms does) + one ONNX Runtime
+(``torch.onnx.export(dynamo=False)`` through a small module that passes the inputs by name, with
+``use_cache`` off, as jms does) + one ONNX Runtime
 session + one run. Each timed call gets a new model object (no re-stage cache applies), after a
 warm-up of each side; the sides alternate, median of ``JMS_BENCH_ROUNDS`` (3). Target: <= 1.5x.
 """
@@ -29,18 +30,26 @@ CASES = {"BERT": architectures.bert, "GPT-2": architectures.gpt2, "ViT": archite
 ROUNDS = int(os.environ.get("JMS_BENCH_ROUNDS", "3"))
 
 
+class ByName(torch.nn.Module):
+    """What a user writes for the TorchScript exporter: tensors in, a keyword call out."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str], **options: object) -> None:
+        super().__init__()
+        self.model, self.names, self.options = model, names, options
+
+    def forward(self, *tensors: torch.Tensor) -> object:
+        return self.model(**dict(zip(self.names, tensors)), **self.options)
+
+
 def bare_torchscript_export(model: torch.nn.Module, example: dict, folder: str) -> None:
-    """What a user writes: the TorchScript exporter, then one ONNX Runtime check."""
+    """The TorchScript exporter on the model, then one ONNX Runtime session and run."""
     import onnxruntime
 
     path = str(Path(folder) / "bare.onnx")
-    cache = getattr(model.config, "use_cache", None)
-    model.config.use_cache = False if cache is not None else cache
-    try:
-        torch.onnx.export(model, (), path, kwargs=example, dynamo=False,
-                          input_names=list(example), verbose=False)  # fmt: skip
-    finally:
-        model.config.use_cache = cache
+    options = {"use_cache": False} if hasattr(model.config, "use_cache") else {}
+    wrapper = ByName(model, list(example), return_dict=False, **options).eval()
+    torch.onnx.export(wrapper, tuple(example.values()), path, dynamo=False,
+                      input_names=list(example), verbose=False)  # fmt: skip
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     session.run(None, {k: v.numpy() for k, v in example.items() if k in names})

@@ -265,7 +265,7 @@ def stage(
 
     def build(workdir: Path) -> StagedExport:
         job = ExportJob(model, example, in_names, out_names, axes, opset, exporter, meta, workdir,
-                        external_data, fmt_options)  # fmt: skip
+                        external_data, fmt_options, live_tensors if runs else None)  # fmt: skip
         progress("export", 0.1)
         with preserved(model, hide_backward_hooks=True):
             exported = fmt.export(job)
@@ -273,6 +273,7 @@ def stage(
         if parity:
             progress("parity", 0.6)
             report = fmt.verify(exported, job, atol, rtol, progress)
+        job.example_outputs = None  # a later verify() runs the model as it is then
         warnings = [*notes, *exported.warnings]
         if example_inputs is None and example.names:
             warnings.insert(0, "example inputs: the last recorded forward call's inputs")

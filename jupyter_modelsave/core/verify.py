@@ -40,8 +40,7 @@ def outputs_parity(
     with preserved(job.model):  # once for all probes: saving and restoring costs per module
         for i, (probe_name, probe) in enumerate(probes.items()):
             progress(f"parity: {probe_name}", 0.6 + 0.4 * i / len(probes))
-            with reference_mode():  # the reference runs on the model's device
-                _, live = flatten_outputs(call_model(job.model, probe))
+            live = _live_outputs(job, probe_name, probe)
             got = run_artifact(probe)
             results.append(_compare_probe(probe_name, job.output_names, live, got, atol, rtol))
             del live, got
@@ -54,6 +53,15 @@ def outputs_parity(
         tf32=False,
         diagnosis=diagnose(results, atol, rtol),
     )
+
+
+def _live_outputs(job: Any, probe_name: str, probe: ExampleInputs) -> list[torch.Tensor]:
+    """The live model's outputs on a probe; the example's, when ``stage`` already has them."""
+    known = getattr(job, "example_outputs", None)
+    if probe_name == "example" and known is not None:
+        return list(known)
+    with reference_mode():  # the reference runs on the model's device
+        return flatten_outputs(call_model(job.model, probe))[1]
 
 
 def _compare_probe(name: str, names: list[str], live: list[torch.Tensor],

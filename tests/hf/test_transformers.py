@@ -84,6 +84,23 @@ def test_onnx_export_with_defaults_passes_parity_at_other_batch_and_sequence_siz
             assert model(**example).past_key_values is not None  # the live model still caches
 
 
+def test_the_torchscript_onnx_exporter_takes_their_keyword_inputs(built):
+    # Given a transformers model called with keyword inputs (input_ids=..., attention_mask=...)
+    spec, model, example = built
+    # When it is exported to ONNX with TorchScript's exporter (which binds a trailing dict to
+    # forward's whole signature: BERT got use_cache twice, GPT-2 an int input ORT then asked for)
+    staged = jms.stage(model, example, exporter="torchscript", dynamic_axes=spec.dynamic_axes)
+    # Then that exporter made the file (no fallback) and parity passes on every probe; where
+    # torch.jit cannot trace the model at all (GPT-2 on transformers 4.x), dynamo took over
+    assert staged.report.passed, staged.report.diagnosis
+    if (spec.name, "torchscript") in REFUSED:
+        assert staged.exporter == "dynamo"
+        assert any("torchscript exporter failed" in w for w in staged.warnings)
+        return
+    assert staged.exporter == "torchscript"
+    assert not any("exporter failed" in w for w in staged.warnings)
+
+
 @pytest.mark.parametrize("fmt", ["torchscript", "torch_export"])
 def test_graph_formats_pass_parity_or_refuse_with_an_export_error(built, fmt, tmp_path):
     spec, model, example = built

@@ -33,6 +33,9 @@ class ExportJob:
     workdir: Path
     external_data: bool | None = None  # None: only when the model is over 2 GB
     format_options: dict[str, Any] = field(default_factory=dict)  # checked by the format
+    # the live model's outputs on ``example``, computed once by ``stage``: the parity check's
+    # "example" probe reuses them (cleared after the stage, so a later verify() runs the model)
+    example_outputs: list[torch.Tensor] | None = None
 
 
 @dataclass
