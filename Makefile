@@ -6,6 +6,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
+# A second venv for tests/hf with the newest transformers 4.x (.venv has the newest 5.x)
+VENV_TF4 := .venv-tf4
+TF4_BIN := $(abspath $(VENV_TF4))/bin
+TRANSFORMERS_4 := 4.57.6
 STAMPS := .stamps
 export PATH := $(BIN):$(PATH)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
@@ -32,12 +36,16 @@ $(STAMPS)/venv:
 
 # torch first: on x86_64 Linux a plain `torch` requirement would pull a multi-GB CUDA build,
 # so install the CPU build unless a torch is already there.
-$(STAMPS)/torch: $(STAMPS)/venv
-	@if ! $(BIN)/python -c "import torch" 2>/dev/null; then \
+define install_torch
+	@if ! $(1)/python -c "import torch" 2>/dev/null; then \
 	  if [ "$$(uname -sm)" = "Linux x86_64" ]; then \
-	    $(BIN)/pip install -q torch==2.13.0; \
-	  else $(BIN)/pip install -q torch; fi; \
+	    $(1)/pip install -q torch==2.13.0; \
+	  else $(1)/pip install -q torch; fi; \
 	fi
+endef
+
+$(STAMPS)/torch: $(STAMPS)/venv
+	$(call install_torch,$(BIN))
 	touch $@
 
 # The frontend sources are inputs too: a change to src/ or style/ must reach the labextension
@@ -50,6 +58,15 @@ $(STAMPS)/python: $(STAMPS)/torch pyproject.toml package.json yarn.lock $(FRONTE
 	$(BIN)/jlpm build
 	$(BIN)/jupyter labextension develop --overwrite .
 	$(BIN)/jupyter server extension enable --sys-prefix jupyter_modelsave
+	touch $@
+
+# tests/hf against transformers 4.x: the package and its test extra, without TensorFlow
+$(STAMPS)/venv-tf4: $(STAMPS)/python
+	mkdir -p $(STAMPS)
+	python3 -m venv $(VENV_TF4)
+	$(TF4_BIN)/python -m pip install -q --upgrade pip
+	$(call install_torch,$(TF4_BIN))
+	$(TF4_BIN)/pip install -q -e ".[test]" "transformers==$(TRANSFORMERS_4)"
 	touch $@
 
 $(STAMPS)/chromium:
@@ -76,12 +93,13 @@ lint-ts:
 check-auth:
 	$(BIN)/python scripts/check_auth.py
 
-pytest:
+pytest: $(STAMPS)/venv-tf4
 	$(BIN)/python -m pytest
+	$(TF4_BIN)/python -m pytest tests/hf
 
 # flock: Galata's server needs port 8888, so two runs on one machine wait for each other
 ui-test:
 	cd ui-tests && flock /tmp/jms-galata.lock npx playwright test
 
 clean:
-	rm -rf $(STAMPS) $(VENV) node_modules lib jupyter_modelsave/labextension ui-tests/node_modules
+	rm -rf $(STAMPS) $(VENV) $(VENV_TF4) node_modules lib jupyter_modelsave/labextension ui-tests/node_modules

@@ -210,10 +210,15 @@ def models_html(infos: list[ModelInfo]) -> str:
 
 
 def input_shapes(info: ModelInfo) -> str:
-    """``image: [2, 3, 32, 32] float32``, or a hint when no forward call was recorded yet."""
+    """``image: [2, 3, 32, 32] float32``, or a hint when no forward call was recorded yet.
+
+    Keras records no calls: its shapes are the declared ones, labelled so (None shown as the 2
+    a stand-in example holds, and kept dynamic in the export).
+    """
     if info.last_input is None:
         return "none yet: run the model once" if info.framework == "torch" else "none: use --input"
-    return ", ".join(f"{s.name}: {list(s.shape)} {s.dtype}" for s in info.last_input)
+    shapes = ", ".join(f"{s.name}: {list(s.shape)} {s.dtype}" for s in info.last_input)
+    return shapes if info.framework == "torch" else f"declared (None as 2): {shapes}"
 
 
 def human_size(size: float) -> str:

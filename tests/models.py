@@ -171,3 +171,23 @@ class MaskedMean(nn.Module):
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         weights = keep.unsqueeze(-1).to(x.dtype)
         return (self.lin(x) * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+class Positional(nn.Module):
+    """Learned position embeddings: the sequence length is capped at ``max_len`` (as in BERT)."""
+
+    def __init__(self, vocab: int = 20, dim: int = 8, max_len: int = 12) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.positions = nn.Embedding(max_len, dim)
+        self.register_buffer("position_ids", torch.arange(max_len), persistent=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.embed(tokens) + self.positions(self.position_ids[: tokens.shape[1]])
+
+
+class FixedBatch(nn.Module):
+    """Reshapes to a constant batch of 2: a dynamic batch axis cannot be kept."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(2, -1).sum(-1)

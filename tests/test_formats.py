@@ -305,6 +305,32 @@ def test_torch_export_failure_is_an_export_error_with_a_hint():
         jms.stage(models.DataDependentBranch(), torch.randn(3, 4), format="torch_export")
 
 
+def test_torch_export_of_a_capped_sequence_takes_the_range_torch_derives(tmp_path):
+    # Given a model whose position embeddings cap the sequence at 12 (a plain Dim("seq") fails
+    # with "Constraints violated (seq)!")
+    model, tokens = models.Positional(), torch.randint(0, 20, (2, 6))
+    # When it is exported with a dynamic batch and sequence
+    axes = {"tokens": {0: "batch", 1: "seq"}}
+    staged = jms.stage(model, tokens, format="torch_export", dynamic_axes=axes)
+    # Then parity passes on other lengths, and the warnings keep torch's suggested fix
+    assert staged.report.passed, staged.report.diagnosis
+    assert {"batch=1", "seq=5"} <= {p.name for p in staged.report.probes}
+    assert any("seq = Dim('seq', max=12)" in w for w in staged.warnings)
+    program = jms.load(staged.write(tmp_path))
+    longer = torch.randint(0, 20, (3, 11))
+    with torch.no_grad():
+        assert torch.equal(program.module()(longer), model(longer))
+
+
+def test_torch_export_of_an_axis_the_model_fixes_says_so_without_a_control_flow_hint():
+    with pytest.raises(jms.ExportError) as err:
+        jms.stage(models.FixedBatch(), torch.randn(2, 3), format="torch_export",
+                  dynamic_axes={"x": {0: "batch"}})  # fmt: skip
+    message = str(err.value)
+    assert "torch suggests: batch = 2" in message
+    assert "leave batch out of dynamic_axes" in message and "torch.cond" not in message
+
+
 def test_torch_export_keeps_keyword_inputs(tmp_path):
     model = models.KeywordModel()
     x, scale = torch.randn(2, 3), torch.randn(2, 2)

@@ -199,6 +199,33 @@ def test_load_into_reports_missing_and_unexpected_keys_and_changes_nothing(writt
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_load_into_skips_the_non_persistent_buffers_an_archive_stores(tmp_path, fmt):
+    # Given a model with a non-persistent buffer (TorchScript archives store it anyway)
+    model, tokens = models.Positional(), torch.randint(0, 20, (2, 6))
+    path = jms.export(model, tmp_path, tokens, format=fmt)
+    fresh = models.Positional()
+    # When its artifact is loaded strictly into a fresh model
+    result = jms.load_into(fresh, path)
+    # Then no key is unexpected and the weights are the artifact's
+    assert (result.missing_keys, result.unexpected_keys) == ([], [])
+    assert torch.equal(fresh.positions.weight, model.positions.weight)
+
+
+def test_a_persistent_extra_key_is_still_unexpected(tmp_path):
+    # Given an artifact of Positional and a model without its positions layer
+    path = jms.export(
+        models.Positional(), tmp_path, torch.randint(0, 20, (2, 6)), format="torchscript"
+    )
+    other = torch.nn.Module()
+    other.embed = torch.nn.Embedding(20, 8)
+    other.register_buffer("position_ids", torch.arange(12), persistent=False)
+    # Then strict loading still names the one real extra key
+    with pytest.raises(jms.StateDictMismatchError) as err:
+        jms.load_into(other, path)
+    assert err.value.unexpected == ["positions.weight"]
+
+
 def test_load_into_non_strict_loads_what_matches(tmp_path):
     net = models.mlp()
     path = jms.stage(net, format="state_dict").write(tmp_path / "m.pt")

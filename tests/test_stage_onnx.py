@@ -244,3 +244,30 @@ def test_verify_rechecks_parity_with_other_tolerances_without_exporting_again():
     assert staged.path.stat().st_mtime_ns == path_before
     with pytest.raises(jms.InvalidOptionError, match="atol must be"):
         staged.verify(atol=-1)
+
+
+class CountingMLP(torch.nn.Module):
+    """Counts the forward calls that run the model for real (not a trace of it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = models.mlp()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing() and type(x) is torch.Tensor:
+            self.calls += 1
+        return self.body(x)
+
+
+def test_the_example_probe_reuses_the_outputs_stage_computed_and_verify_runs_the_model_again():
+    # Given a model that counts its real forward calls
+    model = CountingMLP().eval()
+    # When it is staged (TorchScript: the trace's call does not count)
+    staged = jms.stage(model, torch.randn(3, 8), format="torchscript")
+    # Then the live model ran once per probe: the example's outputs served names and parity
+    assert model.calls == len(staged.report.probes)
+    # and a later verify() runs the model as it is now, example included
+    with torch.no_grad():
+        model.body[0].weight.add_(1.0)
+    assert not staged.verify().probes[0].passed

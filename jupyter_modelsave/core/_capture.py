@@ -20,7 +20,8 @@ import threading
 import warnings
 from collections.abc import Iterator
 
-_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript")
+_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript",
+            "tensorflow", "absl")  # fmt: skip
 _LOGGER_FAMILIES = ("torch", "onnxscript", "onnx_ir")  # their loggers with handlers of their own
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NOISE = ("torchvision is not installed", "isinstance(treespec, LeafSpec)")

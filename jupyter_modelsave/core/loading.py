@@ -100,7 +100,7 @@ def load_into(
     path, fmt = _checked(path)
     device = check_map_location(map_location if map_location is not None else device_of(model))
     loaded = readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
-    weights = fmt.weights(loaded)
+    weights = _without_non_persistent(model, fmt.weights(loaded))
     _check_fits(model, weights, strict, path)
     return model.load_state_dict(weights, strict=strict)
 
@@ -165,6 +165,18 @@ def _artifact_path(path: Any) -> Path:
     if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
         raise InvalidOptionError(f"{path} is not a file or a folder, so not an artifact.")
     return path
+
+
+def _without_non_persistent(model: torch.nn.Module, weights: dict[str, Any]) -> dict[str, Any]:
+    """``weights`` less the model's non-persistent buffers (not in its ``state_dict()``).
+
+    TorchScript archives store every buffer, also those registered with ``persistent=False``
+    (BERT's ``embeddings.position_ids``); ``load_state_dict`` never loads those, so they are
+    neither unexpected nor copied.
+    """
+    kept = model.state_dict().keys()
+    transient = {name for name, _ in model.named_buffers() if name not in kept}
+    return {k: v for k, v in weights.items() if k not in transient}
 
 
 def _check_fits(model: torch.nn.Module, weights: dict[str, Any], strict: bool, path: Path) -> None:

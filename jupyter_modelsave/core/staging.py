@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from . import artifacts, hashing
+from . import artifacts, hashing, hf
 from ._capture import first_line
 from .discovery import last_inputs, recording_paused
 from .distributed import is_sharded
@@ -275,16 +275,17 @@ def stage(
     live_names: list[str] = []
     live_tensors: list[torch.Tensor] = []
     if runs:
-        with preserved(model), reference_mode():
+        with preserved(model), reference_mode(), hf.cache_off(model):
             live_names, live_tensors = flatten_outputs(call_model(model, example))
     out_names = check_names("output_names", output_names, len(live_names)) or live_names
     renamed = example.replaced(example.tensors)
     renamed.names = in_names
     axes = check_dynamic_axes(dynamic_axes, renamed, out_names)
+    notes: list[str] = []  # what jms changed for this export, first in the warnings
 
     def build(workdir: Path) -> StagedExport:
         job = ExportJob(model, example, in_names, out_names, axes, opset, exporter, meta, workdir,
-                        external_data, fmt_options)  # fmt: skip
+                        external_data, fmt_options, live_tensors if runs else None)  # fmt: skip
         progress("export", 0.1)
         with preserved(model, hide_backward_hooks=True), typed_errors("export", fmt.name):
             exported = fmt.export(job)
@@ -293,13 +294,16 @@ def stage(
             progress("parity", 0.6)
             with typed_errors("parity check", fmt.name):
                 report = fmt.verify(exported, job, atol, rtol, progress)
-        warnings = list(exported.warnings)
+        job.example_outputs = None  # a later verify() runs the model as it is then
+        warnings = [*notes, *exported.warnings]
         if example_inputs is None and example.names:
             warnings.insert(0, "example inputs: the last recorded forward call's inputs")
         specs = [TensorSpec.of(n, t) for n, t in zip(out_names, live_tensors)]
         return StagedExport(fmt, exported, job, report, name, warnings, specs, (atol, rtol))
 
-    return in_work_folder(build, progress)
+    with hf.cache_off(model) as hf_notes:  # export and parity: one forward pass, no cache
+        notes += hf_notes
+        return in_work_folder(build, progress)
 
 
 @contextlib.contextmanager

@@ -247,3 +247,94 @@ def test_a_failed_keras_stage_leaves_no_work_folder(tmp_path, monkeypatch, cnn, 
         jms.stage(model, x, format="keras", **options)
     # Then no work folder is left behind
     assert list(tmp_path.iterdir()) == []
+
+
+def _mixed(policy: str, build):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return build()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_bfloat16_model_is_refused_for_onnx_with_the_reason_and_saved_otherwise(cnn):
+    # Given a CNN built under the mixed_bfloat16 policy (ONNX Runtime has no bfloat16 Conv on CPU)
+    model, x = _mixed("mixed_bfloat16", models.cnn), cnn[1]
+    # When it is staged to ONNX, then the answer is a clear no that names the way out
+    with pytest.raises(jms.ExportError, match=r"bfloat16.*format='savedmodel'"):
+        jms.stage(model, x)
+    # and a SavedModel is judged at bfloat16's tolerances, its output spec saying bfloat16
+    staged = jms.stage(model, x, format="savedmodel")
+    assert staged.report.passed and (staged.report.atol, staged.report.rtol) == (5e-2, 5e-2)
+    assert staged.output_specs[0].dtype == "bfloat16"
+
+
+def test_tolerances_follow_each_outputs_dtype():
+    # Given a mixed_float16 model with a float16 output and a float32 one
+    def build():
+        image = keras.Input((6,), name="image")
+        hidden = keras.layers.Dense(4)(image)
+        return keras.Model(image, {"half": keras.layers.Dense(3)(hidden),
+                                   "full": keras.layers.Dense(2, dtype="float32")(hidden)})  # fmt: skip
+
+    model = _mixed("mixed_float16", build)
+    # When it is staged with default tolerances
+    staged = jms.stage(model, models.array(2, 6), format="savedmodel")
+    # Then each output was judged at its own dtype's defaults, and the warnings say so
+    dtypes = {s.name: s.dtype for s in staged.output_specs}
+    assert dtypes == {"full": "float32", "half": "float16"}
+    assert (staged.report.atol, staged.report.rtol) == (1e-2, 1e-2)
+    assert any("full (float32) atol=0.0001 rtol=0.001" in w for w in staged.warnings)
+    # and tolerances given to verify apply to every output
+    assert staged.verify(atol=0.0, rtol=0.0).atol == 0.0
+    assert staged._job.output_tolerances == {}
+
+
+def test_a_float32_model_keeps_float32_tolerances(cnn):
+    staged = jms.stage(*cnn, format="savedmodel")
+    assert (staged.report.atol, staged.report.rtol) == (1e-4, 1e-3)
+    assert not any("tolerances" in w for w in staged.warnings)
+
+
+def test_without_example_inputs_the_declared_none_dims_stay_dynamic(tmp_path):
+    # Given a model declared with a None batch and a None sequence length
+    model = keras.Sequential([keras.Input((None, 3), name="steps"), keras.layers.Dense(4)])
+    # When it is staged without example inputs (a stand-in of 2 on each None dim)
+    staged = jms.stage(model)
+    # Then those dims are dynamic in the artifact, probed at other sizes, and the warning says so
+    assert staged.dynamic_axes == {"steps": {0: "batch", 1: "steps_dim1"}}
+    assert {"batch=1", "steps_dim1=1"} <= {p.name for p in staged.report.probes}
+    assert "the None dims stay dynamic (steps:0=batch, steps:1=steps_dim1)" in staged.warnings[0]
+    session = jms.load(staged.write(tmp_path))
+    x = models.array(5, 7, 3)
+    np.testing.assert_allclose(session.run(None, {"steps": x})[0], np.asarray(model(x)), atol=1e-5)
+
+
+def test_a_load_into_mismatch_keeps_keras_detail_without_the_values(tmp_path, cnn):
+    path = jms.export(cnn[0], tmp_path, format="weights")
+    other = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(6, 3),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5)])  # fmt: skip
+    with pytest.raises(jms.StateDictMismatchError) as err:
+        jms.load_into(other, path)
+    message = str(err.value)
+    assert "variable.shape=(3, 3, 3, 6), Received: value.shape=(3, 3, 3, 4)" in message
+    assert "value=[...]" in message and "\n" not in message
+
+
+def test_tensorflow_info_logs_are_captured(cnn):
+    import io
+    import logging
+
+    # Given TensorFlow's logger at INFO with a handler of its own (as in a notebook)
+    logger, stream = logging.getLogger("tensorflow"), io.StringIO()
+    handler, level = logging.StreamHandler(stream), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        # When a SavedModel is staged (TensorFlow logs "Assets written to ...")
+        jms.stage(*cnn, format="savedmodel")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    # Then nothing reached the user's handler
+    assert "Assets written" not in stream.getvalue()

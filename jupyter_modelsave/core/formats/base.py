@@ -33,6 +33,9 @@ class ExportJob:
     workdir: Path
     external_data: bool | None = None  # None: only when the model is over 2 GB
     format_options: dict[str, Any] = field(default_factory=dict)  # checked by the format
+    # the live model's outputs on ``example``, computed once by ``stage``: the parity check's
+    # "example" probe reuses them (cleared after the stage, so a later verify() runs the model)
+    example_outputs: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -140,10 +143,13 @@ def embedded_note(job: ExportJob) -> str:
                        "outputs": job.output_names, "metadata": job.metadata})  # fmt: skip
 
 
-def dynamic_shapes(job: ExportJob) -> dict[str, Any] | None:
+def dynamic_shapes(job: ExportJob, derived: bool = False) -> dict[str, Any] | None:
     """``dynamic_axes`` (artifact names) -> torch.export ``dynamic_shapes`` (forward's names).
 
     One ``torch.export.Dim`` per axis name, so inputs that share a name share the dimension.
+    ``derived=True``: ``Dim.DYNAMIC`` on every dynamic axis instead, so torch derives each
+    axis' range and relations from the model (e.g. ``seq <= 64`` under BERT's position
+    embeddings) and still raises when the model fixes an axis to one size.
     """
     import torch
 
@@ -153,6 +159,9 @@ def dynamic_shapes(job: ExportJob) -> dict[str, Any] | None:
     shapes: dict[str, Any] = {}
     for param, name in zip(job.example.names, job.input_names):
         axes = job.dynamic_axes.get(name)
+        if derived:
+            shapes[param] = dict.fromkeys(axes, torch.export.Dim.DYNAMIC) if axes else None
+            continue
         shapes[param] = (
             {d: dims.setdefault(a, torch.export.Dim(a)) for d, a in axes.items()} if axes else None
         )

@@ -326,9 +326,11 @@ def _dynamo_program(job: ExportJob, cached: Any) -> Any:
 
 def _export_torchscript(job: ExportJob, path: Path, large: bool) -> tuple[list[str], int | None]:
     """Export with TorchScript: it builds the opset asked for natively, or raises."""
-    args: tuple = job.example.args + ((job.example.kwargs,) if job.example.kwargs else ())
+    from ._positional import positional
+
+    model, args = positional(job.model, job.example)
     torch.onnx.export(
-        job.model,
+        model,
         args,
         str(path),
         dynamo=False,

@@ -1,6 +1,8 @@
 """torch.export: ``torch.export.export`` + ``torch.export.save`` into a ``.pt2`` archive.
 
-``dynamic_axes`` become ``dynamic_shapes`` (one ``torch.export.Dim`` per axis name). The program is
+``dynamic_axes`` become ``dynamic_shapes`` (one ``torch.export.Dim`` per axis name; when the model
+narrows an axis' range, e.g. BERT's maximum sequence length, once more with ``Dim.DYNAMIC``, the
+ranges torch derives, said in the warnings with torch's suggested fixes). The program is
 saved with its weights on the CPU (``move_to_device_pass``) so that it loads on any machine;
 ``map_location`` moves the loaded program. Parity runs the reloaded program's ``module()``. The
 archive embeds ``jupyter_modelsave.json`` (producer, versions, input/output names, ``metadata``).
@@ -24,8 +26,14 @@ from typing import Any
 import torch
 
 from .._capture import captured_output, first_line
-from ..errors import ExportError, UnsafeArtifactError
+from ..errors import ExportError, ModelSaveError, UnsafeArtifactError
 from ..inputs import ExampleInputs
+from ._export_errors import (
+    describe,
+    fixed_axes,
+    is_range_refinement,
+    suggested_fixes,
+)
 from ._torchload import TRUST_HINT, safe_torch_load
 from .base import EXTRA_FILE, ArtifactFormat, Exported, ExportJob, dynamic_shapes, embedded_note
 
@@ -41,23 +49,17 @@ class TorchExportFormat(ArtifactFormat):
         path = job.workdir / FILE
         try:
             with captured_output() as lines:
-                program = torch.export.export(
-                    job.model,
-                    job.example.args,
-                    kwargs=job.example.kwargs or None,
-                    dynamic_shapes=dynamic_shapes(job),
-                )
+                program, notes = _exported_program(job)
                 cpu_program = _on_device(program, torch.device("cpu"))
                 torch.export.save(
                     cpu_program, str(path), extra_files={EXTRA_FILE: embedded_note(job)}
                 )
+        except ModelSaveError:
+            raise
         except Exception as err:  # torch.export raises many unrelated types
-            raise ExportError(
-                f"torch.export failed: {type(err).__name__}: {first_line(err)}. Replace Python "
-                "control flow on tensor values with torch.where/torch.cond, or check that the "
-                "dynamic axes really are dynamic."
-            ) from err
-        return Exported(path, "torch.export", warnings=[f"torch.export: {x}" for x in lines[:20]])
+            raise ExportError(describe(err, "torch.export")) from err
+        notes += [f"torch.export: {x}" for x in lines[:20]]
+        return Exported(path, "torch.export", warnings=notes)
 
     def runner(
         self, exported: Exported, job: ExportJob
@@ -81,6 +83,41 @@ class TorchExportFormat(ArtifactFormat):
 
     def weights(self, loaded: Any) -> dict[str, torch.Tensor]:
         return dict(loaded.state_dict)
+
+
+def _exported_program(job: ExportJob) -> tuple[Any, list[str]]:
+    """``torch.export.export`` with one ``Dim`` per axis name; when torch narrows an axis' range
+    (``Constraints violated``), once more with ``Dim.DYNAMIC`` so torch derives the ranges.
+
+    Returns the program and notes for the stage's warnings (torch's suggested fixes, when used).
+    """
+
+    def run(derived: bool) -> Any:
+        return torch.export.export(
+            job.model,
+            job.example.args,
+            kwargs=job.example.kwargs or None,
+            dynamic_shapes=dynamic_shapes(job, derived=derived),
+        )
+
+    try:
+        return run(derived=False), []
+    except Exception as err:  # torch.export raises many unrelated types
+        if not is_range_refinement(err) or fixed_axes(err):  # a fixed axis stays fixed
+            raise
+        first = err
+    try:
+        program = run(derived=True)
+    except Exception as err:
+        raise ExportError(
+            f"{describe(first, 'torch.export')} With the ranges torch derives (Dim.DYNAMIC) it "
+            f"failed too: {type(err).__name__}: {first_line(err)}"
+        ) from err
+    fixes = "; ".join(suggested_fixes(first)) or first_line(first)
+    return program, [
+        f"torch.export: the model limits the dynamic axes ({fixes}); exported with the ranges "
+        "torch derives (Dim.DYNAMIC): inputs outside them are refused by the program"
+    ]
 
 
 def unsafe_members(data: bytes) -> list[str]:

@@ -60,6 +60,8 @@ class KerasJob:
     workdir: Path
     exporter: str = "keras"
     format_options: dict[str, Any] = field(default_factory=dict)
+    # (atol, rtol) of outputs judged other than the report's tolerances (by their own dtype)
+    output_tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def call(self, probe: ExampleInputs) -> Any:
         """The live model's raw output on a probe (inference mode)."""
@@ -144,6 +146,15 @@ def declared_input_names(model: Any) -> list[str]:
     return [n for n in names if n] if all(n and n.isidentifier() for n in names) else []
 
 
+def declared_none_dims(model: Any) -> list[list[int]]:
+    """Per declared input of a functional/Sequential model, the dims declared as None."""
+    try:
+        inputs = list(model.inputs or [])
+    except (AttributeError, ValueError):
+        return []
+    return [[d for d, size in enumerate(t.shape) if size is None] for t in inputs]
+
+
 def declared_example(model: Any) -> Any:
     """Random normal inputs of a functional/Sequential model's declared shapes (None -> 2)."""
     try:
@@ -169,13 +180,19 @@ def flatten_outputs(output: Any) -> tuple[list[str], list[np.ndarray]]:
             f"The model returned no tensors ({type(output).__name__}); nothing to export."
         )
     if len(leaves) == 1 and not leaves[0][0]:
-        return ["output"], [leaves[0][1]]
+        return ["output"], [to_numpy(leaves[0][1])]
     top_dict = isinstance(output, dict)
     names = ["_".join(p) if top_dict else "output_" + "_".join(p) for p, _ in leaves]
-    return names, [a for _, a in leaves]
+    return names, [to_numpy(a) for _, a in leaves]
 
 
-def _leaves(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
+def output_dtypes(output: Any) -> list[str]:
+    """The dtype of each output as the model computed it (bfloat16 stays bfloat16), in
+    ``flatten_outputs``' order."""
+    return [str(getattr(v.dtype, "name", v.dtype)) for _, v in _leaves(output, ())]
+
+
+def _leaves(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
     if isinstance(value, dict):  # sorted, as tf.nest flattens (and so orders graph outputs)
         for key in sorted(value):
             yield from _leaves(value[key], (*path, str(key)))
@@ -183,7 +200,7 @@ def _leaves(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...]
         for i, item in enumerate(value):
             yield from _leaves(item, (*path, str(i)))
     elif value is not None:
-        yield path, to_numpy(value)
+        yield path, value
 
 
 def to_numpy(value: Any) -> np.ndarray:

@@ -6,12 +6,13 @@ here. A mismatch raises ``StateDictMismatchError`` and leaves the model's weight
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._capture import captured_output, first_line
+from .._capture import captured_output, strip_ansi
 from ..errors import InvalidOptionError, StateDictMismatchError
 from ..formats.base import ArtifactFormat
 
@@ -32,7 +33,8 @@ def load_into_keras(model: Any, path: Path, fmt: ArtifactFormat, *, trusted: boo
             model.set_weights(before)
             raise StateDictMismatchError(
                 f"The weights in {path.name} do not fit {type(model).__name__}: "
-                f"{first_line(err)} Check that the model is built with the same configuration."
+                f"{_whole_message(err)} Check that the model is built with the same "
+                "configuration."
             ) from None
         return
     if fmt.name != "keras":
@@ -55,3 +57,13 @@ def load_into_keras(model: Any, path: Path, fmt: ArtifactFormat, *, trusted: boo
             shape_mismatches=reshaped,
         )
     model.set_weights(weights)
+
+
+_ARRAY_DUMP = re.compile(r"\[[\[\]\s\d.eE+-]{40,}\]")  # a variable's values, printed
+
+
+def _whole_message(err: BaseException, limit: int = 1000) -> str:
+    """Keras' message on one line with its detail (which layer expected which shapes), less the
+    values of the variables it prints."""
+    text = _ARRAY_DUMP.sub("[...]", " ".join(strip_ansi(str(err)).split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."

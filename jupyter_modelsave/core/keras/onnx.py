@@ -58,7 +58,15 @@ class KerasOnnxFormat(OnnxFormat):
     ) -> Any:
         from .parity import outputs_parity
 
-        return outputs_parity(self.runner(exported, job), job, atol, rtol, progress)
+        try:
+            runner = self.runner(exported, job)
+        except Exception as err:  # ONNX Runtime refusing the graph: a clear no, not a raw error
+            raise ExportError(
+                f"ONNX Runtime cannot load the exported graph, so its parity cannot be checked: "
+                f"{type(err).__name__}: {first_line(err)}. Save the model with "
+                "format='savedmodel' or 'keras' instead."
+            ) from err
+        return outputs_parity(runner, job, atol, rtol, progress)
 
 
 def check_opset(opset: Any) -> int | None:
@@ -103,6 +111,7 @@ def _finish(path: Path, job: KerasJob) -> int | None:
     try:
         proto = onnx.load(str(path))
         graph = proto.graph
+        _refuse_bfloat16(graph)
         _rename(graph, [i.name for i in graph.input], job.input_names, "inputs")
         outputs = [o.name for o in graph.output]
         if set(outputs) != set(job.output_names):  # a dict's keys already match by name
@@ -116,6 +125,31 @@ def _finish(path: Path, job: KerasJob) -> int | None:
     except (onnx.checker.ValidationError, ValueError, OSError, IndexError) as err:
         raise ExportError(f"The exported ONNX model is not valid: {first_line(err)}") from err
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _refuse_bfloat16(graph: Any) -> None:
+    """A bfloat16 graph (a ``mixed_bfloat16`` policy) is refused: ONNX Runtime's CPU provider
+    has no bfloat16 convolutions or matrix products, so the file could not be checked."""
+    from onnx import TensorProto
+
+    bf16 = TensorProto.BFLOAT16
+    casts = any(
+        node.op_type == "Cast" and any(a.name == "to" and a.i == bf16 for a in node.attribute)
+        for node in graph.node
+    )
+    values = [*graph.input, *graph.output, *graph.value_info]
+    if (
+        casts
+        or any(v.type.tensor_type.elem_type == bf16 for v in values)
+        or any(t.data_type == bf16 for t in graph.initializer)
+    ):
+        raise ExportError(
+            "The model computes in bfloat16 (a mixed_bfloat16 policy), which ONNX Runtime cannot "
+            "run on the CPU, so the ONNX file could not be checked. Save it with "
+            "format='savedmodel' or 'keras', or export a float32 copy: build the model again "
+            "after keras.mixed_precision.set_global_policy('float32'), copy the weights with "
+            "copy.set_weights(model.get_weights()) and export the copy (mixed_float16 exports)."
+        )
 
 
 def _rename(graph: Any, old: list[str], new: list[str], kind: str) -> None:

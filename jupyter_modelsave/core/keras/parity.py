@@ -36,9 +36,10 @@ def outputs_parity(
             _, live = flatten_outputs(job.call(probe))
         got = run_artifact(probe)
         outputs = [
-            compare_output(n, t, got[n], atol, rtol) if n in got else missing(n, t.shape)
+            compare_output(n, t, got[n], *job.output_tolerances.get(n, (atol, rtol)))
+            if n in got else missing(n, t.shape)
             for n, t in zip(job.output_names, live)
-        ]
+        ]  # fmt: skip
         results.append(ProbeResult(probe_name, all(o.passed for o in outputs), outputs))
     return ParityReport(
         passed=all(r.passed for r in results), atol=atol, rtol=rtol, probes=results,

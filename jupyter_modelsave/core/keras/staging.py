@@ -25,7 +25,14 @@ from ..staging import StagedExport, check_progress, in_work_folder
 from ..verify import Progress
 from . import _tf
 from .base import versions
-from .job import KerasJob, Layout, flatten_outputs, normalize_example
+from .job import (
+    KerasJob,
+    Layout,
+    declared_none_dims,
+    flatten_outputs,
+    normalize_example,
+    output_dtypes,
+)
 from .onnx import RESERVED, check_opset
 from .parity import device_of, tf32_off
 
@@ -34,6 +41,13 @@ class KerasStagedExport(StagedExport):
     """A staged Keras/TF export; its manifest adds ``framework`` and the Keras/TF versions."""
 
     framework = "keras"
+    _job: KerasJob | None = None
+
+    def verify(self, *, atol: float | None = None, rtol: float | None = None) -> Any:
+        """As for PyTorch; tolerances given here apply to every output (not by its dtype)."""
+        if (atol is not None or rtol is not None) and self._job is not None:
+            self._job.output_tolerances = {}
+        return super().verify(atol=atol, rtol=rtol)
 
     def manifest(self, name: str, version: str) -> dict[str, Any]:
         data = super().manifest(name, version)
@@ -70,9 +84,8 @@ def stage_keras(model: Any, example_inputs: Any = None, *, framework: str, forma
     )  # fmt: skip
     if not runs:
         _check_built(model)
-    default_atol, default_rtol = default_tolerances(_float_dtype(model))
-    atol = default_atol if atol is None else check_tolerance("atol", atol)
-    rtol = default_rtol if rtol is None else check_tolerance("rtol", rtol)
+    atol = None if atol is None else check_tolerance("atol", atol)
+    rtol = None if rtol is None else check_tolerance("rtol", rtol)
     in_names = check_names("input_names", input_names, len(example.names)) or example.names
     example.names = in_names
 
@@ -81,34 +94,41 @@ def stage_keras(model: Any, example_inputs: Any = None, *, framework: str, forma
     def build(workdir: Path) -> KerasStagedExport:
         job = KerasJob(model, framework, example, layout, in_names, [], {}, opset, meta, workdir,
                        format_options=fmt_options)  # fmt: skip
-        live_names, live = _live_outputs(job) if runs else ([], [])
+        live_names, live, dtypes = _live_outputs(job) if runs else ([], [], [])
         job.output_names = check_names("output_names", output_names, len(live_names)) or live_names
-        job.dynamic_axes = check_dynamic_axes(dynamic_axes, example, job.output_names)
+        axes = dynamic_axes
+        notes = []
+        if synthesised:
+            axes, kept = with_declared_dynamic_axes(model, example, dynamic_axes)
+            notes.append("example inputs: random normal arrays of the model's declared input "
+                         f"shapes (None -> 2){kept}")  # fmt: skip
+        job.dynamic_axes = check_dynamic_axes(axes, example, job.output_names)
+        tolerances = by_output_dtype(job, dtypes, atol, rtol, _float_dtype(model), notes)
         progress("export", 0.1)
         exported = fmt.export(job)
         report = None
         if parity:
             progress("parity", 0.6)
-            report = fmt.verify(exported, job, atol, rtol, progress)
-        warnings = list(exported.warnings)
-        if synthesised:
-            warnings.insert(0, "example inputs: random normal arrays of the model's declared "
-                               "input shapes (None -> 2)")  # fmt: skip
-        specs = [TensorSpec(n, tuple(a.shape), str(a.dtype), device_of(model))
-                 for n, a in zip(job.output_names, live)]  # fmt: skip
-        staged = KerasStagedExport(fmt, exported, job, report, name, warnings, specs, (atol, rtol))
+            report = fmt.verify(exported, job, *tolerances, progress)
+        warnings = [*notes, *exported.warnings]
+        specs = [TensorSpec(n, tuple(a.shape), d, device_of(model))
+                 for n, a, d in zip(job.output_names, live, dtypes)]  # fmt: skip
+        staged = KerasStagedExport(fmt, exported, job, report, name, warnings, specs, tolerances)
         staged.framework = framework
+        staged._job = job
         return staged
 
     return in_work_folder(build, progress)
 
 
-def _live_outputs(job: KerasJob) -> tuple[list[str], list[Any]]:
+def _live_outputs(job: KerasJob) -> tuple[list[str], list[Any], list[str]]:
+    """Names, values (numpy) and dtypes (as computed: bfloat16 stays) of the example's outputs."""
     from .job import EXAMPLE_HELP
 
     try:
         with tf32_off():
-            return flatten_outputs(job.call(job.example))
+            output = job.call(job.example)
+            return (*flatten_outputs(output), output_dtypes(output))
     except InvalidOptionError:
         raise
     except Exception as err:
@@ -117,6 +137,53 @@ def _live_outputs(job: KerasJob) -> tuple[list[str], list[Any]]:
             f"The model failed on the example inputs {shapes}: {type(err).__name__}: {err}. "
             f"{EXAMPLE_HELP}"
         ) from err
+
+
+def by_output_dtype(job: KerasJob, dtypes: list[str], atol: float | None, rtol: float | None,
+                    model_dtype: str, notes: list[str]) -> tuple[float, float]:  # fmt: skip
+    """The report's (atol, rtol), and in ``job.output_tolerances`` those of outputs judged by
+    their own dtype's defaults (a float16 or bfloat16 output of a mixed-precision model).
+
+    Tolerances you give apply to every output; a default one comes from each output's dtype.
+    The report shows the loosest used; ``notes`` names the outputs judged otherwise.
+    """
+    per_output = {
+        name: (
+            default_tolerances(dtype)[0] if atol is None else atol,
+            default_tolerances(dtype)[1] if rtol is None else rtol,
+        )
+        for name, dtype in zip(job.output_names, dtypes)
+    }
+    if not per_output:  # no outputs ran (a weight format): the weights' dtype
+        base = default_tolerances(model_dtype)
+        return (base[0] if atol is None else atol, base[1] if rtol is None else rtol)
+    loosest = max(per_output.values())
+    job.output_tolerances = {n: t for n, t in per_output.items() if t != loosest}
+    if job.output_tolerances or len(set(dtypes)) > 1:
+        notes.append("parity tolerances by output dtype: " + ", ".join(
+            f"{n} ({d}) atol={per_output[n][0]:g} rtol={per_output[n][1]:g}"
+            for n, d in zip(job.output_names, dtypes)))  # fmt: skip
+    return loosest
+
+
+def with_declared_dynamic_axes(
+    model: Any, example: ExampleInputs, dynamic_axes: Any
+) -> tuple[Any, str]:
+    """Without ``dynamic_axes``, the dims the model declares as None (the synthesised example
+    holds 2 there) stay dynamic in the artifact; returns the axes and a note naming them.
+
+    Axis names: ``batch`` for dim 0, else ``<input>_dim<d>``. Axes you give are kept as given.
+    """
+    declared = declared_none_dims(model)
+    if dynamic_axes is not None or len(declared) != len(example.names):
+        return dynamic_axes, ""
+    axes = {
+        name: {d: "batch" if d == 0 else f"{name}_dim{d}" for d in dims}
+        for name, dims in zip(example.names, declared)
+        if dims
+    }
+    kept = ", ".join(f"{n}:{d}={a}" for n, dims in axes.items() for d, a in dims.items())
+    return axes or None, f"; the None dims stay dynamic ({kept})" if kept else ""
 
 
 def _refuse_torch_options(**given: Any) -> None:
