@@ -39,18 +39,27 @@ def _reads_values(job: ExportJob) -> bool | None:
     """Whether ``forward`` reads tensor values into Python, by torch.export (None: cannot tell)."""
     import torch
 
-    try:
-        with captured_output():
-            program = torch.export.export(
-                job.model,
-                job.example.args,
-                kwargs=job.example.kwargs or None,
-                dynamic_shapes=dynamic_shapes(job),
-                strict=False,
-            )
-    except Exception as err:  # torch.export raises many unrelated types
-        return True if _is_data_dependent(err) else None
-    return _has_unbacked_values(program)
+    # with the dynamic axes first; when torch.export cannot keep them (a range it would narrow,
+    # an axis the model fixes), static shapes still tell a value read from a shape check
+    attempts = [dynamic_shapes(job)]
+    if attempts[0] is not None:
+        attempts.append(None)
+    for shapes in attempts:
+        try:
+            with captured_output():
+                program = torch.export.export(
+                    job.model,
+                    job.example.args,
+                    kwargs=job.example.kwargs or None,
+                    dynamic_shapes=shapes,
+                    strict=False,
+                )
+        except Exception as err:  # torch.export raises many unrelated types
+            if _is_data_dependent(err):
+                return True
+            continue
+        return _has_unbacked_values(program)
+    return None
 
 
 def _is_data_dependent(err: BaseException | None) -> bool:
