@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from . import artifacts, hashing
+from . import artifacts, hashing, trust
 from .discovery import last_inputs, recording_paused
 from .errors import InvalidOptionError, ModelSaveError, NotAModelError, ParityError, WriteError
 from .formats import get_format
@@ -128,11 +128,11 @@ class StagedExport:
             )
         name = check_artifact_name(name if name is not None else self.name)
         try:
-            target, version = artifacts.destination_path(
+            target, version, auto = artifacts.destination_path(
                 dest, name, version, self.sha256, self._extension
             )
             return artifacts.write_artifact(
-                self.path, target, self.manifest(name, version), overwrite=overwrite
+                self.path, target, self.manifest(name, version), overwrite=overwrite, auto=auto
             )
         except ModelSaveError:
             raise
@@ -156,6 +156,7 @@ class StagedExport:
             "exporter": self.exporter,
             "opset": self.opset,
             "sha256": self.sha256,
+            "signature": trust.sign(self.sha256, self.format),
             "size_bytes": self.size_bytes,
             "files": self.file_hashes,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
