@@ -62,10 +62,18 @@ _OTHER = {"MARK": 72, "BUILD": 512, "BINPUT": 112, "LONG_BINPUT": 112, "PUT": 11
 _REFERENCE = 16  # GET, BINGET, LONG_BINGET, DUP, NONE, NEWTRUE, NEWFALSE, EMPTY_TUPLE
 
 
-def pickle_cost(data: bytes) -> int:
-    """An upper bound of the bytes unpickling ``data`` allocates (``ValueError`` if malformed)."""
+_MAX_PER_BYTE = max(_NEW.values()) + _SLOT  # no opcode costs more per byte of the file
+
+
+def pickle_cost(data: bytes, limit: int) -> int:
+    """An upper bound of the bytes unpickling ``data`` allocates, counted until it passes
+    ``limit`` (a pickle too short to pass it is not read). ``ValueError`` if malformed."""
+    if len(data) * _MAX_PER_BYTE <= limit:
+        return len(data) * _MAX_PER_BYTE
     total = 0
     for opcode, arg, _ in pickletools.genops(data):
+        if total > limit:
+            break
         name = opcode.name
         if name in _NEW:
             total += _NEW[name] + _SLOT + _payload_bytes(arg)

@@ -61,23 +61,23 @@ def check_memory(source: Path | bytes) -> None:
             f"{label} is not a zip archive as torch.save writes since torch 1.6 (or it is "
             f"damaged); the older format is loaded only when trusted. {limits.TRUST_MEMORY_HINT}"
         ) from None
+    budget = limits.memory_bound(size) - 2 * size  # the records and data.pkl are read too
     with archive:
         limits.check_stored_zip(archive, label)
         pickles = [n for n in archive.namelist() if n.endswith(".pkl")]
         cost = 0
         for name in pickles:
             try:
-                cost += limits.pickle_cost(archive.read(name))
+                cost += limits.pickle_cost(archive.read(name), budget - cost)
             except Exception as err:  # pickletools raises ValueError and others on junk
                 raise UnsafeArtifactError(
                     f"{label}: its member {name} is not a pickle ({type(err).__name__}). "
                     f"{limits.TRUST_MEMORY_HINT}"
                 ) from None
-    budget = limits.memory_bound(size) - 2 * size  # the records and data.pkl are read too
     if cost > budget:
         raise UnsafeArtifactError(
-            f"{label} is {size:,} bytes, but its pickle creates objects worth up to {cost:,} "
-            f"bytes, more than an untrusted load may take ({budget:,}). It was crafted to fill "
+            f"{label} is {size:,} bytes, but its pickle creates objects worth more than an "
+            f"untrusted load may take ({budget:,} bytes). It was crafted to fill "
             f"memory, or holds unusually many tiny tensors. {limits.TRUST_MEMORY_HINT}"
         )
 
