@@ -31,7 +31,7 @@ def build(folder: Path) -> list[tuple[str, Path, str, str]]:
     from tests.security import _hostile as h
 
     exported = jms.stage(models.mlp(), torch.randn(2, 8), format="torch_export", parity=False,
-                         dynamic_axes={"input": {0: "batch"}}).path  # fmt: skip
+                         dynamic_axes={"input": {0: "batch"}}).write(folder / "own")  # fmt: skip
     attacks = [(f"onnx: {name}", build(folder / f"{i}.onnx"), "onnx", "load")
                for i, (name, build) in enumerate(h.ONNX_BOMBS.items())]  # fmt: skip
     attacks += [
