@@ -125,10 +125,10 @@ def test_the_pickle_bombs_are_real(kind, tmp_path):
 
 
 def test_a_big_legitimate_state_dict_is_not_refused(tmp_path):
-    """The pickle cost counts what unpickling allocates: 3,000 tensors load untrusted."""
+    """The pickle cost counts what unpickling allocates: 10,000 small tensors load untrusted."""
     import torch
 
-    state = {f"layer{i}.weight": torch.ones(8) for i in range(3000)}
+    state = {f"layer{i}.weight": torch.ones(8) for i in range(10_000)}
     path = tmp_path / "many.pt"
     torch.save(state, path)
     assert set(jms.load(path)) == set(state)
