@@ -101,7 +101,9 @@ def main() -> None:
             rows.append((attack, size, result["growth"], memory_bound(size), result["error"]))
     print(f"{'attack':44s} {'bytes':>10s} {'growth MiB':>11s} {'bound MiB':>10s}  outcome")
     for attack, size, growth, bound, error in rows:
-        print(f"{attack:44s} {size:>10,} {growth / MiB:>11.1f} {bound / MiB:>10.0f}  {error or 'loaded'}")
+        print(
+            f"{attack:44s} {size:>10,} {growth / MiB:>11.1f} {bound / MiB:>10.0f}  {error or 'loaded'}"
+        )
     worst = max(rows, key=lambda r: r[2] / r[3])
     print(f"worst: {worst[0]} ({worst[2] / MiB:.1f} MiB of {worst[3] / MiB:.0f} MiB)")
     print(f"ratio {worst[2] / worst[3]:.3f}")

@@ -154,3 +154,23 @@ def test_onnx_external_data_outside_the_folder_is_never_read(location, hostile_l
     # When it is loaded (beside a manifest that matches), then ORT refuses it
     error = hostile_load(lambda: jms.load(with_manifest(folder, "onnx")), folder)
     assert isinstance(error, jms.IntegrityError), repr(error)
+
+
+@pytest.mark.parametrize("kind", ["20 MB", "a FIFO", "nested 100000 deep"])
+def test_a_huge_or_blocking_manifest_is_refused_without_reading_it(kind, hostile_load, tmp_path):
+    import os
+
+    from ..reliability._guards import no_hang
+
+    path = jms.export(models.mlp(), tmp_path, format="safetensors")
+    manifest = Path(f"{path}.json")
+    manifest.unlink()
+    if kind == "a FIFO":
+        os.mkfifo(manifest)
+    elif kind == "20 MB":
+        manifest.write_text('{"sha256": "' + "0" * 20_000_000 + '"}')
+    else:
+        manifest.write_text("[" * 100_000 + "]" * 100_000)
+    with no_hang(20):
+        error = hostile_load(lambda: jms.load(path), path)
+    assert isinstance(error, jms.IntegrityError) and "manifest" in str(error)
