@@ -37,8 +37,10 @@ def secret_path() -> Path:
     override = os.environ.get(SECRET_ENV)
     if override:
         return Path(override).expanduser()
-    from jupyter_core.paths import jupyter_data_dir
-
+    try:
+        from jupyter_core.paths import jupyter_data_dir
+    except ImportError:  # a kernel without Jupyter installed: Jupyter's default on Linux
+        return Path.home() / ".local" / "share" / "jupyter" / SECRET_NAME
     return Path(jupyter_data_dir()) / SECRET_NAME
 
 

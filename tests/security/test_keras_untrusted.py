@@ -151,4 +151,8 @@ def test_an_untrusted_savedmodel_is_refused_and_your_own_loads(keras, tmp_path):
     shutil.copytree(own, received)  # the same program from someone else: no signature
     with pytest.raises(jms.UnsafeArtifactError, match="trusted=True"):
         jms.load(received)
+    with pytest.raises(jms.UnsafeArtifactError, match="trusted=True"):
+        jms.from_base64(string_of(received, "savedmodel"))
+    with pytest.raises(jms.InvalidOptionError):  # no weights to take: refused before loading
+        jms.load_into(model, received)
     assert hasattr(jms.load(received, trusted=True), "serve")
