@@ -1,8 +1,16 @@
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+# Artifacts written by the tests are signed with a key of the test run, never the user's own
+# (<jupyter data dir>/jupyter_modelsave_secret); kernels and child processes inherit it.
+os.environ["JUPYTER_MODELSAVE_SECRET_FILE"] = str(
+    Path(tempfile.mkdtemp(prefix="jms-test-key-")) / "jupyter_modelsave_secret"
+)
 
 
 @pytest.fixture

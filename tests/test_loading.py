@@ -115,7 +115,7 @@ def test_a_pt2_with_a_pickled_payload_is_refused_and_never_runs(tmp_path, writte
         f"data/weights/{first['path_name']}": bomb.getvalue(),
     })  # fmt: skip
     # When it is loaded, then it is refused and the payload never ran
-    with pytest.raises(jms.UnsafeArtifactError, match="needs full unpickling"):
+    with pytest.raises(jms.UnsafeArtifactError, match=r"a torch\.export program"):
         jms.load(evil)
     assert not marker.exists()
 
@@ -168,7 +168,8 @@ def test_a_pt_file_without_manifest_is_recognised(tmp_path, written):
     script, state = tmp_path / "script.pt", tmp_path / "state.pt"
     script.write_bytes(paths["torchscript"].read_bytes())
     state.write_bytes(paths["state_dict"].read_bytes())
-    assert isinstance(jms.load(script), torch.jit.ScriptModule)
+    # without its manifest the copy carries no signature: a program loads only when trusted
+    assert isinstance(jms.load(script, trusted=True), torch.jit.ScriptModule)
     assert set(jms.load(state)) == set(cnn.state_dict())
 
 
@@ -280,7 +281,7 @@ def encoded():
         (lambda s: s[: len(s) // 2], "base64 payload is damaged"),
         (lambda s: s[:-8], "changed or truncated"),
         (lambda s: s.replace("jms1:", "jms2:"), "not a jupyter_modelsave string"),
-        (lambda s: s[:100] + "!" + s[101:], "base64 payload is damaged"),
+        (lambda s: s[:-100] + "!" + s[-99:], "base64 payload is damaged"),
     ],
     ids=["changed", "cut_mid_quad", "truncated", "wrong_prefix", "bad_character"],
 )

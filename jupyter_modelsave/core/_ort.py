@@ -16,9 +16,16 @@ def providers(prefer_cuda: bool = True) -> list[str]:
 
 
 def session(
-    path: Path | str, prefer_cuda: bool = True, map_weights: bool = False, spin: bool = True
+    path: Path | str,
+    prefer_cuda: bool = True,
+    map_weights: bool = False,
+    spin: bool = True,
+    untrusted: bool = False,
 ) -> Any:
     """An inference session for ``path``.
+
+    ``untrusted``: without constant folding, which would compute constant subgraphs of any size
+    while the session is created (see ``formats/_onnx_limits.py``).
 
     ``spin=False``: ORT's worker threads sleep between runs instead of spinning, so a torch run
     right after (as parity alternates them) gets the CPU cores back.
@@ -38,4 +45,9 @@ def session(
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=providers(prefer_cuda))
+    extra: dict[str, Any] = {}
+    if untrusted:
+        from .formats._onnx_limits import DISABLED_OPTIMIZERS
+
+        extra["disabled_optimizers"] = DISABLED_OPTIMIZERS
+    return ort.InferenceSession(str(path), options, providers=providers(prefer_cuda), **extra)

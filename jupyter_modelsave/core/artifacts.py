@@ -4,8 +4,10 @@ A write links (or, across filesystems, copies) the staged file or folder to a hi
 name in the destination folder and writes the manifest ``<artifact>.json`` to another, fsyncs
 both, then, under an exclusive lock on the folder, renames the artifact into place and the
 manifest last. So a crash leaves no artifact or a whole one, an error (disk full, read-only)
-leaves the folder as it was, and two concurrent writers never mix their files. Temporaries left
-by a process that died are removed by the next write to that folder.
+leaves the folder as it was, and two concurrent writers never mix their files. A version picked
+automatically (a folder destination) is picked again under that lock, so concurrent writers of
+one name get distinct versions. Temporaries left by a process that died are removed by the next
+write to that folder.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,28 +69,49 @@ def is_folder_destination(dest: Path | str, extension: str = "") -> bool:
     return Path(text).is_dir() and not (extension and text.endswith(extension))
 
 
+@dataclass(frozen=True)
+class AutoVersion:
+    """A versioned name in a folder whose version is picked when the artifact is committed."""
+
+    name: str
+    sha256: str
+    extension: str
+
+    def path(self, folder: Path, version: str) -> Path:
+        return folder / f"{self.name}_v{version}_{self.sha256[:12]}{self.extension}"
+
+
 def destination_path(
     dest: Path | str, name: str, version: str | None, sha256: str, extension: str
-) -> tuple[Path, str]:
-    """The final artifact path and its version. Folders get ``<name>_v<version>_<sha12><ext>``."""
+) -> tuple[Path, str, AutoVersion | None]:
+    """The artifact path, its version, and (when the version is picked automatically) how to
+    pick it again at commit time. Folders get ``<name>_v<version>_<sha12><ext>``."""
     text = os.path.expanduser(str(dest))
     if "\x00" in text:
         raise InvalidOptionError("The destination path contains a NUL byte.")
     dest = Path(text)
     if not is_folder_destination(text, extension):
-        return dest, version or DEFAULT_VERSION
+        return dest, version or DEFAULT_VERSION, None
+    auto = AutoVersion(name, sha256, extension) if version is None else None
     version = check_version(version) if version is not None else next_version(dest, name, extension)
-    return dest / f"{name}_v{version}_{sha256[:12]}{extension}", version
+    return dest / f"{name}_v{version}_{sha256[:12]}{extension}", version, auto
 
 
 def write_artifact(
-    staged: Path, target: Path, manifest: dict[str, Any], *, overwrite: bool
+    staged: Path,
+    target: Path,
+    manifest: dict[str, Any],
+    *,
+    overwrite: bool,
+    auto: AutoVersion | None = None,
 ) -> Path:
     """Copy ``staged`` to ``target`` atomically, then its manifest ``<target>.json``.
 
     Both are written in full under temporary names first; only then, holding the folder's lock,
-    is the artifact renamed into place and the manifest after it. Any error leaves the folder as
-    it was (a previous version included) and raises ``WriteError`` or ``ArtifactExistsError``.
+    is the artifact renamed into place and the manifest after it. With ``auto`` the version is
+    picked again under that lock (a writer that committed meanwhile took the one expected), and
+    the name and manifest follow it. Any error leaves the folder as it was (a previous version
+    included) and raises ``WriteError`` or ``ArtifactExistsError``. Returns the final path.
     """
     folder = target.parent
     manifest_path = Path(f"{target}.json")
@@ -100,8 +124,15 @@ def write_artifact(
     tmp, tmp_manifest = _temporary(target), _temporary(manifest_path)
     try:
         (_copy_tree if staged.is_dir() else _copy_file)(staged, tmp)
-        _write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode(), tmp_manifest)
+        _write_bytes(_manifest_bytes(manifest), tmp_manifest)
         with _folder_lock(folder):
+            version = next_version(folder, auto.name, auto.extension) if auto else None
+            if version is not None and version != manifest.get("version"):
+                target = auto.path(folder, version)
+                manifest_path = Path(f"{target}.json")
+                _remove(tmp_manifest)  # small: rewritten under the lock with the new version
+                tmp_manifest = _temporary(manifest_path)
+                _write_bytes(_manifest_bytes({**manifest, "version": version}), tmp_manifest)
             _commit(tmp, target, tmp_manifest, manifest_path, overwrite=overwrite)
     except OSError as err:
         if isinstance(err, ModelSaveError):
@@ -111,6 +142,10 @@ def write_artifact(
         _remove(tmp)
         _remove(tmp_manifest)
     return target
+
+
+def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=2, sort_keys=True).encode()
 
 
 def _refuse_existing(target: Path, manifest_path: Path, *, racing: bool) -> None:

@@ -1,18 +1,19 @@
 """Loading a written artifact back, after checking it against its manifest.
 
-Nothing is unpickled without restriction: ``torch.load`` always runs with ``weights_only=True``
-unless ``trusted=True`` is passed (see each format's module for what "safe" means for it).
+An artifact is trusted when the caller says so (``trusted=True``) or when its manifest carries
+this user's signature (``trust.py``) over the sha256 just computed. Untrusted artifacts run no
+code from the file and are read within a bounded amount of memory (``limits.py``); each format's
+module says how it keeps to that, and refuses (``UnsafeArtifactError``) what it cannot check.
 """
 
 from __future__ import annotations
 
-import json
 import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import hashing
+from . import hashing, trust
 from ._capture import first_line
 from .distributed import is_sharded
 from .errors import (
@@ -25,24 +26,11 @@ from .errors import (
 from .formats import format_for_path, get_format
 from .formats.base import ArtifactFormat
 from .keras._tf import KERAS_FRAMEWORKS, framework_of
+from .manifest import read_manifest
 from .options import check_flag
 
 if TYPE_CHECKING:
     import torch
-
-
-def read_manifest(path: str | Path) -> dict[str, Any] | None:
-    """The ``<artifact>.json`` manifest beside ``path``, or None when there is none."""
-    manifest = Path(f"{path}.json")
-    if not manifest.is_file():
-        return None
-    try:
-        data = json.loads(manifest.read_text())
-    except (OSError, ValueError, RecursionError) as err:
-        raise IntegrityError(f"The manifest {manifest} cannot be read: {err}.") from err
-    if not isinstance(data, dict):
-        raise IntegrityError(f"The manifest {manifest} is not a JSON object; export it again.")
-    return data
 
 
 def load(
@@ -55,11 +43,14 @@ def load(
     ``ExportedProgram``. When a manifest is present its sha256 is checked first
     (``IntegrityError`` on mismatch); the format comes from the manifest, else from the file.
     ``map_location`` ("cpu", "cuda", "cuda:1", a ``torch.device``) is where tensors land, so a
-    GPU-saved artifact loads on a CPU-only machine. ``trusted=True`` allows full unpickling of a
-    file that needs it (else ``UnsafeArtifactError``): only for files you trust.
+    GPU-saved artifact loads on a CPU-only machine. An artifact you wrote (its manifest signed
+    with your key) is trusted as it is; for others ``trusted=True`` allows what could run code
+    (full unpickling, TorchScript, ``.pt2``, SavedModel; else ``UnsafeArtifactError``) and lifts
+    the memory bound: only for files you trust.
     """
     trusted = check_flag("trusted", trusted)
-    path, fmt = _checked(path)
+    path, fmt, signed = _checked(path)
+    trusted = trusted or signed
     device = check_map_location(map_location)
     return readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
 
@@ -87,8 +78,9 @@ def load_into(
     if framework_of(model) in KERAS_FRAMEWORKS:  # Keras (any backend) and tf.Module
         from .keras.loading import load_into_keras
 
-        path, fmt = _checked(path)
-        return load_into_keras(model, path, fmt, trusted=check_flag("trusted", trusted))
+        trusted = check_flag("trusted", trusted)
+        path, fmt, signed = _checked(path)
+        return load_into_keras(model, path, fmt, trusted=trusted or signed)
     if not isinstance(model, torch.nn.Module):
         raise NotAModelError(f"load_into needs a torch.nn.Module, got {type(model).__name__}.")
     if is_sharded(model):  # DTensor weights: every rank loads its slices (a collective call)
@@ -97,7 +89,8 @@ def load_into(
         return load_into_sharded(model, path, strict=strict, map_location=map_location,
                                  trusted=trusted)  # fmt: skip
     trusted, strict = check_flag("trusted", trusted), check_flag("strict", strict)
-    path, fmt = _checked(path)
+    path, fmt, signed = _checked(path)
+    trusted = trusted or signed
     device = check_map_location(map_location if map_location is not None else device_of(model))
     loaded = readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
     weights = _without_non_persistent(model, fmt.weights(loaded))
@@ -126,8 +119,9 @@ def check_map_location(map_location: Any) -> torch.device:
     return device
 
 
-def _checked(path: str | Path) -> tuple[Path, ArtifactFormat]:
-    """The artifact's path and format, after checking it against its manifest."""
+def _checked(path: str | Path) -> tuple[Path, ArtifactFormat, bool]:
+    """The artifact's path, its format, and whether this user signed it, after checking it
+    against its manifest (a sha256 that matches proves no authorship: only the signature does)."""
     path = _artifact_path(path)
     manifest = read_manifest(path)
     if manifest is None:
@@ -136,7 +130,7 @@ def _checked(path: str | Path) -> tuple[Path, ArtifactFormat]:
             raise InvalidOptionError(
                 f"Cannot tell the format of {path}: no manifest and an unknown extension."
             )
-        return path, fmt
+        return path, fmt, False
     actual = hashing.sha256_of(path)
     if actual != manifest.get("sha256"):
         raise IntegrityError(
@@ -144,13 +138,14 @@ def _checked(path: str | Path) -> tuple[Path, ArtifactFormat]:
             f"{str(manifest.get('sha256'))[:12]}.... The file was changed or damaged; export it again."
         )
     try:
-        return path, get_format(manifest.get("format"), manifest.get("framework"))
+        fmt = get_format(manifest.get("format"), manifest.get("framework"))
     except InvalidOptionError:
         raise IntegrityError(
             f"The manifest of {path} names the format {manifest.get('format')!r} "
             f"({manifest.get('framework')!r}), which this version of jupyter_modelsave does not "
             "know. Update it, or export the model again."
         ) from None
+    return path, fmt, trust.is_signed(actual, fmt.name, manifest.get("signature"))
 
 
 def _artifact_path(path: Any) -> Path:

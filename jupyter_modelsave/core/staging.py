@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from . import artifacts, hashing, hf
+from . import artifacts, hashing, hf, trust
 from ._capture import first_line
 from .discovery import last_inputs, recording_paused
 from .distributed import is_sharded
@@ -140,11 +140,11 @@ class StagedExport:
             )
         name = check_artifact_name(name if name is not None else self.name)
         try:
-            target, version = artifacts.destination_path(
+            target, version, auto = artifacts.destination_path(
                 dest, name, version, self.sha256, self._extension
             )
             return artifacts.write_artifact(
-                self.path, target, self.manifest(name, version), overwrite=overwrite
+                self.path, target, self.manifest(name, version), overwrite=overwrite, auto=auto
             )
         except ModelSaveError:
             raise
@@ -168,6 +168,7 @@ class StagedExport:
             "exporter": self.exporter,
             "opset": self.opset,
             "sha256": self.sha256,
+            "signature": trust.sign(self.sha256, self.format),
             "size_bytes": self.size_bytes,
             "files": self.file_hashes,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

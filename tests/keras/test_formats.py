@@ -148,13 +148,16 @@ def test_tampered_artifact_is_refused(tmp_path, cnn, fmt):
         jms.load(path)
 
 
-def test_lambda_layer_archive_needs_trusted(tmp_path):
+def test_lambda_layer_archive_needs_trusted_unless_it_is_your_own(tmp_path):
     keras.utils.set_random_seed(3)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2.0)])
     path = jms.export(model, tmp_path, format="keras")
+    assert isinstance(jms.load(path), keras.Model)  # signed with this user's key: their code
+    stranger = tmp_path / "received.keras"  # the same bytes from someone else: no signature
+    stranger.write_bytes(path.read_bytes())
     with pytest.raises(jms.UnsafeArtifactError, match="trusted=True"):
-        jms.load(path)
-    assert isinstance(jms.load(path, trusted=True), keras.Model)
+        jms.load(stranger)
+    assert isinstance(jms.load(stranger, trusted=True), keras.Model)
 
 
 def test_weights_round_trip_leaves_the_live_weights_exactly_as_they_were(cnn):

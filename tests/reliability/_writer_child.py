@@ -204,6 +204,9 @@ def _status(wait_status: int) -> str:
 
 
 def crash(root: Path, seed: int, points: int, rounds: int, loop_formats: list[str]) -> None:
+    from jupyter_modelsave.core import trust
+
+    trust.sign("0" * 64, "onnx")  # the signing key is made on first use: not in a counted write
     rng = random.Random(seed)
     for fmt in crash_formats():
         new, old = stage(fmt, 0), stage(fmt, 1)

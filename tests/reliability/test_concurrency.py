@@ -1,5 +1,6 @@
 """Concurrency: two stages/writes of the same model to one destination at once, in threads and
-in processes, end with two whole versions or one plus ArtifactExistsError, never a mixed file.
+in processes, end with two whole versions or one plus ArtifactExistsError, never a mixed file;
+writers of one name into one folder get distinct versions (eight processes at once).
 
 The writers are made to collide: each waits, after copying its bytes and so after every check
 that the name is free, until the other has copied too; then both commit. Overwriting writers
@@ -55,21 +56,28 @@ def check_outcome(folder: Path, scenario: str, results: list[dict[str, Any]]) ->
     assert sorted(visible(folder)) == sorted([*written, *(f"{n}.json" for n in written)])
     for name in written:
         assert check_whole(folder / name, {r["sha"] for r in results}) == "complete"
-    if scenario == "folder, different content":  # same version picked, the sha256 suffix differs
+    if scenario.startswith("folder"):  # the version is picked under the lock: one each
         assert (
             len(ok) == 2
             and len(written) == 2
             and {r["path"] for r in ok} == {str(folder / n) for n in written}
         )
-        assert all("_v1.0.0_" in n for n in written)
+        assert sorted(_version(folder / n) for n in written) == ["1.0.0", "1.0.1"]
     elif scenario == "same path, overwrite":  # both replaced it; the last one is whole
         assert len(ok) == 2 and len(written) == 1
-    else:  # one name for both: one writes it, the other is told
+    else:  # one path for both: one writes it, the other is told
         assert len(ok) == 1 and len(refused) == 1 and written == [Path(ok[0]["path"]).name]
         assert (
             "another writer" in refused[0]["message"] or "already exists" in refused[0]["message"]
         )
         assert check_whole(folder / written[0], {ok[0]["sha"]}) == "complete"
+
+
+def _version(artifact: Path) -> str:
+    """The version in the manifest, which must be the one in the name."""
+    version = json.loads(Path(f"{artifact}.json").read_text())["version"]
+    assert f"_v{version}_" in artifact.name
+    return version
 
 
 # --- threads ------------------------------------------------------------------------------------
@@ -162,3 +170,31 @@ def test_two_processes_staging_and_writing_at_once(process_race, kind, scenario)
     # Then two whole versions, or one and a clear ArtifactExistsError, never a mixed file
     assert len(results[f"{kind}/{scenario}"]) == 2
     check_outcome(folder, scenario, results[f"{kind}/{scenario}"])
+
+
+@pytest.mark.slow
+def test_eight_processes_writing_one_name_get_distinct_versions(tmp_path):
+    """Issue 14, finding 11: all eight once got 1.0.0."""
+    # Given eight processes that stage different weights and write them under one name at once
+    folder, writers = tmp_path / "out", 8
+    procs = []
+    for seed in range(writers):
+        plan = tmp_path / f"plan{seed}.json"
+        plan.write_text(json.dumps([{
+            "name": "race", "format": "safetensors", "seed": seed, "dest": f"{folder}/",
+            "overwrite": False, "barrier": str(tmp_path / "barrier"), "stagger": 0, "widen": 0,
+        }]))  # fmt: skip
+        command = [sys.executable, "-m", "tests.reliability._writer_child", "race", str(plan)]
+        procs.append(subprocess.Popen([*command, str(writers)], cwd=REPO, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-4000:]
+        results += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    # Then each wrote its own artifact, with its own version, in its name and its manifest
+    assert [r["error"] for r in results] == [None] * writers
+    written = [n for n in visible(folder) if not n.endswith(".json")]
+    assert len(written) == writers and temporaries(folder) == []
+    versions = sorted((_version(folder / n) for n in written), key=lambda v: int(v.split(".")[2]))
+    assert versions == [f"1.0.{i}" for i in range(writers)]

@@ -85,9 +85,15 @@ class OnnxFormat(ArtifactFormat):
         return run
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
+        """An ORT session; an untrusted file is checked first and opened without constant
+        folding, so its memory stays bounded (``_onnx_limits.py``)."""
         from .. import _ort
+        from ._onnx_limits import check_sparse
 
-        return _ort.session(_model_file(path), prefer_cuda=str(map_location).startswith("cuda"))
+        if not trusted:
+            check_sparse(_model_file(path))
+        cuda = str(map_location).startswith("cuda")
+        return _ort.session(_model_file(path), prefer_cuda=cuda, untrusted=not trusted)
 
 
 def _model_file(path: Path) -> Path:

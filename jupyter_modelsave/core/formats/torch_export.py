@@ -7,18 +7,15 @@ saved with its weights on the CPU (``move_to_device_pass``) so that it loads on 
 ``map_location`` moves the loaded program. Parity runs the reloaded program's ``module()``. The
 archive embeds ``jupyter_modelsave.json`` (producer, versions, input/output names, ``metadata``).
 
-Safe loading: ``torch.export.load`` unpickles some archive members with ``weights_only=False``
-(pickled weights or constants, opaque objects, and as a fallback the example inputs). Unless
-``trusted=True``, every such member must first load with ``weights_only=True``, and archives holding
-Python objects or compiled code (AOTInductor) raise ``UnsafeArtifactError``. The archive is read
-once into memory, checked, then loaded from those same bytes.
+Loading runs only when the artifact is trusted (signed by this user, or ``trusted=True``):
+``torch.export.load`` evaluates strings stored in the archive (its shape expressions go through
+``sympy.sympify``, which is ``eval``), unpickles some members without restriction, and the loaded
+program's code is generated from the archive's graph. An untrusted ``.pt2`` raises
+``UnsafeArtifactError`` before anything in it is read.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,7 @@ from ._export_errors import (
     is_range_refinement,
     suggested_fixes,
 )
-from ._torchload import TRUST_HINT, safe_torch_load
+from ._torchload import PROGRAM_HINT
 from .base import EXTRA_FILE, ArtifactFormat, Exported, ExportJob, dynamic_shapes, embedded_note
 
 FILE = "model.pt2"
@@ -66,19 +63,19 @@ class TorchExportFormat(ArtifactFormat):
     ) -> Callable[[ExampleInputs], dict[str, Any]]:
         from ..verify import device_of, module_runner
 
-        module = self.load(exported.path, torch.device(device_of(job.model))).module()
+        # the file this stage just exported from the live model: the user's own program
+        module = self.load(exported.path, torch.device(device_of(job.model)), trusted=True).module()
         return module_runner(module, job.output_names)
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
-        data = Path(path).read_bytes()
         if not trusted:
-            unsafe = unsafe_members(data)
-            if unsafe:
-                raise UnsafeArtifactError(
-                    f"{path} is not a plain exported program: {'; '.join(unsafe)}. {TRUST_HINT}"
-                )
+            raise UnsafeArtifactError(
+                f"{Path(path).name} is a torch.export program (.pt2): torch.export.load evaluates "
+                "expressions stored in the archive, so loading it could run any code. "
+                + PROGRAM_HINT
+            )
         with captured_output():
-            program = torch.export.load(io.BytesIO(data))
+            program = torch.export.load(str(path))
         return _on_device(program, torch.device(map_location))
 
     def weights(self, loaded: Any) -> dict[str, torch.Tensor]:
@@ -118,36 +115,6 @@ def _exported_program(job: ExportJob) -> tuple[Any, list[str]]:
         f"torch.export: the model limits the dynamic axes ({fixes}); exported with the ranges "
         "torch derives (Dim.DYNAMIC): inputs outside them are refused by the program"
     ]
-
-
-def unsafe_members(data: bytes) -> list[str]:
-    """What in a ``.pt2`` archive ``torch.export.load`` would unpickle without restriction."""
-    from torch.export.pt2_archive import constants as c
-
-    unsafe: list[str] = []
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        members = {n.split("/", 1)[-1]: n for n in archive.namelist()}  # drop the root folder
-        pickled = [m for m in members if m.endswith(".pt")]
-        for member in members:
-            if member.startswith(c.AOTINDUCTOR_DIR):
-                unsafe.append(f"{member} is compiled native code")
-            elif member.endswith(("_weights_config.json", "_constants_config.json")):
-                folder = member.rsplit("/", 1)[0] + "/"
-                config = json.loads(archive.read(members[member]))["config"]
-                for fqn, entry in config.items():
-                    name = entry["path_name"]
-                    if entry.get("use_pickle"):
-                        pickled.append(folder + name)
-                    elif folder == c.CONSTANTS_DIR and not name.startswith(
-                        c.TENSOR_CONSTANT_FILENAME_PREFIX
-                    ):
-                        unsafe.append(f"the constant {fqn} is a pickled Python object")
-        for member in pickled:
-            try:
-                safe_torch_load(archive.read(members[member]), "cpu", trusted=False)
-            except (UnsafeArtifactError, KeyError):
-                unsafe.append(f"{member} needs full unpickling")
-    return unsafe
 
 
 def _on_device(program: Any, device: torch.device) -> Any:

@@ -5,9 +5,11 @@ tensor values is baked in; the parity probes (including other sizes on dynamic a
 Scripting compiles ``forward``'s source and keeps control flow, but accepts only TorchScript's
 Python subset. Tracing takes positional inputs (keyword-only parameters are not traceable).
 
-Loading needs no ``trusted=True``: ``torch.jit.load`` does not run Python's pickle (tensors and
-constants go through TorchScript's own restricted unpickler) and the program is TorchScript, which
-can call only registered torch operators, and nothing runs until the module is called.
+Loading runs only when the artifact is trusted (signed by this user, or ``trusted=True``):
+``torch.jit.load`` runs the archive's code while it loads (a class's ``__setstate__`` is
+TorchScript from the archive, and registered operators such as ``aten::from_file`` read and
+write files), and calling the module runs the rest. An untrusted archive raises
+``UnsafeArtifactError`` before ``torch.jit.load`` sees it.
 
 The archive embeds ``jupyter_modelsave.json`` (producer, torch version, input/output names, the
 user's ``metadata``): ``torch.jit.load(path, _extra_files={"jupyter_modelsave.json": ""})``.
@@ -22,10 +24,10 @@ from typing import Any
 import torch
 
 from .._capture import captured_output, first_line, value_conversions
-from ..errors import ExportError, InvalidOptionError
+from ..errors import ExportError, InvalidOptionError, UnsafeArtifactError
 from ..inputs import ExampleInputs
 from . import _baked_values
-from ._torchload import is_torchscript_archive
+from ._torchload import PROGRAM_HINT, is_torchscript_archive
 from .base import EXTRA_FILE, ArtifactFormat, Exported, ExportJob, embedded_note
 
 FILE = "model.pt"
@@ -77,6 +79,12 @@ class TorchScriptFormat(ArtifactFormat):
         return module_runner(module, job.output_names)
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
+        if not trusted:
+            raise UnsafeArtifactError(
+                f"{Path(path).name} is a TorchScript program: torch.jit.load runs code stored in "
+                "the archive while loading it (e.g. a __setstate__ method), and that code can "
+                "read and write files. " + PROGRAM_HINT
+            )
         return torch.jit.load(str(path), map_location=map_location)
 
     def weights(self, loaded: Any) -> dict[str, torch.Tensor]:

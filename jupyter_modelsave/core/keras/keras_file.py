@@ -1,9 +1,13 @@
 """The native ``.keras`` archive (architecture, weights, and the compile state).
 
 Parity is a round trip: the archive is reloaded and every weight must come back bitwise equal.
-``jms.load`` returns the Keras model, uncompiled, with ``safe_mode=True`` (an archive whose
-``Lambda`` layers hold Python bytecode is refused with ``UnsafeArtifactError`` unless
-``trusted=True``).
+``jms.load`` returns the Keras model, uncompiled. Only trusted archives load (signed by this user,
+or ``trusted=True``): the archive's config decides which layers Keras builds and with which
+sizes, and Keras allocates every weight at those sizes before it reads the stored ones, so a
+300-byte config can ask for gigabytes; ``Lambda`` layers hold Python bytecode. An untrusted
+archive raises ``UnsafeArtifactError`` before Keras opens it; share weights with
+``format="weights"`` (``.weights.h5``), which loads untrusted. A trusted archive loads with
+Keras' ``safe_mode`` off (its ``Lambda`` layers are the user's own or trusted code).
 """
 
 from __future__ import annotations
@@ -59,14 +63,14 @@ class KerasFileFormat(KerasFormat):
         return weights_parity(live_weights(job.model), reloaded_weights, device_of(job.model))
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
-        keras = _tf.keras("Loading a .keras archive")
-        try:
-            with captured_output():
-                return keras.saving.load_model(str(path), compile=False, safe_mode=not trusted)
-        except ValueError as err:
-            if "safe_mode" not in str(err):
-                raise
+        if not trusted:
             raise UnsafeArtifactError(
-                f"{Path(path).name} holds Python code (e.g. a Lambda layer); loading it could run "
-                "any code. Pass trusted=True only for files you trust."
-            ) from None
+                f"{Path(path).name} is a Keras model archive: Keras builds the layers its config "
+                "names, with the sizes it gives, and Lambda layers hold Python code, so loading "
+                "it could run code or fill memory. Artifacts you wrote yourself are signed with "
+                "your key and load as they are; for this one pass trusted=True only if you trust "
+                "its source, or ask for format='weights' (.weights.h5), which loads untrusted."
+            )
+        keras = _tf.keras("Loading a .keras archive")
+        with captured_output():  # trusted: Lambda layers' code is the user's own or trusted
+            return keras.saving.load_model(str(path), compile=False, safe_mode=False)

@@ -15,6 +15,7 @@ import numpy as np
 from .._capture import captured_output, strip_ansi
 from ..errors import InvalidOptionError, StateDictMismatchError
 from ..formats.base import ArtifactFormat
+from ._h5_limits import check_h5
 
 
 def load_into_keras(model: Any, path: Path, fmt: ArtifactFormat, *, trusted: bool = False) -> None:
@@ -26,6 +27,7 @@ def load_into_keras(model: Any, path: Path, fmt: ArtifactFormat, *, trusted: boo
         )
     before = [np.array(w, copy=True) for w in model.get_weights()]
     if fmt.name == "weights":
+        check_h5(path)  # before Keras reads it: no data from other files, no fill-value bombs
         try:
             with captured_output():
                 model.load_weights(str(path))

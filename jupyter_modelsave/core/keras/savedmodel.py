@@ -4,6 +4,11 @@ Keras models go through ``model.export(format="tf_saved_model")``; a plain ``tf.
 wrapped in a module whose ``serve`` is a ``tf.function`` over its ``__call__``. Both artifacts
 have a ``serve`` endpoint (and the ``serving_default`` signature) that takes the example's
 structure; ``jms.load`` returns ``tf.saved_model.load``'s object.
+
+Only trusted SavedModels load (signed by this user, or ``trusted=True``): a SavedModel is a
+TensorFlow program, whose ops can read and write files (``ReadFile``, ``WriteFile``, ...), and
+``tf.saved_model.load`` already runs some of it (restore and initializer functions). An untrusted
+one raises ``UnsafeArtifactError`` before TensorFlow opens it.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .._capture import captured_output, first_line
-from ..errors import ExportError, ModelSaveError
+from ..errors import ExportError, ModelSaveError, UnsafeArtifactError
 from ..formats.base import Exported
 from ..inputs import ExampleInputs
 from . import _tf
@@ -54,7 +59,7 @@ class SavedModelFormat(KerasFormat):
         return Exported(folder, "tf.saved_model")
 
     def runner(self, exported: Exported, job: Any) -> Callable[[ExampleInputs], dict[str, Any]]:
-        loaded = self.load(exported.path)
+        loaded = self.load(exported.path, trusted=True)  # just exported from the live model
 
         def run(probe: ExampleInputs) -> dict[str, Any]:
             args = job.layout.pack([t.numpy() for t in probe.tensors])
@@ -64,6 +69,13 @@ class SavedModelFormat(KerasFormat):
         return run
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
+        if not trusted:
+            raise UnsafeArtifactError(
+                f"{Path(path).name} is a TensorFlow SavedModel, a program whose ops can read and "
+                "write files, and loading it runs part of it. Artifacts you wrote yourself are "
+                "signed with your key and load as they are; for this one pass trusted=True only "
+                "if you trust its source."
+            )
         tf = _tf.tensorflow("Loading a SavedModel")
         return tf.saved_model.load(str(path))
 

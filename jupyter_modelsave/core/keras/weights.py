@@ -3,7 +3,9 @@
 Parity is a bitwise round trip through Keras' own loader: the file is loaded into the live model
 and every weight compared, then the live values are put back exactly (``set_weights``), also when
 loading fails. ``jms.load`` returns ``{dataset path: numpy array}``; ``model.load_weights(path)``
-puts them in a model.
+puts them in a model. Before any load (``jms.load``, ``jms.load_into``) the file is checked with
+h5py (``_h5_limits.py``): no external storage, virtual datasets or links to other files, and no
+more declared data than the file holds.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..errors import ExportError
 from ..formats.base import Exported
 from ..verify import Progress
 from . import _tf
+from ._h5_limits import check_h5
 from .base import KerasFormat, note
 from .job import to_numpy
 from .parity import device_of, live_weights, weights_parity
@@ -63,6 +66,7 @@ class KerasWeightsFormat(KerasFormat):
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
         h5py = _tf.require("h5py", "Reading .weights.h5 files")
+        check_h5(path)
         found: dict[str, np.ndarray] = {}
         with h5py.File(path, "r") as fh:
             fh.visititems(
