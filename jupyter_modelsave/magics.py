@@ -20,8 +20,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import HTML, display
 
 from ._codegen import export_call
+from ._display import human_size
 from .core.discovery import ModelInfo, find_models
-from .core.errors import ModelSaveError
+from .core.errors import MissingInputError, ModelSaveError
 
 
 def dynamic_spec(text: str) -> tuple[str, dict[int, str]]:
@@ -101,7 +102,10 @@ class ModelSaveMagics(Magics):
             "allow_mismatch": args.allow_mismatch,
         }
         with Progress(self.shell) as progress:
-            staged = jms.stage(model, example, progress=progress, **options)
+            try:
+                staged = jms.stage(model, example, progress=progress, **options)
+            except MissingInputError as err:
+                raise MissingInputError(f"{err}{guess_hint(model)}") from None
         try:
             if staged.report is not None:
                 display(HTML(staged.report._repr_html_()))
@@ -159,7 +163,13 @@ class Progress:
         if getattr(shell, "kernel", None) is not None:  # ipykernel: widgets can render
             import ipywidgets
 
-            self.bar = ipywidgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="stage")
+            self.bar = ipywidgets.FloatProgress(
+                value=0.0,
+                min=0.0,
+                max=1.0,
+                description="stage",
+                style={"description_width": "initial"},
+            )
             display(self.bar)
 
     def __call__(self, step: str, fraction: float) -> None:
@@ -209,16 +219,20 @@ def models_html(infos: list[ModelInfo]) -> str:
     return f'<table class="jms-models"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
+def guess_hint(model: Any) -> str:
+    """`` Or try --input "torch.randn(1, 3, 224, 224)" (from its first layer, Conv2d).``, or ""."""
+    from .core.example_guess import guess_example
+
+    guess = guess_example(model)
+    if guess is None:
+        return ""
+    return f' Or try --input "{guess.expression}" (from its first layer, {guess.layer}).'
+
+
 def input_shapes(info: ModelInfo) -> str:
     """``image: [2, 3, 32, 32] float32``, or a hint when no forward call was recorded yet."""
+    if info.last_input is None and info.guessed_expression:
+        return f"none yet: run the model once, or --input {info.guessed_expression!r}"
     if info.last_input is None:
         return "none yet: run the model once" if info.framework == "torch" else "none: use --input"
     return ", ".join(f"{s.name}: {list(s.shape)} {s.dtype}" for s in info.last_input)
-
-
-def human_size(size: float) -> str:
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"

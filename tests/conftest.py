@@ -5,6 +5,18 @@ import pytest
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
 
+@pytest.fixture(autouse=True)
+def _recorder_left_as_found():
+    """A test that starts the global call recorder (``%load_ext``, the widget, the kernel side)
+    stops it again, so the hooks of one test never reach the next."""
+    from jupyter_modelsave.core import discovery
+
+    was_recording = discovery.is_recording()
+    yield
+    if not was_recording:
+        discovery.stop_recording()
+
+
 @pytest.fixture
 def staging_dir(tmp_path: Path) -> Path:
     """The test server's staging folder (its own, so the server's stale sweep stays in it)."""

@@ -168,9 +168,9 @@ def test_copy_as_code_gives_a_call_that_writes_the_same_artifact(namespace, tmp_
 
 
 def test_a_model_object_outside_the_namespace_is_listed_under_its_class_name():
-    lone = models.SmallCNN()
+    lone = models.TwoInputs()  # two inputs: no example can be guessed from a first layer
     widget = ModelSaveWidget(lone, namespace={})
-    assert widget.model_picker.options == ("smallcnn",)
+    assert widget.model_picker.options == ("twoinputs",)
     assert "no recorded input" in widget.input_info.value
     assert widget.axes == []
 

@@ -22,6 +22,7 @@ import torch
 
 from .. import __version__
 from . import artifacts, hashing
+from ._exporter_steps import exporter_steps
 from .discovery import last_inputs, recording_paused
 from .errors import InvalidOptionError, ModelSaveError, NotAModelError, ParityError, WriteError
 from .formats import get_format
@@ -266,7 +267,7 @@ def stage(
         job = ExportJob(model, example, in_names, out_names, axes, opset, exporter, meta, workdir,
                         external_data, fmt_options)  # fmt: skip
         progress("export", 0.1)
-        with preserved(model, hide_backward_hooks=True):
+        with preserved(model, hide_backward_hooks=True), exporter_steps(progress, 0.1, 0.6):
             exported = fmt.export(job)
         report = None
         if parity:
