@@ -21,7 +21,7 @@ from IPython.display import HTML, display
 
 from ._codegen import export_call
 from ._display import human_size
-from .core.discovery import ModelInfo, find_models
+from .core.discovery import ModelInfo, find_models, start_recording
 from .core.errors import MissingInputError, ModelSaveError
 
 
@@ -71,6 +71,7 @@ class ModelSaveMagics(Magics):
         to DEST when parity passes, and print the path, the sha256 and the equivalent
         ``jms.export(...)`` call.
         """
+        start_recording()  # as %load_ext does (idempotent)
         try:
             args = parse_argstring(self.modelsave, line)
         except (UsageError, ValueError) as err:  # ValueError: unbalanced quotes
