@@ -14,9 +14,14 @@ export JUPYTER_PLATFORM_DIRS := 1
 
 .PHONY: demo test setup lint lint-py lint-ts check-auth pytest ui-test clean
 
-## demo: set up, then open JupyterLab on the demo notebook
+# jupyter refuses to start as root without --allow-root; the README's machine runs as root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+# More `jupyter lab` options, e.g. make demo DEMO_FLAGS="--no-browser --port=8890"
+DEMO_FLAGS ?=
+
+## demo: set up, then open JupyterLab on the demo notebook (as root or as a normal user)
 demo: setup
-	$(BIN)/jupyter lab examples/demo.ipynb
+	$(BIN)/jupyter lab $(ALLOW_ROOT) $(DEMO_FLAGS) examples/demo.ipynb
 
 ## test: set up, then lint, check handler authentication, run pytest and the Galata suite
 test: setup $(STAMPS)/chromium $(STAMPS)/ui-tests

@@ -160,7 +160,14 @@ def _kept(torch: Any, tensor: torch.Tensor) -> torch.Tensor:
 # --- the recorder: every module's last top-level call, once a surface is loaded ---
 
 _RECORDER: list[Any] = []  # the two global hooks' handles while recording
-_CALLS = threading.local()  # .depth: how deep in module calls this thread is
+
+
+class _Depth(threading.local):
+    depth = 0  # how deep in module calls this thread is
+
+
+_CALLS = _Depth()
+_is_compiling: Callable[[], bool] = bool  # torch.compiler.is_compiling, bound when recording starts
 
 
 def start_recording() -> None:
@@ -178,11 +185,14 @@ def start_recording() -> None:
         return
     if _RECORDER:
         return
+    from torch.compiler import is_compiling
     from torch.nn.modules.module import (
         register_module_forward_hook,
         register_module_forward_pre_hook,
     )
 
+    global _is_compiling
+    _is_compiling = is_compiling
     _RECORDER.append(register_module_forward_pre_hook(_entered))
     _RECORDER.append(register_module_forward_hook(_left, with_kwargs=True, always_call=True))
     _reset_depth_before_each_cell()
@@ -201,9 +211,8 @@ def is_recording() -> bool:
 
 def _entered(module: Any, args: tuple) -> None:
     """Global forward pre-hook: one level deeper (nothing else: it runs for every module)."""
-    if _compiling():
-        return
-    _CALLS.depth = getattr(_CALLS, "depth", 0) + 1
+    if not _is_compiling():
+        _CALLS.depth += 1
 
 
 def _left(module: Any, args: tuple, *rest: Any) -> None:
@@ -212,16 +221,12 @@ def _left(module: Any, args: tuple, *rest: Any) -> None:
     Called as ``(module, args, kwargs, output)``, or ``(module, args, output)`` when the forward
     raised (torch then calls always-called hooks without keywords): a failed call is not recorded.
     """
-    if _compiling():
+    if _is_compiling():
         return
-    depth = max(getattr(_CALLS, "depth", 1) - 1, 0)
-    _CALLS.depth = depth
-    if depth == 0 and len(rest) == 2 and module not in _HOOKS:
+    depth = _CALLS.depth - 1
+    _CALLS.depth = max(depth, 0)
+    if depth <= 0 and len(rest) == 2 and module not in _HOOKS:
         _record(module, args, rest[0])
-
-
-def _compiling() -> bool:
-    return sys.modules["torch"].compiler.is_compiling()
 
 
 def _reset_depth_before_each_cell() -> None:
