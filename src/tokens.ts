@@ -70,6 +70,10 @@ export namespace KernelAPI {
     framework: string;
     /** The format names that apply to this model. */
     formats: string[];
+    /** Without a recorded call: the input its first layer implies (`core/example_guess.py`). */
+    guessed_input: ITensorSpec | null;
+    /** ...and the Python expression that makes it, e.g. `torch.randn(1, 3, 224, 224)`. */
+    guessed_expression: string | null;
   }
 
   export interface IModels {

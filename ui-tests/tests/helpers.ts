@@ -1,3 +1,4 @@
+import AxeBuilder from '@axe-core/playwright';
 import { expect, IJupyterLabPageFixture } from '@jupyterlab/galata';
 import type { Locator, TestInfo } from '@playwright/test';
 
@@ -31,4 +32,31 @@ export async function snapshot(
     path: testInfo.outputPath(`${name}.png`)
   });
   await testInfo.attach(name, { body, contentType: 'image/png' });
+}
+
+/**
+ * Check the sidebar with axe-core: WCAG AA text contrast (4.5:1) must hold in the state it is
+ * in. Disabled controls are exempt (WCAG's rule; axe skips them too).
+ */
+export async function expectReadable(
+  page: IJupyterLabPageFixture,
+  testInfo: TestInfo,
+  state: string
+): Promise<void> {
+  const results = await new AxeBuilder({ page })
+    .include('#jupyter-modelsave-sidebar')
+    .withRules(['color-contrast'])
+    .analyze();
+  const problems = results.violations.flatMap(v =>
+    v.nodes.map(n => `${state}: ${n.target.join(' ')}: ${n.failureSummary}`)
+  );
+  await testInfo.attach(`axe ${state}`, {
+    body: JSON.stringify(
+      { checked: results.passes.flatMap(p => p.nodes).length, problems },
+      null,
+      2
+    ),
+    contentType: 'application/json'
+  });
+  expect(problems).toEqual([]);
 }
