@@ -35,16 +35,23 @@ export async function snapshot(
 }
 
 /**
- * Check the sidebar with axe-core: WCAG AA text contrast (4.5:1) must hold in the state it is
+ * Check the sidebar (or `selector`) with axe-core: WCAG AA text contrast (4.5:1) must hold in the state it is
  * in. Disabled controls are exempt (WCAG's rule; axe skips them too).
  */
 export async function expectReadable(
   page: IJupyterLabPageFixture,
   testInfo: TestInfo,
-  state: string
+  state: string,
+  selector = '#jupyter-modelsave-sidebar'
 ): Promise<void> {
+  // JupyterLab's <body> has overflow: hidden and no in-flow content, so its box is 0 px high;
+  // axe-core then sees every text as clipped away and checks none (only form fields). Give the
+  // body the viewport's height (nothing moves: JupyterLab's shell is absolutely positioned).
+  await page.evaluate(() => {
+    document.body.style.height = '100vh';
+  });
   const results = await new AxeBuilder({ page })
-    .include('#jupyter-modelsave-sidebar')
+    .include(selector)
     .withRules(['color-contrast'])
     .analyze();
   const problems = results.violations.flatMap(v =>
@@ -59,4 +66,7 @@ export async function expectReadable(
     contentType: 'application/json'
   });
   expect(problems).toEqual([]);
+  // the sidebar's texts were checked, not only its form fields
+  const checked = results.passes.flatMap(p => p.nodes).length;
+  expect(checked).toBeGreaterThan(5);
 }
