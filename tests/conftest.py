@@ -39,6 +39,12 @@ def jp_server_config(jp_server_config, staging_dir):
 
 def pytest_addoption(parser):
     parser.addoption(
+        "--fresh-setup",
+        action="store_true",
+        help="run the README's demo command as a new normal user on a copy of the checkout, "
+        "set-up included (about 9 minutes on 2 cores; tests/test_demo_command.py)",
+    )
+    parser.addoption(
         "--soak-count",
         type=int,
         default=None,

@@ -54,8 +54,9 @@ class ModelInfo:
         return data
 
 
-# model -> inputs of its last forward call; weak keys, so recording never keeps a model alive
-_LAST_INPUTS: weakref.WeakKeyDictionary[Any, ExampleInputs] = weakref.WeakKeyDictionary()
+# model -> (positional, keyword) tensors of its last forward call; weak keys, so recording never
+# keeps a model alive. Input names are worked out when asked for (``last_inputs``), not per call.
+_LAST_INPUTS: weakref.WeakKeyDictionary[Any, tuple[tuple, dict]] = weakref.WeakKeyDictionary()
 _HOOKS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
@@ -100,13 +101,8 @@ def _record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
     tensors = [*args, *tensor_kwargs.values()]
     if not _real_call(torch, tensors):
         return
-    from .inputs import ExampleInputs, input_names_for
-
     kept = [_kept(torch, t) for t in tensors]
-    names = input_names_for(module, len(args), list(tensor_kwargs))
-    _LAST_INPUTS[module] = ExampleInputs(
-        tuple(kept[: len(args)]), dict(zip(tensor_kwargs, kept[len(args) :])), names
-    )
+    _LAST_INPUTS[module] = (tuple(kept[: len(args)]), dict(zip(tensor_kwargs, kept[len(args) :])))
 
 
 def _real_call(torch: Any, tensors: list[torch.Tensor]) -> bool:
@@ -292,7 +288,13 @@ def unwatch(model: Any) -> None:
 
 def last_inputs(model: Any) -> ExampleInputs | None:
     """The inputs of the last recorded forward call (``watch`` or ``start_recording``), or None."""
-    return _LAST_INPUTS.get(model)
+    recorded = _LAST_INPUTS.get(model)
+    if recorded is None:
+        return None
+    from .inputs import ExampleInputs, input_names_for
+
+    args, kwargs = recorded
+    return ExampleInputs(args, dict(kwargs), input_names_for(model, len(args), list(kwargs)))
 
 
 def find_models(
