@@ -42,7 +42,7 @@ def pytest_addoption(parser):
         "--fresh-setup",
         action="store_true",
         help="run the README's demo command as a new normal user on a copy of the checkout, "
-        "set-up included (about 9 minutes on 2 cores; tests/test_demo_command.py)",
+        "set-up included (5-10 minutes on 2 cores; tests/test_demo_command.py)",
     )
     parser.addoption(
         "--soak-count",

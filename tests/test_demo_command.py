@@ -9,7 +9,7 @@ at" line, fetches ``/lab`` and the demo notebook with the printed token, then st
   gets a copy of the checkout (its files, plus ``node_modules`` so npm is not downloaded again)
   and runs the command there with ``runuser``, set-up included: that is a fresh machine for that
   user (this checkout's ``.venv`` cannot be shared: its interpreter may live in root's home). It
-  takes about 9 minutes on 2 cores, so it runs with ``pytest --fresh-setup`` (``make
+  takes 5-10 minutes on 2 cores, so it runs with ``pytest --fresh-setup`` (``make
   demo-check``). When the tests run as a normal user, that user runs it in this checkout.
 """
 
@@ -60,7 +60,7 @@ def set_up() -> None:
 def new_user(request):
     """A throwaway user with a copy of the checkout in its home; removed afterwards."""
     if not request.config.getoption("--fresh-setup"):
-        pytest.skip("sets up a new user's copy from scratch (~9 min): pytest --fresh-setup")
+        pytest.skip("sets up a new user's copy from scratch (5-10 min): pytest --fresh-setup")
     if shutil.which("useradd") is None or shutil.which("runuser") is None:
         pytest.skip("needs useradd and runuser")
     name = f"jmsdemo{secrets.token_hex(3)}"

@@ -240,3 +240,15 @@ def test_ctrl_c_inside_a_forward_does_not_stop_recording_in_the_next_cell(record
     shell.run_cell("stop(torch.randn(2, 8))")  # torch skips its exit hooks on KeyboardInterrupt
     shell.run_cell("net(torch.randn(9, 8))")
     assert shapes(net) == [(9, 8)]
+
+
+def test_the_recorder_causes_no_graph_break_under_torch_compile(recording):
+    # dynamo traces the global hooks: they must fold away (is_compiling), not break the graph
+    import torch._dynamo
+
+    net = models.SmallCNN().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        explained = torch._dynamo.explain(net)(torch.randn(2, 3, 8, 8))
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    assert discovery._CALLS.depth == 0
