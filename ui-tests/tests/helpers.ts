@@ -66,7 +66,8 @@ export async function expectReadable(
     contentType: 'application/json'
   });
   expect(problems).toEqual([]);
-  // the sidebar's texts were checked, not only its form fields
+  // texts were checked, not only form fields (the emptiest sidebar has a title, a message and a
+  // footer)
   const checked = results.passes.flatMap(p => p.nodes).length;
-  expect(checked).toBeGreaterThan(5);
+  expect(checked).toBeGreaterThanOrEqual(3);
 }
