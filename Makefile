@@ -16,11 +16,20 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 # Keep the JupyterLab build of a dev install out of the user's home.
 export JUPYTER_PLATFORM_DIRS := 1
 
-.PHONY: demo test setup lint lint-py lint-ts check-auth pytest ui-test clean
+.PHONY: demo demo-check test setup lint lint-py lint-ts check-auth pytest ui-test clean
 
-## demo: set up, then open JupyterLab on the demo notebook
+# jupyter refuses to start as root without --allow-root; the README's machine runs as root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+# More `jupyter lab` options, e.g. make demo DEMO_FLAGS="--no-browser --port=8890"
+DEMO_FLAGS ?=
+
+## demo: set up, then open JupyterLab on the demo notebook (as root or as a normal user)
 demo: setup
-	$(BIN)/jupyter lab examples/demo.ipynb
+	$(BIN)/jupyter lab $(ALLOW_ROOT) $(DEMO_FLAGS) examples/demo.ipynb
+
+## demo-check: the demo command as root and as a new normal user on a fresh copy (~10 min)
+demo-check: setup
+	$(BIN)/python -m pytest tests/test_demo_command.py --fresh-setup -p no:cacheprovider -v
 
 ## test: set up, then lint, check handler authentication, run pytest and the Galata suite
 test: setup $(STAMPS)/chromium $(STAMPS)/ui-tests

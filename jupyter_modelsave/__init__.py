@@ -33,6 +33,8 @@ _LAZY: dict[str, str] = {
     "find_models": "jupyter_modelsave.core.discovery",
     "watch": "jupyter_modelsave.core.discovery",
     "unwatch": "jupyter_modelsave.core.discovery",
+    "start_recording": "jupyter_modelsave.core.discovery",
+    "stop_recording": "jupyter_modelsave.core.discovery",
     "ParityReport": "jupyter_modelsave.core.parity",
     "OutputDiff": "jupyter_modelsave.core.parity",
     "StagedExport": "jupyter_modelsave.core.staging",
@@ -55,7 +57,14 @@ __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .core.catalog import ArtifactInfo, list_artifacts
-    from .core.discovery import ModelInfo, find_models, unwatch, watch
+    from .core.discovery import (
+        ModelInfo,
+        find_models,
+        start_recording,
+        stop_recording,
+        unwatch,
+        watch,
+    )
     from .core.distributed.convert import convert
     from .core.errors import (
         ArtifactExistsError,
@@ -105,10 +114,13 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext jupyter_modelsave``: register the ``%modelsave`` magic."""
+    """``%load_ext jupyter_modelsave``: register the ``%modelsave`` magic and start recording
+    every model's last call (``jms.start_recording``)."""
+    from .core.discovery import start_recording
     from .magics import ModelSaveMagics
 
     ipython.register_magics(ModelSaveMagics)
+    start_recording()
 
 
 def _load_jupyter_server_extension(server_app: Any) -> None:

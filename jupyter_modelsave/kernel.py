@@ -270,8 +270,10 @@ class ModelSaveKernel:
             return None
         if not isinstance(expression, str):
             raise InvalidOptionError("The example input must be a Python expression.")
+        from .core.example_guess import evaluate_example
+
         try:
-            return eval(expression, self.namespace)  # the user's own kernel and namespace
+            return evaluate_example(expression, self.namespace)  # the user's own namespace
         except KeyboardInterrupt:
             raise  # the sidebar's Cancel
         except BaseException as err:  # SystemExit, GeneratorExit: the input's fault
@@ -606,6 +608,7 @@ def install(staging_dir: str | None = None, root_dir: str | None = None) -> Mode
     shell = get_ipython()
     if shell is None:
         raise RuntimeError("jupyter_modelsave.kernel.install() must run inside an IPython kernel.")
+    _record_calls()
     if _INSTANCE is None:
         _INSTANCE = ModelSaveKernel(shell.user_ns, staging_dir, root_dir)
         get_comm_manager().register_target(COMM_TARGET, _on_comm_open)
@@ -616,6 +619,14 @@ def install(staging_dir: str | None = None, root_dir: str | None = None) -> Mode
         if root_dir:
             _INSTANCE.root_dir = Path(root_dir).resolve()
     return _INSTANCE
+
+
+def _record_calls() -> None:
+    """From the sidebar's first connection on, every model's last call is recorded, so a model
+    run before the sidebar was opened is listed with its inputs at the next call."""
+    from .core.discovery import start_recording
+
+    start_recording()
 
 
 def _on_comm_open(comm: Any, open_msg: dict[str, Any]) -> None:

@@ -20,8 +20,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import HTML, display
 
 from ._codegen import export_call
-from .core.discovery import ModelInfo, find_models
-from .core.errors import ModelSaveError
+from ._display import human_size
+from .core.discovery import ModelInfo, find_models, start_recording
+from .core.errors import MissingInputError, ModelSaveError
 
 
 def dynamic_spec(text: str) -> tuple[str, dict[int, str]]:
@@ -70,6 +71,7 @@ class ModelSaveMagics(Magics):
         to DEST when parity passes, and print the path, the sha256 and the equivalent
         ``jms.export(...)`` call.
         """
+        start_recording()  # as %load_ext does (idempotent)
         try:
             args = parse_argstring(self.modelsave, line)
         except (UsageError, ValueError) as err:  # ValueError: unbalanced quotes
@@ -101,7 +103,10 @@ class ModelSaveMagics(Magics):
             "allow_mismatch": args.allow_mismatch,
         }
         with Progress(self.shell) as progress:
-            staged = jms.stage(model, example, progress=progress, **options)
+            try:
+                staged = jms.stage(model, example, progress=progress, **options)
+            except MissingInputError as err:
+                raise MissingInputError(f"{err}{guess_hint(model)}") from None
         try:
             if staged.report is not None:
                 display(HTML(staged.report._repr_html_()))
@@ -159,7 +164,13 @@ class Progress:
         if getattr(shell, "kernel", None) is not None:  # ipykernel: widgets can render
             import ipywidgets
 
-            self.bar = ipywidgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="stage")
+            self.bar = ipywidgets.FloatProgress(
+                value=0.0,
+                min=0.0,
+                max=1.0,
+                description="stage",
+                style={"description_width": "initial"},
+            )
             display(self.bar)
 
     def __call__(self, step: str, fraction: float) -> None:
@@ -209,21 +220,25 @@ def models_html(infos: list[ModelInfo]) -> str:
     return f'<table class="jms-models"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
+def guess_hint(model: Any) -> str:
+    """`` Or try --input "torch.randn(1, 3, 224, 224)" (from its first layer, Conv2d).``, or ""."""
+    from .core.example_guess import guess_example
+
+    guess = guess_example(model)
+    if guess is None:
+        return ""
+    return f' Or try --input "{guess.expression}" (from its first layer, {guess.layer}).'
+
+
 def input_shapes(info: ModelInfo) -> str:
     """``image: [2, 3, 32, 32] float32``, or a hint when no forward call was recorded yet.
 
     Keras records no calls: its shapes are the declared ones, labelled so (None shown as the 2
     a stand-in example holds, and kept dynamic in the export).
     """
+    if info.last_input is None and info.guessed_expression:
+        return f"none yet: run the model once, or --input {info.guessed_expression!r}"
     if info.last_input is None:
         return "none yet: run the model once" if info.framework == "torch" else "none: use --input"
     shapes = ", ".join(f"{s.name}: {list(s.shape)} {s.dtype}" for s in info.last_input)
     return shapes if info.framework == "torch" else f"declared (None as 2): {shapes}"
-
-
-def human_size(size: float) -> str:
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import sys
+import weakref
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,13 +26,16 @@ import ipywidgets as w
 from traitlets import Unicode
 
 from ._codegen import defaults, export_call
-from .core.discovery import ModelInfo, find_models, model_info
+from ._display import human_size
+from .core.discovery import ModelInfo, find_models, model_info, start_recording
 from .core.errors import InvalidOptionError
-from .core.formats import formats
+from .core.formats import formats, get_format
 from .core.inputs import TensorSpec
 
 _WIDE = {"description_width": "initial"}
 _LINK = "color: var(--jp-content-link-color, #1976d2); text-decoration: underline"
+# the error's colour is its border; the text keeps the theme's colour (readable in both themes)
+_ERROR = "border-left: 4px solid var(--jp-error-color1, #cf222e); padding: 2px 8px; white-space: pre-wrap"
 
 
 class ModelSaveWidget(w.VBox):
@@ -59,6 +63,7 @@ class ModelSaveWidget(w.VBox):
         # the dynamic-axes editor: (input name, dim, "dynamic?" checkbox, axis name) per dimension
         self.axes: list[tuple[str, int, w.Checkbox, w.Text]] = []
         self.staged: Any = None  # the StagedExport waiting for write/discard
+        self._guessed = ""  # the example expression guessed from the first layer, while shown
         self.written: Path | None = None
         self.exception: BaseException | None = None
 
@@ -119,6 +124,8 @@ class ModelSaveWidget(w.VBox):
         self.model_picker.observe(lambda _: self._on_model_change(), "value")
         self.input_expr.observe(lambda _: self._rebuild_axes(keep=True), "value")
         self.observe(lambda _: self._update_buttons(), "state")
+        start_recording()
+        _after_each_cell(self)
         self.refresh(model)
 
     # --- the Python API (what the buttons call) ---
@@ -235,7 +242,7 @@ class ModelSaveWidget(w.VBox):
         options = self.options()
         if self.allow_mismatch.value:
             options["allow_mismatch"] = True
-        return export_call(name, self.dest.value, self.input_expr.value.strip() or None, **options)
+        return export_call(name, self.dest.value, self._expression(), **options)
 
     def show_code(self) -> str:
         """Show the equivalent code in a selectable text area (and return it)."""
@@ -254,12 +261,25 @@ class ModelSaveWidget(w.VBox):
             )
         return self._models[self.model_picker.value]
 
-    def _example(self) -> Any:
+    def _expression(self) -> str | None:
+        """The example-input expression to use: the field's, but not a guess for a format that
+        needs no inputs (weights are saved without running the model)."""
         expr = self.input_expr.value.strip()
+        if expr and expr == self._guessed:
+            info = self._infos.get(self.model_picker.value)
+            framework = info.framework if info is not None else "torch"
+            if not get_format(self.format_picker.value, framework).needs_inputs:
+                return None
+        return expr or None
+
+    def _example(self) -> Any:
+        expr = self._expression()
         if not expr:
             return None
+        from .core.example_guess import evaluate_example
+
         try:
-            return eval(expr, self._namespace)  # the user's own expression, in their namespace
+            return evaluate_example(expr, self._namespace)
         except Exception as err:
             raise InvalidOptionError(
                 f"example input {expr!r} could not be evaluated: {type(err).__name__}: {err}"
@@ -272,6 +292,9 @@ class ModelSaveWidget(w.VBox):
         model = self._models[name]
         if not self.input_expr.value.strip():
             return model_info(name, model).last_input
+        if self._guessed and self.input_expr.value.strip() == self._guessed:
+            guessed = model_info(name, model).guessed_input
+            return None if guessed is None else [guessed]
         framework = self._infos[name].framework
         if framework in ("keras", "tensorflow"):
             from .core.keras.job import normalize_example
@@ -285,8 +308,29 @@ class ModelSaveWidget(w.VBox):
         self.discard()
         self.result.value = ""
         self._follow_framework()
+        self._offer_guess()
         self._rebuild_axes()
         self._update_buttons()
+
+    def _offer_guess(self) -> None:
+        """Without a recorded call, put the example guessed from the first layer in the input
+        field (editable); a guess shown earlier (untouched) goes when the model has a call."""
+        info = self._infos.get(self.model_picker.value)
+        guess = info.guessed_expression if info is not None else None
+        untouched = self.input_expr.value.strip() in ("", self._guessed)
+        if untouched:
+            self._guessed = guess or ""
+            self.input_expr.value = self._guessed
+
+    def _on_cell_ran(self) -> None:
+        """After each cell: when the picked model got its first recorded call, use it."""
+        name = self.model_picker.value
+        if self.state == "staging" or name is None or not self._guessed:
+            return
+        if name in self._models and model_info(name, self._models[name]).last_input is not None:
+            self._infos[name] = model_info(name, self._models[name])
+            self._offer_guess()
+            self._rebuild_axes(keep=True)
 
     def _rebuild_axes(self, keep: bool = False) -> None:
         """One row per dimension of the example inputs: a checkbox (dynamic?) and an axis name.
@@ -316,7 +360,16 @@ class ModelSaveWidget(w.VBox):
         rows = [w.HBox([box, name]) for _, _, box, name in self.axes]
         title = "dynamic axes (tick the dimensions that may change size)"
         self.axes_box.children = [w.Label(title), *rows] if rows else []
-        self.input_info.value = _inputs_html(specs, self.model_picker.value)
+        self.input_info.value = _inputs_html(specs, self.model_picker.value, self._guessed_layer())
+
+    def _guessed_layer(self) -> str | None:
+        """The layer the shown example was guessed from, while the guess is in the input field."""
+        if not self._guessed or self.input_expr.value.strip() != self._guessed:
+            return None
+        from .core.example_guess import guess_example
+
+        guess = guess_example(self._models.get(self.model_picker.value))
+        return None if guess is None else guess.layer
 
     def _follow_framework(self) -> None:
         """Offer the formats (and ONNX opsets) that apply to the picked model's framework."""
@@ -344,9 +397,7 @@ class ModelSaveWidget(w.VBox):
     def _fail(self, err: BaseException, state: str | None = None) -> None:
         self.exception = err
         self.error = f"{type(err).__name__}: {err}"
-        self.error_box.value = (
-            f'<div style="color:#cf222e;white-space:pre-wrap">{html.escape(self.error)}</div>'
-        )
+        self.error_box.value = f'<div style="{_ERROR}">{html.escape(self.error)}</div>'
         if state is not None:
             self.state = state
 
@@ -419,20 +470,43 @@ def _number(key: str, text: str) -> float:
         raise InvalidOptionError(f"{key} must be a number such as 1e-4, got {text!r}.") from None
 
 
-def _inputs_html(specs: list[TensorSpec] | None, name: str | None) -> str:
+def _inputs_html(specs: list[TensorSpec] | None, name: str | None, guessed: str | None) -> str:
     if name is None:
         return "<i>no models in the namespace: define one, then refresh</i>"
     if specs is None:
         return f"<i>no recorded input: run {html.escape(name)}(...) once, or give an expression</i>"
     shapes = ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in specs)
-    return f"example: <code>{html.escape(shapes)}</code>"
+    text = f"example: <code>{html.escape(shapes)}</code>"
+    if guessed:
+        text += (
+            f" (guessed from its first layer, {html.escape(guessed)}: edit it, or run the model)"
+        )
+    return text
+
+
+def _after_each_cell(widget: ModelSaveWidget) -> None:
+    """Call ``widget._on_cell_ran`` after each IPython cell, for as long as the widget lives."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return
+    ref = weakref.ref(widget)
+
+    def after_cell(*_: Any) -> None:
+        alive = ref()
+        if alive is None:
+            shell.events.unregister("post_run_cell", after_cell)
+        else:
+            alive._on_cell_ran()
+
+    shell.events.register("post_run_cell", after_cell)
 
 
 def _summary_html(staged: Any) -> str:
     rows = [
         ("format", f"{staged.format} via {staged.exporter}"),
         ("opset", staged.opset),
-        ("size", f"{staged.size_bytes:,} bytes"),
+        ("size", human_size(staged.size_bytes)),
         ("sha256", staged.sha256),
     ]
     cells = "".join(

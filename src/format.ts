@@ -1,15 +1,14 @@
 /** Small display helpers shared by the components. */
 
-/** `12.3 MB`-style size. */
+import { formatFileSize } from '@jupyterlab/filebrowser';
+
+/**
+ * A byte count as the file browser writes it (`97.7 MB`: powers of 1024, one decimal): the file
+ * browser's own function, so the sidebar, the file browser, the magic and the widget agree
+ * (`jupyter_modelsave/_display.py` is its Python twin).
+ */
 export function formatBytes(bytes: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  return `${unit === 0 ? value : value.toPrecision(3)} ${units[unit]}`;
+  return formatFileSize(bytes, 1, 1024);
 }
 
 /** `1.2M`-style count. */

@@ -32,3 +32,9 @@ export function takesDynamicAxes(
 ): boolean {
   return format === 'onnx' || (!isTorch(model) && format === 'savedmodel');
 }
+
+/**
+ * PyTorch formats saved without running the model (`needs_inputs = False` in
+ * `core/formats/base.py`): a guessed example input is not sent for them.
+ */
+export const WEIGHT_FORMATS = ['safetensors', 'state_dict', 'checkpoint'];

@@ -72,6 +72,10 @@ export namespace KernelAPI {
     formats: string[];
     /** "sharded over N ranks" when the weights are DTensors (FSDP2, tensor parallel). */
     sharding: string | null;
+    /** Without a recorded call: the input its first layer implies (`core/example_guess.py`). */
+    guessed_input: ITensorSpec | null;
+    /** ...and the Python expression that makes it, e.g. `torch.randn(1, 3, 224, 224)`. */
+    guessed_expression: string | null;
   }
 
   export interface IModels {

@@ -13,6 +13,18 @@ os.environ["JUPYTER_MODELSAVE_SECRET_FILE"] = str(
 )
 
 
+@pytest.fixture(autouse=True)
+def _recorder_left_as_found():
+    """A test that starts the global call recorder (``%load_ext``, the widget, the kernel side)
+    stops it again, so the hooks of one test never reach the next."""
+    from jupyter_modelsave.core import discovery
+
+    was_recording = discovery.is_recording()
+    yield
+    if not was_recording:
+        discovery.stop_recording()
+
+
 @pytest.fixture
 def staging_dir(tmp_path: Path) -> Path:
     """The test server's staging folder (its own, so the server's stale sweep stays in it)."""
@@ -34,6 +46,12 @@ def jp_server_config(jp_server_config, staging_dir):
 
 
 def pytest_addoption(parser):
+    parser.addoption(
+        "--fresh-setup",
+        action="store_true",
+        help="run the README's demo command as a new normal user on a copy of the checkout, "
+        "set-up included (5-10 minutes on 2 cores; tests/test_demo_command.py)",
+    )
     parser.addoption(
         "--soak-count",
         type=int,

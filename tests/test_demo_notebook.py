@@ -21,5 +21,7 @@ def test_demo_notebook_runs_and_writes_two_artifacts(tmp_path):
     for path in written:
         manifest = json.loads(Path(f"{path}.json").read_text())
         assert manifest["parity"]["passed"] is True
-    listing = nb.cells[4].outputs[0]["data"]["text/plain"]
+    # the first cell loads the extension, so calls made before any listing are known
+    assert nb.cells[1].source == "%load_ext jupyter_modelsave"
+    listing = nb.cells[5].outputs[0]["data"]["text/plain"]
     assert "('cnn', [(2, 3, 32, 32)])" in listing and "('mlp', [(4, 20)])" in listing

@@ -121,3 +121,24 @@ def test_interrupting_the_kernel_cancels_a_stage(sidebar: Sidebar, tmp_path: Pat
     sidebar.request("models", {}, rid="r4")
     _, reply = sidebar.reply()
     assert reply["ok"] is True
+
+
+def test_once_connected_a_model_run_before_any_listing_is_known(
+    sidebar: Sidebar, tmp_path: Path
+) -> None:
+    # Given the sidebar connected to a kernel that has not even imported torch yet
+    assert sidebar.open(tmp_path / "staging")["event"] == "ready"
+    # When a cell defines a model and runs it, before the sidebar lists anything
+    sidebar.execute(SETUP + "mlp(torch.randn(3, 8))")
+    sidebar.request("models", {})
+    _, reply = sidebar.reply()
+    # Then that call is its last input, and staging it needs nothing typed
+    (info,) = reply["result"]["models"]
+    assert info["last_input"][0]["shape"] == [3, 8] and info["guessed_expression"] is None
+    sidebar.request("stage", {"model": "mlp"}, rid="r2")
+    events, reply = sidebar.reply()
+    assert reply["ok"] is True, reply
+    # and the progress names the exporter's own steps, in order
+    steps = [e["step"] for e in events]
+    exporter = [s for s in steps if s.startswith("export: ")]
+    assert exporter[:2] == ["export: tracing (torch.export)", "export: decompositions"], steps

@@ -77,6 +77,7 @@ def shell(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "jupyter_modelsave")
+    jms.load_ipython_extension(ip)  # what %load_ext does, also when the shell had it loaded
     before = set(ip.user_ns)
     ip.user_ns["torch"] = torch
     yield ip
@@ -168,3 +169,30 @@ def test_core_errors_are_one_line_and_usage_errors_name_the_fix(shell, capsys):
         shell.run_line_magic("modelsave", "nett out/")
     with pytest.raises(UsageError, match="DEST is missing"):
         shell.run_line_magic("modelsave", "net")
+
+
+def test_a_model_called_after_load_ext_exports_without_an_input(shell, tmp_path, capsys):
+    # Given %load_ext (the fixture) and a model defined and called in one cell, never listed
+    shell.run_cell("net = torch.nn.Sequential(torch.nn.Linear(8, 3))\nnet(torch.randn(6, 8))")
+    # When it is exported with no --input
+    shell.run_line_magic("modelsave", "net exports/")
+    # Then the recorded call was the example
+    (artifact,) = (tmp_path / "exports").glob("net_v1.0.0_*.onnx")
+    manifest = json.loads((tmp_path / "exports" / f"{artifact.name}.json").read_text())
+    assert [i["shape"] for i in manifest["inputs"]] == [[6, 8]]
+
+
+def test_without_any_call_the_error_suggests_the_guessed_input(shell, tmp_path):
+    shell.user_ns["net"] = models.SmallCNN()
+    with pytest.raises(jms.MissingInputError) as err:
+        shell.run_line_magic("modelsave", "net exports/")
+    assert '--input "torch.randn(1, 3, 224, 224)" (from its first layer, Conv2d)' in str(err.value)
+    assert not (tmp_path / "exports").exists()
+
+
+def test_the_table_offers_the_guess_for_a_model_never_called(shell, monkeypatch):
+    shown = []
+    monkeypatch.setattr("jupyter_modelsave.magics.display", shown.append)
+    shell.user_ns["mlp"] = models.mlp()
+    shell.run_line_magic("modelsave", "")
+    assert "none yet: run the model once, or --input &#x27;torch.randn(1, 8)&#x27;" in shown[0].data

@@ -109,3 +109,26 @@ def test_large_outputs_are_compared_in_chunks_with_the_same_statistics():
         assert not diff.passed
         for key, value in expected.items():
             assert np.isclose(getattr(diff, key), value, rtol=1e-9, atol=1e-12), key
+
+
+def test_the_same_drift_on_several_probes_is_explained_once():
+    # Issue 16.6: one explanation per output and kind, naming the probes, not one per probe
+    drift = compare_output("y", REF, REF * 1.01, 1e-4, 1e-3)
+    more = compare_output("y", REF, REF * 1.02, 1e-4, 1e-3)
+    probes = [ProbeResult(name, False, [d]) for name, d in
+              (("example", drift), ("random normal", more), ("batch=3", drift))]  # fmt: skip
+    notes = diagnose(probes, 1e-4, 1e-3)
+    assert len(notes) == 1
+    assert "output 'y' on probes 'example', 'random normal', 'batch=3': float drift" in notes[0]
+    assert f"atol={more.min_atol:.3g} would pass" in notes[0]  # enough for every probe
+
+
+def test_the_notebook_verdict_keeps_the_themes_text_colour():
+    # Issue 16.5: the verdict's colour is a border (a fixed text colour fails in the dark theme)
+    ok = compare_output("y", REF, REF, 1e-4, 1e-3)
+    from jupyter_modelsave.core.parity import ParityReport
+
+    text = ParityReport(True, 1e-4, 1e-3, [ProbeResult("example", True, [ok])], "cpu", False)
+    html_text = text._repr_html_()
+    assert "border-left:4px solid var(--jp-success-color1" in html_text
+    assert "color:#" not in html_text.replace(" ", "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -240,3 +241,130 @@ async def test_netron_assets_are_served_but_not_its_python(jp_fetch):
     with pytest.raises(HTTPClientError) as err:
         await jp_fetch("modelsave", "netron", "server.py")
     assert err.value.code == 404
+
+
+# --- compressed transfer (issue 16.7) ---
+
+
+def _bf16_weights(n: int) -> bytes:
+    """bf16 weights of a random-init layer: their exponent bytes repeat, gzip shrinks them."""
+    import torch
+
+    torch.manual_seed(0)
+    return (
+        torch.empty(n).uniform_(-0.05, 0.05).to(torch.bfloat16).view(torch.uint8).numpy().tobytes()
+    )
+
+
+NOISE = os.urandom(1 << 20)  # stands for random fp32 weights: gzip cannot shrink it
+WEIGHTS = _bf16_weights(1 << 19)  # 1 MiB
+
+
+@pytest.fixture
+def weights(jp_root_dir: Path) -> dict[str, Path]:
+    folder = jp_root_dir / "exports"
+    folder.mkdir(exist_ok=True)
+    files = {"bf16": folder / "bf16.safetensors", "noise": folder / "fp32.safetensors"}
+    files["bf16"].write_bytes(WEIGHTS)
+    files["noise"].write_bytes(NOISE)
+    return files
+
+
+async def _download(http_server_client, jp_base_url, jp_auth_header, name, **headers):
+    return await http_server_client.fetch(
+        f"{jp_base_url}modelsave/download/exports/{name}",
+        headers={**jp_auth_header, **headers},
+        decompress_response=False,  # see the bytes on the wire
+        raise_error=False,
+    )
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 1 << 10], ids=["1 MiB reads", "1 KiB reads"])
+async def test_compressible_weights_are_sent_gzipped_to_a_browser_that_accepts_it(
+    http_server_client, jp_base_url, jp_auth_header, weights, monkeypatch, chunk
+):
+    # (small reads: deflate keeps some back and answers b"", which must not end the stream)
+    monkeypatch.setattr("jupyter_modelsave.routes.GZIP_CHUNK", chunk)
+    # When bf16 weights are downloaded by a browser that accepts gzip
+    response = await _download(http_server_client, jp_base_url, jp_auth_header,
+                               "bf16.safetensors", **{"Accept-Encoding": "gzip, deflate, br"})  # fmt: skip
+    # Then fewer bytes cross the wire, and they unpack to the file (whose sha256 is announced)
+    assert response.code == 200
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in response.headers["Vary"]
+    assert len(response.body) < 0.9 * len(WEIGHTS)
+    assert gzip.decompress(response.body) == WEIGHTS
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(WEIGHTS).hexdigest()
+    assert response.headers["Content-Disposition"].endswith("bf16.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("name", "accept"),
+    [
+        ("fp32.safetensors", "gzip"),  # incompressible: sent as it is
+        ("bf16.safetensors", ""),  # the client does not accept gzip
+        ("bf16.safetensors", "gzip;q=0, identity"),  # refuses it explicitly
+        ("bf16.safetensors", "br"),  # accepts only another encoding
+    ],
+)
+async def test_otherwise_the_file_is_sent_as_it_is_with_its_length(
+    http_server_client, jp_base_url, jp_auth_header, weights, name, accept
+):
+    headers = {"Accept-Encoding": accept} if accept else {}
+    response = await _download(http_server_client, jp_base_url, jp_auth_header, name, **headers)
+    expected = NOISE if name.startswith("fp32") else WEIGHTS
+    assert response.code == 200 and "Content-Encoding" not in response.headers
+    assert response.body == expected
+    assert response.headers["Content-Length"] == str(len(expected))
+
+
+async def test_a_range_resume_of_a_compressible_file_gets_its_own_bytes(
+    http_server_client, jp_base_url, jp_auth_header, weights
+):
+    # Given a browser that accepts gzip resumes a download after 1000 bytes
+    headers = {"Accept-Encoding": "gzip", "Range": "bytes=1000-"}
+    response = await _download(
+        http_server_client, jp_base_url, jp_auth_header, "bf16.safetensors", **headers
+    )
+    # Then it gets 206 with exactly the missing bytes, not encoded
+    assert response.code == 206 and "Content-Encoding" not in response.headers
+    assert response.body == WEIGHTS[1000:]
+    assert response.headers["Content-Range"] == f"bytes 1000-{len(WEIGHTS) - 1}/{len(WEIGHTS)}"
+
+
+async def test_a_head_request_announces_the_encoding_without_a_body(
+    http_server_client, jp_base_url, jp_auth_header, weights
+):
+    response = await http_server_client.fetch(
+        f"{jp_base_url}modelsave/download/exports/bf16.safetensors", method="HEAD",
+        headers={**jp_auth_header, "Accept-Encoding": "gzip"}, decompress_response=False,
+    )  # fmt: skip
+    assert response.code == 200 and response.headers["Content-Encoding"] == "gzip"
+    assert response.body == b""
+
+
+async def test_a_staged_export_is_compressed_too(
+    http_server_client, jp_base_url, jp_auth_header, staging_dir
+):
+    folder = staging_dir / STAGING_ID
+    folder.mkdir()
+    (folder / "net.safetensors").write_bytes(WEIGHTS)
+    (folder / "index.json").write_text(
+        json.dumps({"artifact": "net.safetensors", "pid": os.getpid()})
+    )
+    response = await http_server_client.fetch(
+        f"{jp_base_url}modelsave/staged/{STAGING_ID}/artifact",
+        headers={**jp_auth_header, "Accept-Encoding": "gzip"}, decompress_response=False,
+    )  # fmt: skip
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(response.body) == WEIGHTS
+
+
+async def test_gzip_is_off_when_the_server_is_configured_so(
+    http_server_client, jp_base_url, jp_auth_header, jp_web_app, weights
+):
+    # Given c.ModelSave.compress_downloads = False (a network faster than a core compresses)
+    jp_web_app.settings["jupyter_modelsave"].compress_downloads = False
+    response = await _download(http_server_client, jp_base_url, jp_auth_header,
+                               "bf16.safetensors", **{"Accept-Encoding": "gzip"})  # fmt: skip
+    assert "Content-Encoding" not in response.headers and response.body == WEIGHTS

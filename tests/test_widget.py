@@ -168,9 +168,9 @@ def test_copy_as_code_gives_a_call_that_writes_the_same_artifact(namespace, tmp_
 
 
 def test_a_model_object_outside_the_namespace_is_listed_under_its_class_name():
-    lone = models.SmallCNN()
+    lone = models.TwoInputs()  # two inputs: no example can be guessed from a first layer
     widget = ModelSaveWidget(lone, namespace={})
-    assert widget.model_picker.options == ("smallcnn",)
+    assert widget.model_picker.options == ("twoinputs",)
     assert "no recorded input" in widget.input_info.value
     assert widget.axes == []
 
@@ -221,3 +221,66 @@ def test_the_format_picker_offers_the_registry_and_stages_the_chosen_format(tmp_
     # Then the artifact is in that format and the code names it
     assert staged.format == "safetensors" and path.suffix == ".safetensors"
     assert widget.code_text() == f"jms.export(net, '{tmp_path}/', format='safetensors')"
+
+
+def test_a_model_never_called_stages_with_the_guessed_example_without_typing():
+    # Given a model that was never called
+    widget = ModelSaveWidget("cnn", namespace={"cnn": models.SmallCNN().eval()})
+    # Then its first layer's example is offered, editable, with one axis row per dimension
+    assert widget.input_expr.value == "torch.randn(1, 3, 224, 224)"
+    assert "guessed from its first layer, Conv2d" in widget.input_info.value
+    assert [(t, d) for t, d, _, _ in widget.axes] == [("image", d) for d in range(4)]
+    # When Stage is pressed as it is
+    staged = widget.stage()
+    # Then it stages on that example (the namespace does not even import torch)
+    assert widget.state == "staged" and staged.input_specs[0].shape == (1, 3, 224, 224)
+    assert "parity passed" in widget.report.value and "KB" in widget.summary.value
+    widget.discard()
+
+
+def test_the_form_switches_to_the_last_call_when_one_is_recorded():
+    from jupyter_modelsave.core import discovery
+
+    net = models.mlp()
+    widget = ModelSaveWidget("net", namespace={"net": net})
+    assert discovery.is_recording()  # the widget starts the recorder
+    assert widget.input_expr.value == "torch.randn(1, 8)"
+    # When the user runs the model in a cell (the widget hears about it after the cell)
+    net(torch.randn(5, 8))
+    widget._on_cell_ran()
+    # Then the guess gives way to the recorded call
+    assert widget.input_expr.value == ""
+    assert "input [5, 8] float32" in widget.input_info.value
+    assert [(t, d) for t, d, _, _ in widget.axes] == [("input", 0), ("input", 1)]
+
+
+def test_an_expression_the_user_typed_is_never_replaced():
+    net = models.mlp()
+    widget = ModelSaveWidget("net", namespace={"net": net})
+    widget.input_expr.value = "torch.ones(2, 8)"
+    net(torch.randn(5, 8))
+    widget._on_cell_ran()
+    assert widget.input_expr.value == "torch.ones(2, 8)"
+
+
+def test_a_weight_format_does_not_run_the_model_on_a_guess(tmp_path):
+    widget = ModelSaveWidget("net", namespace={"net": models.mlp()}, dest=f"{tmp_path}/")
+    widget.format_picker.value = "safetensors"
+    staged = widget.stage()
+    assert staged.input_specs == [] and widget.code_text().count("torch.randn") == 0
+    widget.discard()
+
+
+def test_errors_and_verdicts_keep_the_themes_text_colour():
+    # Issue 16.5: colour is a border; a fixed text colour is unreadable in one of the themes
+    widget = ModelSaveWidget("b", namespace={"b": models.DataDependentBranch()})
+    widget.input_expr.value = "torch.randn(2, 4) + 5"
+    widget.stage()
+    assert "FAILED" in widget.report.value
+    widget.input_expr.value = "nonsense("
+    for html_text in (widget.report.value, widget.error_box.value):
+        assert "border-left: 4px solid var(--jp-" in html_text.replace(
+            "border-left:4px", "border-left: 4px"
+        )
+        assert ";color:" not in html_text.replace(" ", "") and 'style="color' not in html_text
+    widget.discard()

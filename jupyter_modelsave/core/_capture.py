@@ -190,7 +190,17 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+# torch.onnx wraps the real error after a paragraph of generic advice ending in "Next steps:"
+_EXCEPTION_SUMMARY = re.compile(r"## Exception summary\s*<class '(?:[\w.]*\.)?(\w+)'>: *(.*)")
+MAX_LINE = 300
+
+
 def first_line(err: BaseException) -> str:
-    """The first line of an exception's message, uncoloured and at most 300 characters."""
+    """The line that says what went wrong, uncoloured, at most ``MAX_LINE`` characters (cut with
+    "…"): the first line of the message, or for torch.onnx's wrapped errors the summary's."""
     text = strip_ansi(str(err)).strip()
-    return text.splitlines()[0][:300] if text else ""
+    summary = _EXCEPTION_SUMMARY.search(text)
+    if summary:
+        text = f"{summary.group(1)}: {summary.group(2)}"
+    line = text.splitlines()[0].strip() if text else ""
+    return line if len(line) <= MAX_LINE else f"{line[: MAX_LINE - 1]}…"

@@ -209,31 +209,42 @@ class _Running:
 
 
 def diagnose(probes: list[ProbeResult], atol: float, rtol: float) -> list[str]:
-    """Plain-words reasons for failures: drift vs broken graph vs a traced data-dependent branch."""
+    """Plain-words reasons for failures: drift vs broken graph vs a traced data-dependent branch.
+
+    One note per output and kind of failure, naming every probe it happened on (the same
+    explanation is not repeated per probe).
+    """
     notes: list[str] = []
     example = next((p for p in probes if p.name == "example"), None)
+    groups: dict[tuple[str, str], list[tuple[str, OutputDiff]]] = {}
     for probe in probes:
-        if probe.passed:
-            continue
         for out in (o for o in probe.outputs if not o.passed):
-            where = f"output {out.name!r} on probe {probe.name!r}"
-            if out.scaled_atol is not None:
-                notes.append(f"{where}: {_tiny_note(out, atol)}")
-            elif out.shape_mismatch:
-                notes.append(
-                    f"{where}: shape differs ({out.shape_mismatch}). A dimension was fixed at "
-                    "export time; mark it dynamic with dynamic_axes."
-                )
-            elif out.cosine >= DRIFT_COSINE:
-                notes.append(
-                    f"{where}: float drift (cosine similarity {out.cosine:.6f}). The values agree "
-                    f"in direction; atol={out.min_atol:.3g} would pass at rtol={rtol:g}."
-                )
-            else:
-                notes.append(
-                    f"{where}: the artifact computes something different (cosine similarity "
-                    f"{out.cosine:.3f}), not rounding error."
-                )
+            groups.setdefault((out.name, _failure_kind(out)), []).append((probe.name, out))
+    for (name, kind), failures in groups.items():
+        outs = [o for _, o in failures]
+        where = f"output {name!r} on {_probe_list([p for p, _ in failures])}"
+        if kind == "tiny":
+            worst = max(outs, key=lambda o: o.max_abs / (o.peak or 1))
+            notes.append(f"{where}: {_tiny_note(worst, atol)}")
+        elif kind == "shape":
+            shapes = "; ".join(dict.fromkeys(str(o.shape_mismatch) for o in outs))
+            notes.append(
+                f"{where}: shape differs ({shapes}). A dimension was fixed at export time; mark "
+                "it dynamic with dynamic_axes."
+            )
+        elif kind == "drift":
+            cosine = min(o.cosine for o in outs)
+            needed = max(o.min_atol for o in outs)
+            notes.append(
+                f"{where}: float drift (cosine similarity {cosine:.6f}). The values agree in "
+                f"direction; atol={needed:.3g} would pass at rtol={rtol:g}."
+            )
+        else:
+            cosine = max(o.cosine for o in outs)
+            notes.append(
+                f"{where}: the artifact computes something different (cosine similarity "
+                f"{cosine:.3f}), not rounding error."
+            )
     notes += _tiny_outputs_that_passed(probes, atol)
     failed_others = [p.name for p in probes if p is not example and not p.passed]
     if example is not None and example.passed and failed_others:
@@ -278,8 +289,30 @@ def _tiny_outputs_that_passed(probes: list[ProbeResult], atol: float) -> list[st
             if name not in failed]  # fmt: skip
 
 
+def _failure_kind(out: OutputDiff) -> str:
+    if out.scaled_atol is not None:
+        return "tiny"
+    if out.shape_mismatch:
+        return "shape"
+    return "drift" if out.cosine >= DRIFT_COSINE else "different"
+
+
+def _probe_list(names: list[str]) -> str:
+    quoted = ", ".join(map(repr, names))
+    return f"probe {quoted}" if len(names) == 1 else f"probes {quoted}"
+
+
+# The verdict's colour is a border, never the text's: the text keeps the theme's own colour, so
+# it reads in light and dark themes alike (JupyterLab's variables, with fallbacks elsewhere).
+_VERDICT_STYLE = "padding:2px 8px;border-left:4px solid {}"
+_PASS_COLOUR = "var(--jp-success-color1, #1a7f37)"
+_FAIL_COLOUR = "var(--jp-error-color1, #cf222e)"
+
+
 def report_html(report: ParityReport) -> str:
-    colour = "#1a7f37" if report.passed else "#cf222e"
+    """The report as an HTML table (notebooks: ``_repr_html_``, the magic and the widget)."""
+    style = _VERDICT_STYLE.format(_PASS_COLOUR if report.passed else _FAIL_COLOUR)
+    mark = "&#10003;" if report.passed else "&#10007;"
     rows = []
     for probe in report.probes:
         for o in probe.outputs:
@@ -300,7 +333,7 @@ def report_html(report: ParityReport) -> str:
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.diagnosis)
     tf32 = "on" if report.tf32 else "off"
     return (
-        f'<div class="jms-parity"><p><b style="color:{colour}">{html.escape(report.summary())}</b>'
+        f'<div class="jms-parity"><p style="{style}"><b>{mark} {html.escape(report.summary())}</b>'
         f" &middot; reference on {html.escape(report.reference_device)}, TF32 {tf32}</p>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         + (f"<ul>{notes}</ul>" if notes else "")

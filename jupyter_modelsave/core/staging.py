@@ -24,6 +24,7 @@ import torch
 from .. import __version__
 from . import artifacts, hashing, hf, trust
 from ._capture import first_line
+from ._exporter_steps import exporter_steps
 from .discovery import last_inputs, recording_paused
 from .distributed import is_sharded
 from .errors import (
@@ -288,7 +289,11 @@ def stage(
         job = ExportJob(model, example, in_names, out_names, axes, opset, exporter, meta, workdir,
                         external_data, fmt_options, live_tensors if runs else None)  # fmt: skip
         progress("export", 0.1)
-        with preserved(model, hide_backward_hooks=True), typed_errors("export", fmt.name):
+        with (
+            preserved(model, hide_backward_hooks=True),
+            typed_errors("export", fmt.name),
+            exporter_steps(progress, 0.1, 0.6),
+        ):
             exported = fmt.export(job)
         report = None
         if parity:

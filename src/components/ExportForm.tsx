@@ -1,8 +1,14 @@
 import { TranslationBundle } from '@jupyterlab/translation';
+import { HTMLSelect } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { formatShapes } from '../format';
-import { isTorch, modelFormats, takesDynamicAxes } from '../frameworks';
+import {
+  isTorch,
+  modelFormats,
+  takesDynamicAxes,
+  WEIGHT_FORMATS
+} from '../frameworks';
 import { KernelAPI } from '../tokens';
 
 export interface IExportFormProps {
@@ -29,6 +35,8 @@ interface IFormState {
   axes: IAxisRow[];
   exampleMode: 'last' | 'expression';
   expression: string;
+  /** The expression guessed from the first layer that the form was filled with ('' if none). */
+  guess: string;
   atol: string;
   rtol: string;
   name: string;
@@ -39,35 +47,86 @@ type Errors = Partial<Record<string, string>>;
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
 
-/** The form's first state, from the model's last recorded call. */
-function initialState(
-  model: KernelAPI.IModelInfo,
-  options: KernelAPI.IOptions
-): IFormState {
+/** The inputs the form starts from: the last recorded call, else the guess from the first layer. */
+function exampleSpecs(model: KernelAPI.IModelInfo): KernelAPI.ITensorSpec[] {
+  return model.last_input ?? (model.guessed_input ? [model.guessed_input] : []);
+}
+
+/** One row per input dimension; rows of the same input and dimension keep their tick and name. */
+function axisRows(
+  specs: KernelAPI.ITensorSpec[],
+  old: IAxisRow[] = []
+): IAxisRow[] {
   const axes: IAxisRow[] = [];
-  for (const spec of model.last_input ?? []) {
-    spec.shape.forEach((size, dim) =>
+  for (const spec of specs) {
+    spec.shape.forEach((size, dim) => {
+      const kept = old.find(r => r.input === spec.name && r.dim === dim);
       axes.push({
         input: spec.name,
         dim,
         size,
-        enabled: false,
-        name: dim === 0 ? 'batch' : `${spec.name}_dim${dim}`
-      })
-    );
+        enabled: kept?.enabled ?? false,
+        name: kept?.name ?? (dim === 0 ? 'batch' : `${spec.name}_dim${dim}`)
+      });
+    });
   }
+  return axes;
+}
+
+/**
+ * The form's first state, from the model's last recorded call; without one, the example input
+ * guessed from its first layer fills the expression (editable), so Stage works without typing.
+ */
+function initialState(
+  model: KernelAPI.IModelInfo,
+  options: KernelAPI.IOptions
+): IFormState {
   const formats = modelFormats(model, options.formats);
   return {
     format: formats.includes('onnx') ? 'onnx' : formats[0],
     exporter: 'auto',
     opset: '',
-    axes,
+    axes: axisRows(exampleSpecs(model)),
     exampleMode: model.last_input ? 'last' : 'expression',
-    expression: '',
+    expression: model.last_input ? '' : (model.guessed_expression ?? ''),
+    guess: model.last_input ? '' : (model.guessed_expression ?? ''),
     atol: '',
     rtol: '',
     name: SAFE_NAME.test(model.name) ? model.name : 'model'
   };
+}
+
+/**
+ * When a call is recorded for a model whose form still shows the guess (or nothing), switch to
+ * "Last call" and take the call's dimensions; an expression the user typed stays.
+ */
+function useLastCall(
+  model: KernelAPI.IModelInfo,
+  setState: React.Dispatch<React.SetStateAction<IFormState>>
+): void {
+  const signature = JSON.stringify(model.last_input);
+  React.useEffect(() => {
+    if (!model.last_input) {
+      return;
+    }
+    const specs = model.last_input;
+    setState(s => {
+      if (s.exampleMode === 'last') {
+        return { ...s, axes: axisRows(specs, s.axes) };
+      }
+      const typed = s.expression.trim();
+      if (typed !== '' && typed !== s.guess) {
+        return s; // the user's own expression
+      }
+      return {
+        ...s,
+        exampleMode: 'last',
+        expression: '',
+        guess: '',
+        axes: axisRows(specs, s.axes)
+      };
+    });
+  }, [signature]);
 }
 
 /** Every invalid field with the reason; empty when the form can be staged. */
@@ -110,6 +169,22 @@ export function validate(
   return errors;
 }
 
+/** The example expression to send: null for the last call, and for a guess a weight format
+ * does not need (weights are saved without running the model). */
+function exampleArg(
+  model: KernelAPI.IModelInfo,
+  state: IFormState
+): string | null {
+  if (state.exampleMode !== 'expression') {
+    return null;
+  }
+  const guessed = state.guess !== '' && state.expression.trim() === state.guess;
+  if (guessed && isTorch(model) && WEIGHT_FORMATS.includes(state.format)) {
+    return null;
+  }
+  return state.expression;
+}
+
 /** The `stage` arguments of a valid form. */
 function stageArgs(
   model: KernelAPI.IModelInfo,
@@ -119,7 +194,7 @@ function stageArgs(
     model: model.name,
     format: state.format,
     name: state.name,
-    example: state.exampleMode === 'expression' ? state.expression : null,
+    example: exampleArg(model, state),
     atol: state.atol.trim() ? Number(state.atol) : null,
     rtol: state.rtol.trim() ? Number(state.rtol) : null
   };
@@ -154,6 +229,7 @@ export function ExportForm({
   trans
 }: IExportFormProps): JSX.Element {
   const [state, setState] = React.useState(() => initialState(model, options));
+  useLastCall(model, setState);
   const errors = validate(state, options, trans);
   const valid = Object.keys(errors).length === 0;
   const update = (patch: Partial<IFormState>) =>
@@ -184,18 +260,12 @@ export function ExportForm({
       }}
     >
       <Field id={id('format')} label={trans.__('Format')}>
-        <select
+        <HTMLSelect
           id={id('format')}
-          className="jp-mod-styled"
           value={state.format}
           onChange={e => update({ format: e.target.value })}
-        >
-          {modelFormats(model, options.formats).map(f => (
-            <option key={f} value={f}>
-              {f}
-            </option>
-          ))}
-        </select>
+          options={modelFormats(model, options.formats)}
+        />
       </Field>
 
       {onnx && torch && (
@@ -204,18 +274,12 @@ export function ExportForm({
           label={trans.__('Exporter')}
           hint={trans.__('auto: dynamo, falling back to TorchScript.')}
         >
-          <select
+          <HTMLSelect
             id={id('exporter')}
-            className="jp-mod-styled"
             value={state.exporter}
             onChange={e => update({ exporter: e.target.value })}
-          >
-            {options.exporters.map(e => (
-              <option key={e} value={e}>
-                {e}
-              </option>
-            ))}
-          </select>
+            options={options.exporters}
+          />
         </Field>
       )}
       {onnx && (
@@ -229,20 +293,19 @@ export function ExportForm({
           )}
           error={errors.opset}
         >
-          <select
+          <HTMLSelect
             id={id('opset')}
-            className="jp-mod-styled"
             value={state.opset}
             aria-invalid={!!errors.opset}
             onChange={e => update({ opset: e.target.value })}
-          >
-            <option value="">{trans.__('default')}</option>
-            {range(low, high).map(v => (
-              <option key={v} value={String(v)}>
-                {v}
-              </option>
-            ))}
-          </select>
+            options={[
+              { value: '', label: trans.__('default') },
+              ...range(low, high).map(v => ({
+                value: String(v),
+                label: String(v)
+              }))
+            ]}
+          />
         </Field>
       )}
       {dynamic && (
@@ -339,8 +402,18 @@ export function ExportForm({
             onChange={e => update({ expression: e.target.value })}
           />
         )}
-        {errors.expression && (
+        {errors.expression ? (
           <small className="jp-ModelSave-error">{errors.expression}</small>
+        ) : (
+          state.exampleMode === 'expression' &&
+          state.guess !== '' &&
+          state.expression.trim() === state.guess && (
+            <small className="jp-ModelSave-hint">
+              {trans.__(
+                'Guessed from the first layer; edit it, or run the model once in the notebook.'
+              )}
+            </small>
+          )
         )}
       </fieldset>
 

@@ -8,6 +8,7 @@ import { ExportForm } from './ExportForm';
 import { KernelHeader } from './KernelHeader';
 import { ModelList } from './ModelList';
 import { ReviewPanel } from './ReviewPanel';
+import { useScrolledIntoView } from './scroll';
 import { ServerStatus } from './ServerStatus';
 import { StageProgress } from './StageProgress';
 
@@ -126,11 +127,7 @@ function Body({ model, actions, trans }: IModelSavePanelProps): JSX.Element {
           trans={trans}
         />
       )}
-      {job.kind === 'error' && (
-        <div className="jp-ModelSave-errorBox" role="alert">
-          <strong>{job.error.type}</strong>: {job.error.message}
-        </div>
-      )}
+      {job.kind === 'error' && <StageError error={job.error} />}
       {job.kind === 'staged' && (
         <ReviewPanel
           key={job.staged.id}
@@ -147,6 +144,20 @@ function Body({ model, actions, trans }: IModelSavePanelProps): JSX.Element {
         />
       )}
     </>
+  );
+}
+
+/** A failed stage: sticks to the bottom of the sidebar and scrolls into view when it appears. */
+function StageError({ error }: { error: KernelAPI.IError }): JSX.Element {
+  const ref = useScrolledIntoView<HTMLDivElement>();
+  return (
+    <div
+      className="jp-ModelSave-errorBox jp-ModelSave-sticky"
+      role="alert"
+      ref={ref}
+    >
+      <strong>{error.type}</strong>: {error.message}
+    </div>
   );
 }
 

@@ -41,7 +41,7 @@ export function ParityTable({ report, trans }: IParityTableProps): JSX.Element {
               <td>{formatNumber(o.max_rel)}</td>
               <td>{`${(o.mismatch_fraction * 100).toFixed(1)}%`}</td>
               <td className="jp-ModelSave-verdict" data-passed={o.passed}>
-                {o.passed ? trans.__('pass') : trans.__('fail')}
+                {o.passed ? `✓ ${trans.__('pass')}` : `✗ ${trans.__('fail')}`}
               </td>
             </tr>
           ))}

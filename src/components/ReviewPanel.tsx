@@ -1,9 +1,12 @@
+import { Clipboard } from '@jupyterlab/apputils';
 import { TranslationBundle } from '@jupyterlab/translation';
+import { copyIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { formatBytes } from '../format';
 import { KernelAPI } from '../tokens';
 import { ParityTable } from './ParityTable';
+import { useScrolledIntoView } from './scroll';
 
 export interface IReviewPanelProps {
   staged: KernelAPI.IStaged;
@@ -31,6 +34,7 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
   const [overwrite, setOverwrite] = React.useState(false);
   const [allowMismatch, setAllowMismatch] = React.useState(false);
   const [writing, setWriting] = React.useState(false);
+  const ref = useScrolledIntoView<HTMLElement>('start');
   const folderError =
     folder.startsWith('/') || folder.split('/').includes('..')
       ? trans.__('A folder inside the Jupyter root, e.g. exports.')
@@ -51,17 +55,23 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
       className="jp-ModelSave-review"
       aria-label={trans.__('Staged export')}
       data-staging-id={staged.id}
+      ref={ref}
     >
       <div
         className="jp-ModelSave-verdictLine"
         data-passed={report ? report.passed : true}
         role="status"
       >
-        {report === null
-          ? trans.__('Staged (no parity check)')
-          : report.passed
-            ? trans.__('Parity passed on %1 probes', report.probes.length)
-            : trans.__('Parity FAILED')}
+        <span aria-hidden="true" className="jp-ModelSave-mark">
+          {report === null || report.passed ? '✓' : '✗'}
+        </span>
+        <span>
+          {report === null
+            ? trans.__('Staged (no parity check)')
+            : report.passed
+              ? trans.__('Parity passed on %1 probes', report.probes.length)
+              : trans.__('Parity FAILED')}
+        </span>
       </div>
 
       {report && <ParityTable report={report} trans={trans} />}
@@ -87,12 +97,27 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
         <dt>{trans.__('Exporter')}</dt>
         <dd>{staged.exporter}</dd>
         <dt>{trans.__('Size')}</dt>
-        <dd>{formatBytes(staged.size_bytes)}</dd>
+        <dd title={trans.__('%1 bytes', staged.size_bytes.toLocaleString())}>
+          {formatBytes(staged.size_bytes)}
+        </dd>
         <dt>{trans.__('sha256')}</dt>
-        <dd>
-          <code className="jp-ModelSave-sha" aria-label={trans.__('sha256')}>
+        <dd className="jp-ModelSave-shaLine">
+          <code
+            className="jp-ModelSave-sha"
+            aria-label={trans.__('sha256')}
+            title={staged.sha256}
+          >
             {staged.sha256}
           </code>
+          <button
+            type="button"
+            className="jp-ModelSave-iconButton"
+            aria-label={trans.__('Copy the sha256')}
+            title={trans.__('Copy the sha256')}
+            onClick={() => Clipboard.copyToSystem(staged.sha256)}
+          >
+            <copyIcon.react tag="span" elementSize="small" />
+          </button>
         </dd>
       </dl>
 
@@ -160,14 +185,19 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
             id="jp-ModelSave-version"
             type="text"
             className="jp-mod-styled"
-            placeholder={trans.__('next (1.0.0 for a new name)')}
+            placeholder={trans.__('next')}
             value={version}
             aria-invalid={!!versionError}
             onChange={e => setVersion(e.target.value)}
           />
-          {versionError && (
-            <small className="jp-ModelSave-error">{versionError}</small>
-          )}
+          <small
+            className={
+              versionError ? 'jp-ModelSave-error' : 'jp-ModelSave-hint'
+            }
+          >
+            {versionError ||
+              trans.__('Empty: the next one (1.0.0 for a new name).')}
+          </small>
         </div>
         <label className="jp-ModelSave-check">
           <input
@@ -197,7 +227,7 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
 
       {written && (
         <div className="jp-ModelSave-written" role="status">
-          {trans.__('Written to')} <code>{written.path}</code>
+          {trans.__('Written to')} <PathText path={written.path} />
           <button
             type="button"
             className="jp-Button jp-mod-styled"
@@ -235,5 +265,26 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
         </button>
       </div>
     </section>
+  );
+}
+
+/** A path that wraps after a `/`, never inside a file name (unless one name is wider than the
+ * sidebar). */
+function PathText({ path }: { path: string }): JSX.Element {
+  const parts = path.split('/');
+  return (
+    <code className="jp-ModelSave-path">
+      {parts.map((part, i) => (
+        <React.Fragment key={i}>
+          {i < parts.length - 1 ? (
+            <>
+              {part}/<wbr />
+            </>
+          ) : (
+            <span className="jp-ModelSave-fileName">{part}</span>
+          )}
+        </React.Fragment>
+      ))}
+    </code>
   );
 }

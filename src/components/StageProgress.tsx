@@ -8,7 +8,10 @@ export interface IStageProgressProps {
   trans: TranslationBundle;
 }
 
-/** The engine's progress while it stages, with Cancel (interrupts the kernel). */
+/**
+ * The engine's progress while it stages, with Cancel (interrupts the kernel). It sticks to the
+ * bottom of the sidebar, so it stays in view however long the form above it is.
+ */
 export function StageProgress({
   step,
   fraction,
@@ -17,9 +20,15 @@ export function StageProgress({
 }: IStageProgressProps): JSX.Element {
   const percent = Math.round(fraction * 100);
   return (
-    <div className="jp-ModelSave-progress">
+    <div
+      className="jp-ModelSave-progress jp-ModelSave-sticky"
+      role="group"
+      aria-label={trans.__('Staging')}
+    >
       <div className="jp-ModelSave-progressLine">
-        <span>{trans.__('Staging: %1', step)}</span>
+        <span className="jp-ModelSave-progressStep">
+          {trans.__('Staging: %1', step)}
+        </span>
         <span>{percent}%</span>
       </div>
       <div

@@ -5,6 +5,7 @@ import * as path from 'path';
 
 import {
   cspViolations,
+  expectReadable,
   keepEval,
   openSidebar,
   recordCspViolations,
@@ -95,7 +96,9 @@ test.describe('Model Save sidebar: export', () => {
       'batch'
     );
     await expect(review.getByText(', opset 18')).toBeVisible();
-    await expect(review.getByLabel('sha256')).toHaveText(/^[0-9a-f]{64}$/);
+    await expect(review.getByLabel('sha256', { exact: true })).toHaveText(
+      /^[0-9a-f]{64}$/
+    );
     await snapshot(page, testInfo, '2-review-light');
 
     // Graph: Netron opens in a main-area tab and draws the model's nodes.
@@ -106,7 +109,8 @@ test.describe('Model Save sidebar: export', () => {
     ).toBeVisible({ timeout: 60_000 });
     await snapshot(page, testInfo, '3-graph-light');
     const external = requests.filter(
-      url => !/^(https?:\/\/(localhost|127\.0\.0\.1)(:\d+)?\/|data:|blob:)/.test(url)
+      url =>
+        !/^(https?:\/\/(localhost|127\.0\.0\.1)(:\d+)?\/|data:|blob:)/.test(url)
     );
     expect(external).toEqual([]);
     expect(requests.some(url => url.includes('/modelsave/netron/'))).toBe(true);
@@ -118,7 +122,9 @@ test.describe('Model Save sidebar: export', () => {
     // Write: the artifact lands next to the notebook and shows in the file browser.
     await openSidebar(page);
     await review.getByRole('button', { name: 'Write' }).click();
-    const written = review.getByRole('status').filter({ hasText: 'Written to' });
+    const written = review
+      .getByRole('status')
+      .filter({ hasText: 'Written to' });
     await expect(written).toContainText(
       new RegExp(`${tmpPath}/exports/cnn_v1\\.0\\.0_[0-9a-f]{12}\\.onnx`)
     );
@@ -137,6 +143,7 @@ test.describe('Model Save sidebar: export', () => {
 
     await page.theme.setDarkTheme();
     await snapshot(page, testInfo, '5-written-dark');
+    await expectReadable(page, testInfo, 'dark written');
     await review.getByRole('button', { name: 'Done' }).click();
     await expect(review).toHaveCount(0);
     await page.theme.setLightTheme();
@@ -155,7 +162,9 @@ test.describe('Model Save sidebar: export', () => {
     await model(sidebar, 'branchy').click();
     await sidebar.getByRole('button', { name: 'Stage' }).click();
     const review = sidebar.getByRole('region', { name: 'Staged export' });
-    await expect(review.getByText('Parity FAILED', { exact: true })).toBeVisible({
+    await expect(
+      review.getByText('Parity FAILED', { exact: true })
+    ).toBeVisible({
       timeout: 120_000
     });
     await expect(review.getByRole('alert')).toContainText(
@@ -209,6 +218,7 @@ test.describe('Model Save sidebar: export', () => {
         sidebar.getByRole('status', { name: 'Kernel status' })
       ).toHaveText('idle');
       await snapshot(page, testInfo, '7-restarted');
+      await expectReadable(page, testInfo, 'light restarted');
 
       await page.notebook.runCell(1);
       await expect(model(sidebar, 'cnn')).toContainText('SmallCNN');

@@ -1,3 +1,4 @@
+import AxeBuilder from '@axe-core/playwright';
 import { expect, IJupyterLabPageFixture } from '@jupyterlab/galata';
 import type { Frame, Locator, Page, TestInfo } from '@playwright/test';
 
@@ -68,4 +69,42 @@ export async function recordCspViolations(
 /** The violations recorded in `frame` (see `recordCspViolations`). */
 export async function cspViolations(frame: Frame | Page): Promise<string[]> {
   return frame.evaluate(() => (window as any).__cspViolations ?? ['not recorded']);
+}
+
+/**
+ * Check the sidebar (or `selector`) with axe-core: WCAG AA text contrast (4.5:1) must hold in the state it is
+ * in. Disabled controls are exempt (WCAG's rule; axe skips them too).
+ */
+export async function expectReadable(
+  page: IJupyterLabPageFixture,
+  testInfo: TestInfo,
+  state: string,
+  selector = '#jupyter-modelsave-sidebar'
+): Promise<void> {
+  // JupyterLab's <body> has overflow: hidden and no in-flow content, so its box is 0 px high;
+  // axe-core then sees every text as clipped away and checks none (only form fields). Give the
+  // body the viewport's height (nothing moves: JupyterLab's shell is absolutely positioned).
+  await page.evaluate(() => {
+    document.body.style.height = '100vh';
+  });
+  const results = await new AxeBuilder({ page })
+    .include(selector)
+    .withRules(['color-contrast'])
+    .analyze();
+  const problems = results.violations.flatMap(v =>
+    v.nodes.map(n => `${state}: ${n.target.join(' ')}: ${n.failureSummary}`)
+  );
+  await testInfo.attach(`axe ${state}`, {
+    body: JSON.stringify(
+      { checked: results.passes.flatMap(p => p.nodes).length, problems },
+      null,
+      2
+    ),
+    contentType: 'application/json'
+  });
+  expect(problems).toEqual([]);
+  // texts were checked, not only form fields (the emptiest sidebar has a title, a message and a
+  // footer)
+  const checked = results.passes.flatMap(p => p.nodes).length;
+  expect(checked).toBeGreaterThanOrEqual(3);
 }

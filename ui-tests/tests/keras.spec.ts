@@ -2,7 +2,7 @@ import { expect, test } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
 import * as path from 'path';
 
-import { openSidebar, snapshot } from './helpers';
+import { expectReadable, openSidebar, snapshot } from './helpers';
 
 /**
  * A Keras model in the sidebar: listed with its framework and declared input, offered only the
@@ -79,6 +79,7 @@ test.describe('Model Save sidebar: Keras', () => {
       'batch'
     );
     await snapshot(page, testInfo, 'keras-2-review');
+    await expectReadable(page, testInfo, 'light keras review');
 
     // The staged SavedModel (a folder) downloads as one zip.
     const staged = page.waitForEvent('download');

@@ -1,5 +1,5 @@
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
-import { openSidebar, sidebarTab, snapshot } from './helpers';
+import { expectReadable, openSidebar, sidebarTab, snapshot } from './helpers';
 
 const SIDEBAR_ID = 'jupyter-modelsave-sidebar';
 
@@ -27,7 +27,9 @@ test.describe('Model Save sidebar', () => {
     await expect(tab).toHaveAttribute('data-id', SIDEBAR_ID);
   });
 
-  test('shows an empty state without a notebook', async ({ page }, testInfo) => {
+  test('shows an empty state without a notebook', async ({
+    page
+  }, testInfo) => {
     const region = await openSidebar(page);
 
     await expect(
@@ -40,6 +42,10 @@ test.describe('Model Save sidebar', () => {
       /^server extension \d+\.\d+\.\d+/
     );
     await snapshot(page, testInfo, 'sidebar-empty');
+    await expectReadable(page, testInfo, 'light empty');
+    await page.theme.setDarkTheme();
+    await expectReadable(page, testInfo, 'dark empty');
+    await page.theme.setLightTheme();
   });
 
   test('follows the kernel of the current notebook', async ({
@@ -49,9 +55,7 @@ test.describe('Model Save sidebar', () => {
     // Run a cell on the real kernel, so that it is started and back to idle.
     await page.notebook.setCell(0, 'code', '1 + 1');
     await page.notebook.runCell(0);
-    await expect(page.locator('.jp-OutputArea-output').first()).toHaveText(
-      '2'
-    );
+    await expect(page.locator('.jp-OutputArea-output').first()).toHaveText('2');
 
     const region = await openSidebar(page);
     await expect(
@@ -69,11 +73,13 @@ test.describe('Model Save sidebar', () => {
       region.getByText('Open a notebook or console to list its PyTorch models')
     ).toHaveCount(0);
     await snapshot(page, testInfo, 'sidebar');
+    await expectReadable(page, testInfo, 'light no models');
 
     // Both themes: the sidebar only uses JupyterLab CSS variables.
     await page.theme.setDarkTheme();
     await expect(region).toBeVisible();
     await snapshot(page, testInfo, 'sidebar-dark');
+    await expectReadable(page, testInfo, 'dark no models');
 
     // Closing the notebook brings the empty state back.
     await page.notebook.save();

@@ -1,7 +1,7 @@
 import { expect, test } from '@jupyterlab/galata';
 import * as path from 'path';
 
-import { snapshot } from './helpers';
+import { expectReadable, snapshot } from './helpers';
 
 const NOTEBOOK = 'widget.ipynb';
 
@@ -27,6 +27,7 @@ test.describe('Model Save widget', () => {
     const widget = page.locator('.jms-widget');
     await expect(widget).toBeVisible();
     await expect(widget.getByText('input [4, 8] float32')).toBeVisible();
+    // one size formatter: the file browser's, not a byte count
 
     // Make the batch dimension dynamic, then stage.
     await widget.getByRole('checkbox', { name: 'input[0] = 4' }).check();
@@ -37,12 +38,25 @@ test.describe('Model Save widget', () => {
     // the report's probes include batch size 4 - 1 = 3, since the batch axis is dynamic
     await expect(widget.getByText('batch=3', { exact: true })).toBeVisible();
     await expect(widget.getByText(/^[0-9a-f]{64}$/)).toBeVisible();
+    await expect(widget.locator('table.jms-staged')).toContainText(
+      /size\s*\d+(\.\d)? KB/
+    );
     await expect(widget.getByRole('button', { name: 'Discard' })).toBeEnabled();
-    await widget.getByRole('button', { name: 'Stage' }).scrollIntoViewIfNeeded();
+    await widget
+      .getByRole('button', { name: 'Stage' })
+      .scrollIntoViewIfNeeded();
     await snapshot(page, testInfo, 'widget-staged');
+    // The verdict and the report read in both themes (issue 16.5: 3.7:1 in the dark theme)
+    await expectReadable(page, testInfo, 'light widget staged', '.jms-widget');
+    await page.theme.setDarkTheme();
+    await snapshot(page, testInfo, 'widget-staged-dark');
+    await expectReadable(page, testInfo, 'dark widget staged', '.jms-widget');
+    await page.theme.setLightTheme();
 
     await widget.getByRole('button', { name: 'Write' }).click();
-    const written = widget.getByText(/exports\/net_v1\.0\.0_[0-9a-f]{12}\.onnx/);
+    const written = widget.getByText(
+      /exports\/net_v1\.0\.0_[0-9a-f]{12}\.onnx/
+    );
     await expect(written).toBeVisible();
     await expect(widget.getByRole('button', { name: 'Write' })).toBeDisabled();
     const link = widget.getByRole('link', { name: 'show in the file browser' });
@@ -50,12 +64,10 @@ test.describe('Model Save widget', () => {
 
     // The artifact and its manifest are on the server, next to the notebook.
     const relative = (await written.innerText()).trim();
-    expect(await page.contents.fileExists(`${tmpPath}/${relative}`)).toBe(
+    expect(await page.contents.fileExists(`${tmpPath}/${relative}`)).toBe(true);
+    expect(await page.contents.fileExists(`${tmpPath}/${relative}.json`)).toBe(
       true
     );
-    expect(
-      await page.contents.fileExists(`${tmpPath}/${relative}.json`)
-    ).toBe(true);
 
     await widget.getByRole('button', { name: 'Copy as code' }).click();
     await expect(widget.getByRole('textbox').last()).toHaveValue(
