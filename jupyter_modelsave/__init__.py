@@ -9,10 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-try:
-    from ._version import __version__
-except ImportError:  # running from a source tree that was never installed
-    __version__ = "dev"
+from .core.version import __version__
 
 # public name -> module that defines it (imported on first access)
 _LAZY: dict[str, str] = {

@@ -39,7 +39,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from ._paths import (
     INDEX_FILE,
     default_staging_dir,
@@ -49,6 +48,7 @@ from ._paths import (
     write_private,
 )
 from .core.errors import InvalidOptionError, WriteError, shown
+from .core.version import __version__
 
 COMM_TARGET = "jupyter_modelsave"
 # A request's data above this size (as JSON) is refused: the protocol's requests are small.

@@ -45,7 +45,6 @@ from traitlets import Bool, Unicode, default
 from traitlets.config import Configurable
 from traitlets.log import get_logger
 
-from . import __version__
 from ._netron import check_page_arguments, csp, netron_dir, netron_index
 from ._paths import (
     STAGING_ID,
@@ -58,6 +57,7 @@ from ._paths import (
 from ._served import OutsideError, inside, written_artifact
 from .core.errors import IntegrityError, InvalidOptionError, ModelSaveError
 from .core.hashing import sha256_file
+from .core.version import __version__
 
 NAMESPACE = "modelsave"
 SETTINGS_KEY = "jupyter_modelsave"

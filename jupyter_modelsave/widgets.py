@@ -268,7 +268,7 @@ class ModelSaveWidget(w.VBox):
         if expr and expr == self._guessed:
             info = self._infos.get(self.model_picker.value)
             framework = info.framework if info is not None else "torch"
-            if not get_format(self.format_picker.value, framework).needs_inputs:
+            if not get_format(self.format_picker.value, framework).capabilities.needs_inputs:
                 return None
         return expr or None
 
@@ -295,14 +295,11 @@ class ModelSaveWidget(w.VBox):
         if self._guessed and self.input_expr.value.strip() == self._guessed:
             guessed = model_info(name, model).guessed_input
             return None if guessed is None else [guessed]
-        framework = self._infos[name].framework
-        if framework in ("keras", "tensorflow"):
-            from .core.keras.job import normalize_example
+        from .core.frameworks import adapter
 
-            return normalize_example(model, framework, self._example())[0].specs
-        from .core.inputs import normalize_inputs
-
-        return normalize_inputs(model, self._example()).specs
+        return (
+            adapter(self._infos[name].framework).example(model, self._example(), True).inputs.specs
+        )
 
     def _on_model_change(self) -> None:
         self.discard()

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import NotAModelError
-from .example_guess import guess_example
 
 if TYPE_CHECKING:
     import torch
@@ -314,7 +313,7 @@ def find_models(
         namespace = _default_namespace()
     if not any(m in sys.modules for m in ("torch", "keras", "tensorflow")):
         return []  # no framework imported, so no model can exist: never import one just to look
-    from .keras._tf import framework_of
+    from .frameworks import adapter, framework_of
 
     candidates: dict[int, tuple[str, Any, str]] = {}
     for name, value in list(namespace.items()):
@@ -323,154 +322,31 @@ def find_models(
         framework = framework_of(value)
         if framework is not None:
             candidates[id(value)] = (name, value, framework)
-    nested = {id(sub) for _, model, fw in candidates.values() for sub in _submodels(model, fw)}
+    nested = {
+        id(sub) for _, model, fw in candidates.values() for sub in adapter(fw).submodels(model)
+    }
     found = [(n, m, fw) for key, (n, m, fw) in candidates.items() if key not in nested]
     if watch_found:
         for _, model, framework in found:
-            if framework == "torch":
+            if adapter(framework).records_calls:
                 watch(model)
-    return [
-        describe(name, model) if fw == "torch" else describe_keras(name, model, fw)
-        for name, model, fw in found
-    ]  # framework_of already chose; model_info would ask again
-
-
-def _submodels(model: Any, framework: str) -> list[Any]:
-    """The models nested in ``model`` (its submodules or layers), not ``model`` itself."""
-    if framework == "torch":
-        return [sub for sub in model.modules() if sub is not model]
-    if framework == "tensorflow":
-        return list(model.submodules)
-    found: list[Any] = []
-    stack = list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop()
-        found.append(layer)
-        stack += list(getattr(layer, "layers", []))
-    torch = sys.modules.get("torch")  # Keras on the torch backend: layers hold nn.Modules too
-    if torch is not None and isinstance(model, torch.nn.Module):
-        found += [sub for sub in model.modules() if sub is not model]
-    return found
-
-
-def describe(name: str, model: torch.nn.Module) -> ModelInfo:
-    """A ``ModelInfo`` from tensor metadata only (no data read, no device sync).
-
-    A sharded model's DTensors count with their full sizes (``DTensor.numel``).
-    """
-    from .distributed import sharding_note
-
-    tensors = [*model.parameters(), *model.buffers()]
-    params = list(model.parameters())
-    devices = sorted({str(t.device) for t in tensors}) or ["cpu"]
-    float_dtypes = sorted(
-        {str(t.dtype).removeprefix("torch.") for t in params if t.is_floating_point()}
-    )
-    last = last_inputs(model)
-    guess = guess_example(model) if last is None else None
-    return ModelInfo(
-        name=name,
-        class_name=type(model).__name__,
-        num_params=sum(p.numel() for p in params),
-        size_bytes=sum(t.numel() * t.element_size() for t in tensors),
-        device=",".join(devices),
-        dtype=",".join(float_dtypes) or "none",
-        training=model.training,
-        last_input=None if last is None else last.specs,
-        framework="torch",
-        formats=_formats("torch"),
-        sharding=sharding_note(tensors),
-        guessed_input=None if guess is None else guess.spec,
-        guessed_expression=None if guess is None else guess.expression,
-    )
+    return [_described(name, model, fw) for name, model, fw in found]
 
 
 def model_info(name: str, model: Any) -> ModelInfo:
-    """``describe`` for a model of any framework (``NotAModelError`` for anything else)."""
-    from .keras._tf import framework_of
+    """A ``ModelInfo`` of a model of any framework (``NotAModelError`` for anything else)."""
+    from .frameworks import adapter_for
 
-    framework = framework_of(model)
-    if framework is None:
-        raise NotAModelError(
-            f"{type(model).__name__} is not a model: expected a torch.nn.Module, a keras.Model "
-            "or a tf.Module."
-        )
-    return describe(name, model) if framework == "torch" else describe_keras(name, model, framework)
+    return _described(name, model, adapter_for(model).name)
 
 
-def describe_keras(name: str, model: Any, framework: str) -> ModelInfo:
-    """A ``ModelInfo`` of a Keras model or ``tf.Module`` from its variables' metadata only.
+def _described(name: str, model: Any, framework: str) -> ModelInfo:
+    """The framework's description of ``model``, with the formats this process can export it to."""
+    from .formats import formats, get_format
+    from .frameworks import adapter
 
-    ``last_input`` is the example jms would use without one: a functional model's declared
-    inputs with ``None`` dimensions as 2 (Keras has no forward hooks to record calls with).
-    """
-    from .keras._tf import TF_ONLY_FORMATS, keras_backend
-    from .keras.parity import device_of
-
-    variables = list(getattr(model, "weights", None) or getattr(model, "variables", []))
-    sizes = [(_count(v.shape), _dtype_name(v.dtype)) for v in variables]
-    float_dtypes = sorted({d for _, d in sizes if d.startswith(("float", "bfloat"))})
-    names = _formats(framework)
-    if framework == "keras" and keras_backend() not in (None, "tensorflow"):
-        names = [n for n in names if n not in TF_ONLY_FORMATS]
-    return ModelInfo(
-        name=name,
-        class_name=type(model).__name__,
-        num_params=sum(n for n, _ in sizes),
-        size_bytes=sum(n * _itemsize(d) for n, d in sizes),
-        device=device_of(model),
-        dtype=",".join(float_dtypes) or "none",
-        training=False,  # Keras has no global mode: jms calls it with training=False
-        last_input=_declared_specs(model) if framework == "keras" else None,
-        framework=framework,
-        formats=names,
-    )
-
-
-def _formats(framework: str) -> list[str]:
-    from .formats import formats
-
-    return formats(framework)
-
-
-def _count(shape: Any) -> int:
-    total = 1
-    for size in tuple(shape):
-        total *= int(size or 0)
-    return total
-
-
-def _dtype_name(dtype: Any) -> str:
-    return str(getattr(dtype, "name", dtype)).removeprefix("torch.")
-
-
-def _itemsize(dtype: str) -> int:
-    import numpy as np
-
-    try:
-        return np.dtype(dtype).itemsize
-    except TypeError:
-        return 2 if "16" in dtype else 4
-
-
-def _declared_specs(model: Any) -> list[TensorSpec] | None:
-    from .inputs import TensorSpec
-    from .keras.job import DEFAULT_BATCH, declared_input_names
-
-    try:
-        inputs = list(model.inputs or [])
-    except (AttributeError, ValueError):
-        return None
-    names = declared_input_names(model)
-    if not inputs or len(names) not in (0, len(inputs)):
-        return None
-    if not names:
-        names = ["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))]
-    return [
-        TensorSpec(n, tuple(DEFAULT_BATCH if s is None else int(s) for s in t.shape),
-                   _dtype_name(getattr(t, "dtype", "float32")), "cpu")
-        for n, t in zip(names, inputs)
-    ]  # fmt: skip
+    usable = [n for n in formats(framework) if get_format(n, framework).available()]
+    return adapter(framework).describe(name, model, usable)
 
 
 def _default_namespace() -> dict[str, Any]:

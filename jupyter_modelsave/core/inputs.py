@@ -46,6 +46,9 @@ class ExampleInputs:
     args: tuple[torch.Tensor, ...]
     kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
+    # how the framework packs the tensors into call arguments (Keras' ``Layout``); None: the
+    # args and kwargs as they are (PyTorch)
+    layout: Any = None
 
     @property
     def tensors(self) -> list[torch.Tensor]:
@@ -61,7 +64,9 @@ class ExampleInputs:
     def replaced(self, tensors: list[torch.Tensor]) -> ExampleInputs:
         """The same call with other tensors, in ``names`` order."""
         n = len(self.args)
-        return ExampleInputs(tuple(tensors[:n]), dict(zip(self.kwargs, tensors[n:])), self.names)
+        return ExampleInputs(
+            tuple(tensors[:n]), dict(zip(self.kwargs, tensors[n:])), self.names, self.layout
+        )
 
     def to(self, device: torch.device) -> ExampleInputs:
         return self.replaced([t.to(device) for t in self.tensors])

@@ -1,14 +1,16 @@
 """``stage``: export into a private work folder and prove parity; ``StagedExport.write``: accept it.
 
-Nothing touches the destination before ``write``. The live model is left as it was: its device,
-dtypes, values, training flags, ``requires_grad`` flags and hooks (see ``model_state.preserved``),
-also when stage fails or is interrupted, and the work folder is then removed.
+One flow for every framework: the model's adapter (``frameworks``) calls it and flattens its
+outputs, the format (``formats``) exports and checks the artifact. Nothing touches the destination
+before ``write``. The live model is left as it was: for PyTorch its device, dtypes, values,
+training flags, ``requires_grad`` flags and hooks (see ``model_state.preserved``), also when stage
+fails or is interrupted, and the work folder is then removed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
 import datetime as _dt
 import functools
 import shutil
@@ -19,44 +21,29 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .. import __version__
-from . import artifacts, hashing, hf, trust
+from . import artifacts, hashing, trust
 from ._capture import first_line
-from ._exporter_steps import exporter_steps
-from .discovery import last_inputs, recording_paused
-from .distributed import is_sharded
-from .errors import (
-    ExportError,
-    InvalidOptionError,
-    ModelSaveError,
-    NotAModelError,
-    ParityError,
-    WriteError,
-    shown,
-)
+from .discovery import recording_paused
+from .errors import ExportError, InvalidOptionError, ModelSaveError, ParityError, WriteError, shown
 from .formats import get_format
-from .formats.base import ArtifactFormat, Exported, ExportJob
-from .formats.onnx import RESERVED_METADATA
-from .inputs import ExampleInputs, TensorSpec, normalize_inputs
-from .keras._tf import KERAS_FRAMEWORKS, framework_of
-from .model_state import preserved, reference_mode
+from .formats.base import ArtifactFormat, Exported, ExportJob, reserved_metadata
+from .frameworks import Adapter, adapter_for
+from .inputs import ExampleInputs, TensorSpec
 from .options import (
     check_artifact_name,
     check_destination,
     check_dynamic_axes,
-    check_exporter,
     check_flag,
     check_metadata,
     check_names,
     check_opset,
-    check_optional_flag,
     check_tolerance,
+    default_axis_name,
     default_tolerances,
 )
 from .parity import ParityReport
-from .verify import Progress, call_model, device_of, flatten_outputs, no_progress
+from .verify import Progress, live_outputs, no_progress
+from .version import __version__
 
 
 def _unrecorded(function: Callable) -> Callable:
@@ -77,6 +64,7 @@ class StagedExport:
                  name: str, warnings: list[str], output_specs: list[TensorSpec],
                  tolerances: tuple[float, float]) -> None:  # fmt: skip
         self.format = fmt.name
+        self.framework = job.framework
         self.exporter = exported.exporter
         self.opset = exported.opset
         self.path = exported.path
@@ -97,6 +85,7 @@ class StagedExport:
         self._extension = fmt.extension
         self._workdir = job.workdir
         self.tolerances = tolerances  # (atol, rtol) of the last parity check
+        self._job = job
         self._verify_again = lambda atol, rtol: fmt.verify(exported, job, atol, rtol, no_progress)
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(job.workdir), True)
 
@@ -109,9 +98,12 @@ class StagedExport:
         """Check parity again (e.g. with other tolerances) without exporting again.
 
         Tolerances default to the last ones used; the new report replaces ``self.report``.
+        Tolerances given here apply to every output (not by each output's dtype).
         """
         if self.discarded:
             raise InvalidOptionError("This export was discarded; stage it again to verify it.")
+        if atol is not None or rtol is not None:
+            self._job.output_tolerances = {}
         atol = self.tolerances[0] if atol is None else check_tolerance("atol", atol)
         rtol = self.tolerances[1] if rtol is None else check_tolerance("rtol", rtol)
         with typed_errors("parity check", self.format):
@@ -159,13 +151,12 @@ class StagedExport:
         self._cleanup()
 
     def manifest(self, name: str, version: str) -> dict[str, Any]:
-        import onnx
-
         return {
             "producer": "jupyter_modelsave",
             "name": name,
             "version": version,
             "format": self.format,
+            "framework": self.framework,
             "exporter": self.exporter,
             "opset": self.opset,
             "sha256": self.sha256,
@@ -173,12 +164,7 @@ class StagedExport:
             "size_bytes": self.size_bytes,
             "files": self.file_hashes,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "versions": {
-                "jupyter_modelsave": __version__,
-                "torch": torch.__version__,
-                "onnx": onnx.__version__,
-                "python": sys.version.split()[0],
-            },
+            "versions": versions(self._job.adapter),
             "inputs": [s.to_dict() for s in self.input_specs],
             "outputs": [s.to_dict() for s in self.output_specs],
             "dynamic_axes": {
@@ -217,7 +203,7 @@ def stage(
     atol: float | None = None,
     rtol: float | None = None,
     metadata: dict[str, Any] | None = None,
-    device: str | torch.device | None = None,
+    device: Any = None,
     exporter: str = "auto",
     name: str | None = None,
     external_data: bool | None = None,
@@ -226,90 +212,107 @@ def stage(
 ) -> StagedExport:
     """Export ``model`` into a private work folder and check parity against the live model.
 
-    ``example_inputs``: a tensor, tuple of tensors or dict of keyword tensors; default, the inputs
-    of the last forward call recorded by ``jms.watch``; weight formats (safetensors, state_dict,
-    checkpoint) run without any, and skip the forward pass. ``device``: export a copy of the model on
-    that device (the live model never moves); default, where the model lives. See the README for
-    every option. Other keyword arguments are options of the chosen format (``format_options``).
-    Keras models and ``tf.Module``s are handed to ``core.keras.staging.stage_keras``.
+    ``example_inputs``: as you call the model (for PyTorch a tensor, tuple of tensors or dict of
+    keyword tensors); default, the inputs of the last recorded forward call (PyTorch) or random
+    inputs of the declared shapes (Keras); weight formats run without any, and skip the forward
+    pass. ``device``: export a copy of a PyTorch model on that device (the live model never
+    moves); default, where the model lives. See the README for every option. Other keyword
+    arguments are options of the chosen format (``format_options``).
     """
-    if (framework := framework_of(model)) in KERAS_FRAMEWORKS:
-        from .keras.staging import stage_keras
-
-        return stage_keras(model, example_inputs, framework=framework, format=format, opset=opset,
-                           dynamic_axes=dynamic_axes, input_names=input_names,
-                           output_names=output_names, parity=parity, atol=atol, rtol=rtol,
-                           metadata=metadata, device=device, exporter=exporter,
-                           name=name if name is not None else _guess_name(model),
-                           external_data=external_data, progress=progress, **format_options)  # fmt: skip
-    if is_sharded(model):  # DTensor weights: a collective call on every rank
-        from .distributed.export import stage_sharded
-
-        return stage_sharded(model, example_inputs, format=format, opset=opset,
-                             dynamic_axes=dynamic_axes, input_names=input_names,
-                             output_names=output_names, parity=parity, atol=atol, rtol=rtol,
-                             metadata=metadata, device=device, exporter=exporter, name=name,
-                             external_data=external_data, progress=progress, **format_options)  # fmt: skip
+    adapter = adapter_for(model)
+    if (collective := adapter.collective(model)) is not None:  # every rank stages it together
+        return collective.stage(model, example_inputs, format=format, opset=opset,
+                                dynamic_axes=dynamic_axes, input_names=input_names,
+                                output_names=output_names, parity=parity, atol=atol, rtol=rtol,
+                                metadata=metadata, device=device, exporter=exporter, name=name,
+                                external_data=external_data, progress=progress, **format_options)  # fmt: skip
     progress = check_progress(progress)
     progress("prepare", 0.0)
-    model = _check_model(model)
-    fmt = get_format(format, "torch")
-    exporter = check_exporter(exporter)
-    opset = check_opset(opset, exporter)
-    external_data = check_optional_flag("external_data", external_data)
+    fmt = get_format(format, adapter.name)
+    own = adapter.check_options(device=device, exporter=exporter, external_data=external_data)
+    opset = check_opset(opset, adapter, own["exporter"])
+    atol = None if atol is None else check_tolerance("atol", atol)
+    rtol = None if rtol is None else check_tolerance("rtol", rtol)
     meta = check_metadata(metadata)
-    clash = [k for k in meta if k in RESERVED_METADATA]
+    clash = [k for k in meta if k in reserved_metadata(adapter.name)]
     if clash:
         raise InvalidOptionError(f"metadata keys {clash} are reserved; rename them.")
     name = check_artifact_name(name if name is not None else _guess_name(model))
     fmt_options = fmt.check_options(format_options)
-    model, example = _placed(model, _example_for(model, example_inputs, fmt.needs_inputs), device)
-    _check_materialised(model)
+    given = adapter.example(model, example_inputs, fmt.capabilities.needs_inputs)
+    model, example = adapter.placed(model, given and given.inputs, device)
     runs = example is not None  # else a weight format without inputs: nothing to run or name
-    if example is None:
-        example = ExampleInputs(())
-    ref_dtype = _float_dtype(model)
-    default_atol, default_rtol = default_tolerances(ref_dtype)
-    atol = default_atol if atol is None else check_tolerance("atol", atol)
-    rtol = default_rtol if rtol is None else check_tolerance("rtol", rtol)
+    adapter.check_ready(model, runs)
+    example = example if runs else ExampleInputs(())
     in_names = check_names("input_names", input_names, len(example.names)) or example.names
+    note = given.note if given else ""
+    if dynamic_axes is None and given and given.declared_dynamic:
+        dynamic_axes, kept = _declared_axes(in_names, given.declared_dynamic)
+        note += kept
+    notes = [note] if note else []  # what jms chose or changed for this export, first
+    with adapter.staging(model) as changed:  # export and parity: one forward pass, no cache
+        notes += changed
+        live_names, live = [], []
+        if runs:
+            with adapter.kept(model):
+                live_names, live = live_outputs(adapter, model, example)
+        out_names = check_names("output_names", output_names, len(live_names)) or live_names
+        axes = check_dynamic_axes(dynamic_axes, dataclasses.replace(example, names=in_names),
+                                  out_names)  # fmt: skip
+        job = ExportJob(model, example, in_names, out_names, axes, opset, own["exporter"], meta,
+                        Path(), own["external_data"], fmt_options, live if runs else None,
+                        adapter.name, progress=progress)  # fmt: skip
+        tolerances = _tolerances(job, adapter.reference_dtypes(model, live), atol, rtol, notes)
 
-    live_names: list[str] = []
-    live_tensors: list[torch.Tensor] = []
-    if runs:
-        with preserved(model), reference_mode(), hf.cache_off(model):
-            live_names, live_tensors = flatten_outputs(call_model(model, example))
-    out_names = check_names("output_names", output_names, len(live_names)) or live_names
-    renamed = example.replaced(example.tensors)
-    renamed.names = in_names
-    axes = check_dynamic_axes(dynamic_axes, renamed, out_names)
-    notes: list[str] = []  # what jms changed for this export, first in the warnings
+        def build(workdir: Path) -> StagedExport:
+            job.workdir = workdir
+            progress("export", 0.1)
+            with adapter.kept(model, exporting=True), typed_errors("export", fmt.name):
+                exported = fmt.export(job)
+            report = None
+            if parity:
+                progress("parity", 0.6)
+                with typed_errors("parity check", fmt.name):
+                    report = fmt.verify(exported, job, *tolerances, progress)
+            job.example_outputs = None  # a later verify() runs the model as it is then
+            specs = [adapter.spec(n, v) for n, v in zip(out_names, live)]
+            return StagedExport(fmt, exported, job, report, name, [*notes, *exported.warnings],
+                                specs, tolerances)  # fmt: skip
 
-    def build(workdir: Path) -> StagedExport:
-        job = ExportJob(model, example, in_names, out_names, axes, opset, exporter, meta, workdir,
-                        external_data, fmt_options, live_tensors if runs else None)  # fmt: skip
-        progress("export", 0.1)
-        with (
-            preserved(model, hide_backward_hooks=True),
-            typed_errors("export", fmt.name),
-            exporter_steps(progress, 0.1, 0.6),
-        ):
-            exported = fmt.export(job)
-        report = None
-        if parity:
-            progress("parity", 0.6)
-            with typed_errors("parity check", fmt.name):
-                report = fmt.verify(exported, job, atol, rtol, progress)
-        job.example_outputs = None  # a later verify() runs the model as it is then
-        warnings = [*notes, *exported.warnings]
-        if example_inputs is None and example.names:
-            warnings.insert(0, "example inputs: the last recorded forward call's inputs")
-        specs = [TensorSpec.of(n, t) for n, t in zip(out_names, live_tensors)]
-        return StagedExport(fmt, exported, job, report, name, warnings, specs, (atol, rtol))
-
-    with hf.cache_off(model) as hf_notes:  # export and parity: one forward pass, no cache
-        notes += hf_notes
         return in_work_folder(build, progress)
+
+
+def _declared_axes(names: list[str], declared: list[list[int]]) -> tuple[Any, str]:
+    """The dims a model declares dynamic (Keras' None dims) as dynamic axes, and a note naming
+    them (axis names from ``options.default_axis_name``)."""
+    if len(declared) != len(names):
+        return None, ""
+    axes = {name: {d: default_axis_name(name, d) for d in dims}
+            for name, dims in zip(names, declared) if dims}  # fmt: skip
+    kept = ", ".join(f"{n}:{d}={a}" for n, dims in axes.items() for d, a in dims.items())
+    return axes or None, f"; the None dims stay dynamic ({kept})" if kept else ""
+
+
+def _tolerances(job: ExportJob, dtypes: list[str], atol: float | None, rtol: float | None,
+                notes: list[str]) -> tuple[float, float]:  # fmt: skip
+    """The report's (atol, rtol), and in ``job.output_tolerances`` those of outputs judged by
+    their own dtype's defaults (a float16 or bfloat16 output of a mixed-precision Keras model).
+
+    Tolerances you give apply to every output; a default one comes from the output's reference
+    dtype (``Adapter.reference_dtypes``). The report shows the loosest used; ``notes`` names
+    the outputs judged otherwise.
+    """
+    defaults = [default_tolerances(d) for d in dtypes] or [
+        default_tolerances(job.adapter.float_dtype(job.model))  # no outputs ran: the weights'
+    ]
+    used = [(a if atol is None else atol, r if rtol is None else rtol) for a, r in defaults]
+    loosest = max(used)
+    job.output_tolerances = {n: t for n, t in zip(job.output_names, used) if t != loosest}
+    if job.output_tolerances or len(set(dtypes)) > 1:
+        each = zip(job.output_names, dtypes, used)
+        notes.append("parity tolerances by output dtype: "
+                     + ", ".join(f"{n} ({d}) atol={a:g} rtol={r:g}" for n, d, (a, r) in each))  # fmt: skip
+    return loosest
 
 
 @contextlib.contextmanager
@@ -349,11 +352,9 @@ def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: st
     """``stage`` then ``write``; raises ``ParityError`` when parity fails unless ``allow_mismatch``."""
     if name is None:
         name = _guess_name(model)
-    if is_sharded(model):  # stage beside dest, so that writing is a rename
-        from .distributed.export import export_sharded
-
-        return export_sharded(model, dest, example_inputs, name=name, version=version,
-                              overwrite=overwrite, allow_mismatch=allow_mismatch, **options)  # fmt: skip
+    if (collective := adapter_for(model).collective(model)) is not None:  # staged beside dest
+        return collective.export(model, dest, example_inputs, name=name, version=version,
+                                 overwrite=overwrite, allow_mismatch=allow_mismatch, **options)  # fmt: skip
     staged = stage(model, example_inputs, name=name, **options)
     try:
         return staged.write(
@@ -374,64 +375,11 @@ def check_progress(progress: Any) -> Progress:
     return progress
 
 
-def _check_model(model: Any) -> torch.nn.Module:
-    if not isinstance(model, torch.nn.Module):
-        raise NotAModelError(
-            f"Expected a torch.nn.Module, got {type(model).__name__}. jms.find_models() lists the "
-            "models in your namespace."
-        )
-    return model
-
-
-def _check_materialised(model: torch.nn.Module) -> None:
-    """Refuse weights on the meta device: they have shapes but no values to export."""
-    meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if meta:
-        raise InvalidOptionError(
-            f"{len(meta)} weight(s) of {type(model).__name__} are on the meta device and hold no "
-            f"values (first: {meta[0]}). Load the weights first, e.g. model.to_empty(device='cpu') "
-            "then model.load_state_dict(...)."
-        )
-
-
-def _example_for(
-    model: torch.nn.Module, example_inputs: Any, required: bool
-) -> ExampleInputs | None:
-    """The given inputs, else the last recorded call's; None when the format does not need any."""
-    if example_inputs is None:
-        recorded = last_inputs(model)
-        if recorded is not None:
-            return recorded
-        if not required:
-            return None
-    return normalize_inputs(model, example_inputs)
-
-
-def _float_dtype(model: torch.nn.Module) -> str:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return str(p.dtype).removeprefix("torch.")
-    return "float32"
-
-
-def _placed(
-    model: torch.nn.Module, example: ExampleInputs | None, device: Any
-) -> tuple[torch.nn.Module, ExampleInputs | None]:
-    """The model to export (a copy when ``device`` differs from where it lives) and inputs on its device."""
-    home = torch.device(device_of(model))
-    if device is not None:
-        try:
-            target = torch.device(device)
-        except (RuntimeError, TypeError, ValueError) as err:
-            raise InvalidOptionError(
-                f"device={shown(device)} is not a torch device: {err}"
-            ) from None
-        if target != home:
-            model = copy.deepcopy(model).to(target)
-            home = target
-    if example is not None and any(t.device != home for t in example.tensors):
-        example = example.to(home)
-    return model, example
+def versions(adapter: Adapter) -> dict[str, str]:
+    """The versions a manifest records: jms, the framework's, the ONNX tools used, Python."""
+    tools = {m: getattr(sys.modules.get(m), "__version__", None) for m in ("onnx", "tf2onnx")}
+    return {"jupyter_modelsave": __version__, **adapter.versions(),
+            **{m: str(v) for m, v in tools.items() if v}, "python": sys.version.split()[0]}  # fmt: skip
 
 
 def _guess_name(model: Any) -> str:

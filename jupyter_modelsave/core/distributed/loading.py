@@ -24,7 +24,8 @@ from .. import hashing
 from ..errors import IntegrityError, InvalidOptionError
 from ..formats._safetensors_header import check_artifact
 from ..formats.safetensors_format import INDEX_FILE
-from ..loading import _artifact_path, _check_fits, read_manifest, readable
+from ..frameworks.torch import check_fits
+from ..loading import _artifact_path, read_manifest, readable
 from ..options import check_flag
 from ._collective import Collective, check_timeout, joined
 
@@ -108,7 +109,7 @@ def _match(model: torch.nn.Module, artifact: _Checked, strict: bool) -> None:
     shapes = {**artifact.shapes}
     shapes.update({a: shapes[o] for a, o in artifact.aliases.items() if o in shapes})
     metas = {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
-    _check_fits(model, metas, strict, artifact.path)
+    check_fits(model, metas, strict, artifact.path)
     full = model.state_dict(keep_vars=True)
     artifact.missing = [k for k in full if k not in shapes]
     artifact.unexpected = sorted(k for k in shapes if k not in full)

@@ -12,6 +12,7 @@ from ..errors import InvalidOptionError
 if TYPE_CHECKING:
     import torch
 
+    from ..frameworks import Adapter
     from ..inputs import ExampleInputs
     from ..options import DynamicAxes
     from ..parity import ParityReport
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 class ExportJob:
     """Everything a format needs to export one model, already validated."""
 
-    model: torch.nn.Module
+    model: Any
     example: ExampleInputs  # tensors on the model's device, names = forward's parameter names
     input_names: list[str]  # names in the artifact (``input_names`` option or ``example.names``)
     output_names: list[str]
@@ -35,7 +36,17 @@ class ExportJob:
     format_options: dict[str, Any] = field(default_factory=dict)  # checked by the format
     # the live model's outputs on ``example``, computed once by ``stage``: the parity check's
     # "example" probe reuses them (cleared after the stage, so a later verify() runs the model)
-    example_outputs: list[torch.Tensor] | None = None
+    example_outputs: list[Any] | None = None
+    framework: str = "torch"  # the model's (``frameworks.REGISTRY``)
+    # (atol, rtol) of outputs judged other than the report's tolerances (by their own dtype)
+    output_tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)
+    progress: Progress | None = None  # the stage's, for exporters that report their own steps
+
+    @property
+    def adapter(self) -> Adapter:
+        from ..frameworks import adapter
+
+        return adapter(self.framework)
 
 
 @dataclass
@@ -54,11 +65,38 @@ class Exported:
     value_conversions: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a format can do, declared once on its class and read by every surface: ``stage``,
+    the magic, the widget, and the sidebar (the kernel sends them with its ``options`` reply)."""
+
+    kind: str = "graph"  # "graph" (the computation, checked on probes) or "weights" (tensors only)
+    needs_inputs: bool = True  # staged by running the model on example inputs
+    dynamic_axes: bool = True  # takes ``dynamic_axes``
+    exporters: tuple[str, ...] = ()  # the choices of ``exporter`` (none: no choice to offer)
+    opsets: bool = False  # takes ``opset`` (its range: the framework's, ``Adapter.opsets``)
+    folder: bool = False  # the artifact can be a folder (else always one file)
+    graph_view: bool = False  # Netron can show its graph (the sidebar's graph view)
+
+
+WEIGHTS = Capabilities(kind="weights", needs_inputs=False, dynamic_axes=False)
+
+
 class ArtifactFormat:
     name: ClassVar[str]
     extension: ClassVar[str]  # of the file, or of the folder for multi-file artifacts
     description: ClassVar[str]
-    needs_inputs: ClassVar[bool] = True  # weight formats save without running the model
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def available(self) -> bool:
+        """Whether this process can export to this format (Keras' SavedModel and ONNX need
+        Keras' TensorFlow backend); the surfaces offer only the formats that are."""
+        return True
+
+    def graph_view(self, path: Path) -> bytes:
+        """The artifact at ``path`` as a file that shows its graph without the weights
+        (``capabilities.graph_view``: the sidebar shows large artifacts from it)."""
+        raise NotImplementedError
 
     def matches(self, path: Path) -> bool:
         """Whether a file without a manifest looks like this format (by default: its extension)."""
@@ -113,7 +151,7 @@ class ArtifactFormat:
 class WeightsFormat(ArtifactFormat):
     """A format that stores weights only: saved without running the model, parity = round trip."""
 
-    needs_inputs = False
+    capabilities = WEIGHTS
 
     def verify(
         self, exported: Exported, job: ExportJob, atol: float, rtol: float, progress: Progress
@@ -127,19 +165,30 @@ class WeightsFormat(ArtifactFormat):
         return loaded
 
 
-EXTRA_FILE = "jupyter_modelsave.json"  # name of the embedded note in TorchScript and .pt2 archives
+EXTRA_FILE = "jupyter_modelsave.json"  # the embedded note's name in archives and folders
+
+
+def producer(framework: str) -> dict[str, str]:
+    """Who made an artifact: jms and its version, the framework and its versions
+    (``producer``, ``producer_version``, ``framework``, ``<library>_version``)."""
+    from ..frameworks import adapter
+    from ..version import __version__
+
+    versions = adapter(framework).versions()
+    return {"producer": "jupyter_modelsave", "producer_version": __version__,
+            "framework": framework, **{f"{k}_version": v for k, v in versions.items()}}  # fmt: skip
+
+
+def reserved_metadata(framework: str) -> list[str]:
+    """The metadata keys jms writes itself (``producer`` and the input and output names)."""
+    return [*producer(framework), "inputs", "outputs"]
 
 
 def embedded_note(job: ExportJob) -> str:
-    """JSON embedded in archives that hold extra files: producer, torch, I/O names, metadata."""
+    """JSON embedded in artifacts that hold extra files: producer, I/O names, metadata."""
     import json
 
-    import torch
-
-    from ... import __version__
-
-    return json.dumps({"producer": "jupyter_modelsave", "producer_version": __version__,
-                       "torch_version": str(torch.__version__), "inputs": job.input_names,
+    return json.dumps({**producer(job.framework), "inputs": job.input_names,
                        "outputs": job.output_names, "metadata": job.metadata})  # fmt: skip
 
 

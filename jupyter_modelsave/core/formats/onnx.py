@@ -26,19 +26,19 @@ from typing import Any
 
 import torch
 
-from ... import __version__
 from .._capture import captured_output, first_line, value_conversions
+from .._exporter_steps import exporter_steps
 from ..errors import ExportError
 from ..inputs import ExampleInputs
-from ..options import shared_dimensions
+from ..options import EXPORTERS, shared_dimensions
+from ..verify import no_progress
 from . import _baked_values
-from .base import ArtifactFormat, Exported, ExportJob, dynamic_shapes
+from .base import ArtifactFormat, Capabilities, Exported, ExportJob, dynamic_shapes, producer
 
 EXTERNAL_DATA_BYTES = 2 * 1024**3 - 64 * 1024**2  # leave room for the graph itself
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 _ALIGNMENT = 64 * 1024  # external data offsets of big tensors: ORT maps aligned ones, copies others
-RESERVED_METADATA = ("producer", "producer_version", "torch_version", "inputs", "outputs")
 DYNAMO_OPSET = 18  # the opset torch.onnx's dynamo exporter builds; lower ones are converted
 _RNN_OPS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
@@ -49,6 +49,7 @@ class OnnxFormat(ArtifactFormat):
     description = (
         "ONNX graph (+ external data over 2 GB), checked with onnx.checker and ONNX Runtime"
     )
+    capabilities = Capabilities(exporters=EXPORTERS, opsets=True, folder=True, graph_view=True)
 
     def export(self, job: ExportJob) -> Exported:
         large = job.external_data
@@ -57,7 +58,8 @@ class OnnxFormat(ArtifactFormat):
         folder = job.workdir / "artifact.onnx" if large else job.workdir
         folder.mkdir(exist_ok=True)
         path = folder / MODEL_FILE
-        exporter, notes, conversions = _export_with_fallback(job, path, large)
+        with exporter_steps(job.progress or no_progress, 0.1, 0.6):  # torch.onnx's own steps
+            exporter, notes, conversions = _export_with_fallback(job, path, large)
         opset = _finish(path, job, large, embedded=exporter == "dynamo")
         return Exported(folder if large else path, exporter, opset, notes,
                         value_conversions=conversions)  # fmt: skip
@@ -83,6 +85,18 @@ class OnnxFormat(ArtifactFormat):
             return dict(zip(out_names, sess.run(None, feeds)))
 
         return run
+
+    def graph_view(self, path: Path) -> bytes:
+        """An ONNX copy whose initializers keep name, dtype and dims but hold no data."""
+        import onnx
+
+        model = onnx.load(str(_model_file(path)), load_external_data=False)
+        for tensor in model.graph.initializer:
+            for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
+                          "uint64_data", "string_data", "external_data"):  # fmt: skip
+                tensor.ClearField(field)
+            tensor.data_location = onnx.TensorProto.DEFAULT
+        return model.SerializeToString()
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
         """An ORT session; an untrusted file is checked first and opened without constant
@@ -239,7 +253,7 @@ def _export_dynamo(job: ExportJob, path: Path, large: bool) -> tuple[list[str], 
         raise ExportError(fixed)
     _program_cache.remember(job, program)
     program.model.metadata_props.clear()
-    program.model.metadata_props.update(_metadata_props(job))
+    program.model.metadata_props.update(metadata_props(job))
     _save_program(program, path, large)
     return notes, program.model.opset_imports.get("")
 
@@ -371,7 +385,7 @@ def _rewrite_with_metadata(path: Path, job: ExportJob, large: bool) -> Any:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=True)
-    _set_metadata(proto, job)
+    set_metadata(proto, job)
     for stray in path.parent.iterdir():
         if stray != path:
             stray.unlink()
@@ -385,23 +399,23 @@ def _rewrite_with_metadata(path: Path, job: ExportJob, large: bool) -> Any:
     return proto
 
 
-def _metadata_props(job: ExportJob) -> dict[str, str]:
+def metadata_props(job: ExportJob) -> dict[str, str]:
+    """The graph's ``metadata_props``: producer and versions, inputs (with their dynamic axes),
+    outputs, and the user's metadata (strings as they are, other values as JSON)."""
     inputs = [
         {**spec.to_dict(), "name": name, "dynamic_axes": job.dynamic_axes.get(name, {})}
         for name, spec in zip(job.input_names, job.example.specs)
     ]
     return {
-        "producer": "jupyter_modelsave",
-        "producer_version": __version__,
-        "torch_version": torch.__version__,
+        **producer(job.framework),
         "inputs": json.dumps(inputs),
         "outputs": json.dumps(job.output_names),
         **{k: v if isinstance(v, str) else json.dumps(v) for k, v in job.metadata.items()},
     }
 
 
-def _set_metadata(proto: Any, job: ExportJob) -> None:
+def set_metadata(proto: Any, job: ExportJob) -> None:
     del proto.metadata_props[:]
-    for key, value in _metadata_props(job).items():
+    for key, value in metadata_props(job).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

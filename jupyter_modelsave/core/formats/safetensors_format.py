@@ -15,6 +15,7 @@ CUDA tensors stream through two pinned buffers) and hashed while written.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -24,9 +25,9 @@ from typing import Any
 
 import torch
 
-from ... import __version__
 from ..errors import ExportError, InvalidOptionError
-from .base import Exported, ExportJob, WeightsFormat
+from ..version import __version__
+from .base import WEIGHTS, Exported, ExportJob, WeightsFormat
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 INDEX_FILE = "model.safetensors.index.json"
@@ -40,6 +41,7 @@ class SafetensorsFormat(WeightsFormat):
     name = "safetensors"
     extension = ".safetensors"
     description = "state_dict in safetensors (sharded above max_shard_size), tied weights kept"
+    capabilities = dataclasses.replace(WEIGHTS, folder=True)
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         unknown = set(options) - {"max_shard_size"}

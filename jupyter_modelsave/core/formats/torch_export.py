@@ -24,6 +24,7 @@ import torch
 
 from .._capture import captured_output, first_line
 from ..errors import ExportError, ModelSaveError, UnsafeArtifactError
+from ..frameworks.torch import device_of, module_runner
 from ..inputs import ExampleInputs
 from ._export_errors import (
     describe,
@@ -61,8 +62,6 @@ class TorchExportFormat(ArtifactFormat):
     def runner(
         self, exported: Exported, job: ExportJob
     ) -> Callable[[ExampleInputs], dict[str, Any]]:
-        from ..verify import device_of, module_runner
-
         # the file this stage just exported from the live model: the user's own program
         module = self.load(exported.path, torch.device(device_of(job.model)), trusted=True).module()
         return module_runner(module, job.output_names)

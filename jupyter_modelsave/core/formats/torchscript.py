@@ -25,6 +25,7 @@ import torch
 
 from .._capture import captured_output, first_line, value_conversions
 from ..errors import ExportError, InvalidOptionError, UnsafeArtifactError
+from ..frameworks.torch import device_of, module_runner
 from ..inputs import ExampleInputs
 from . import _baked_values
 from ._torchload import PROGRAM_HINT, is_torchscript_archive
@@ -73,8 +74,6 @@ class TorchScriptFormat(ArtifactFormat):
     def runner(
         self, exported: Exported, job: ExportJob
     ) -> Callable[[ExampleInputs], dict[str, Any]]:
-        from ..verify import device_of, module_runner
-
         module = torch.jit.load(str(exported.path), map_location=device_of(job.model)).eval()
         return module_runner(module, job.output_names)
 
