@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
+from .core.artifacts import copy_tree
 from .core.errors import WriteError
 
 INDEX_FILE = "index.json"
@@ -103,6 +104,52 @@ def open_private(path: str | Path) -> IO[bytes]:
     except BaseException:
         os.close(fd)
         raise
+
+
+def mkdir_private(path: Path) -> None:
+    """A new folder, mode 0700 whatever the umask."""
+    os.mkdir(path, 0o700)
+    os.chmod(path, 0o700)  # the umask may have removed bits; never adds them
+
+
+def publish_tree(source: Path, target: Path) -> None:
+    """Publish a staged file or folder artifact as ``target``: folders 0700, files 0600."""
+    copy_tree(source, target, publish_file, mkdir_private)
+
+
+def publish_file(source: Path, target: Path) -> None:
+    """A hard link when the staged file is already private (mode 0600), else a 0600 copy.
+
+    A link shares the file's mode, so a staged file with wider permissions is copied instead:
+    the published name never refers to bytes that other users could read.
+    """
+    info = source.stat()
+    if info.st_mode & 0o777 == 0o600:
+        try:
+            os.link(source, target)
+            return
+        except OSError:  # another file system, or links not allowed
+            pass
+    with open(source, "rb") as src, open_private(target) as dst:
+        _copy_bytes(src, dst, info.st_size)
+
+
+def _copy_bytes(src: Any, dst: Any, size: int) -> None:
+    """Copy in the kernel where the OS can (``copy_file_range``: no user-space buffer, a
+    copy-on-write clone on file systems that have them), else through a buffer."""
+    copied = 0
+    if hasattr(os, "copy_file_range"):
+        try:
+            while copied < size:
+                step = os.copy_file_range(src.fileno(), dst.fileno(), size - copied)
+                if step == 0:
+                    break
+                copied += step
+        except OSError:  # not supported between these files: fall back from where it stopped
+            pass
+    src.seek(copied)
+    dst.seek(copied)
+    shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def write_private(path: str | Path, data: bytes) -> None:

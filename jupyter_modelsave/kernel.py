@@ -2,20 +2,19 @@
 
 The sidebar installs it with a silent, history-free execute of
 ``import jupyter_modelsave.kernel as _jms_kernel; _jms_kernel.install(...)`` and then opens a
-Comm on ``COMM_TARGET``. Each message from the sidebar is ``{"id", "op", "args"}``; the kernel
-answers ``{"id", "event": "progress", "step", "fraction"}`` while it works and one
-``{"id", "event": "reply", "ok": true, "result"}`` or ``{..., "ok": false, "error": {"type",
-"message"}}`` at the end. Operations: ``models``, ``options``, ``stage``, ``write``, ``discard``.
+Comm on ``COMM_TARGET``. The messages, their fields and their JSON types are defined once in
+``protocol.py`` (mirrored by ``src/protocol.ts``). Operations: ``models``, ``options``,
+``stage``, ``write``, ``discard``.
 
-Every step is the core's (``jms.find_models``, ``jms.stage``, ``StagedExport.write``/
-``discard``); this module only translates JSON to calls and publishes staged files for the
-server extension (see ``_paths``). A staging runs on the kernel's main thread, so the sidebar
-cancels it by interrupting the kernel (``KeyboardInterrupt``, answered as ``Cancelled``).
+Every step is the core's, through the service the widget uses too (``service.py``); this module
+checks the JSON, answers it, and publishes staged files for the server extension (``_paths``).
+A staging runs on the kernel's main thread, so the sidebar cancels it by interrupting the kernel
+(``KeyboardInterrupt``, answered as ``Cancelled``).
 
 Robustness: a message that is not a JSON object, exceeds ``MAX_MESSAGE_BYTES``, is nested deeper
 than ``MAX_DEPTH``, names no known operation, has ``args`` that are not an object, has a field
-the operation does not take or a value of another JSON type than ``FIELDS`` says (flags are JSON
-booleans: ``"false"`` is refused, never read as true), or comes out of order (write or discard of
+the operation does not take or a value of another JSON type than ``protocol.FIELDS`` says (flags
+are JSON booleans: ``"false"`` is refused, never read as true), or comes out of order (write or discard of
 an id that was never staged or is already discarded) gets an error reply (``InvalidOptionError``)
 and changes nothing. Whatever a step raises (the example expression included: ``SystemExit``,
 ``GeneratorExit``, any ``BaseException``), the request gets exactly one reply; only a
@@ -42,15 +41,17 @@ from typing import Any
 from ._paths import (
     INDEX_FILE,
     default_staging_dir,
+    mkdir_private,
     new_staging_id,
-    open_private,
     private_dir,
+    publish_tree,
     write_private,
 )
 from .core.errors import InvalidOptionError, WriteError, shown
 from .core.version import __version__
+from .protocol import COMM_TARGET, FIELDS, OPERATIONS, OPTIONAL_NOT_NULL
+from .service import ModelSaveService
 
-COMM_TARGET = "jupyter_modelsave"
 # A request's data above this size (as JSON) is refused: the protocol's requests are small.
 MAX_MESSAGE_BYTES = 1 << 20
 # A request nested deeper than this is refused (the deepest valid one, dynamic_axes, has 4 levels).
@@ -69,34 +70,6 @@ def _no_progress(step: str, fraction: float) -> None:
     """Silent progress callback."""
 
 
-# Each operation's fields and their JSON types (src/tokens.ts mirrors them). "?" : optional, and
-# null means "left out" (the core's default); flags are optional but never null. A field that is
-# not listed is refused.
-FIELDS: dict[str, dict[str, str]] = {
-    "models": {},
-    "options": {},
-    "stage": {
-        "model": "string",
-        "format": "string?",
-        "exporter": "string?",
-        "opset": "integer?",
-        "atol": "number?",
-        "rtol": "number?",
-        "name": "string?",
-        "example": "string?",
-        "dynamic_axes": "dynamic axes?",
-    },
-    "write": {
-        "id": "string",
-        "folder": "string?",
-        "name": "string?",
-        "version": "string?",
-        "overwrite": "boolean",
-        "allow_mismatch": "boolean",
-    },
-    "discard": {"id": "string"},
-}
-_OPTIONAL_NOT_NULL = {"overwrite", "allow_mismatch"}
 _AXIS_KEY = re.compile(r"-?[0-9]{1,4}")  # a dim as JSON object keys carry it: "0", "-1"
 
 _LIVE: weakref.WeakSet[ModelSaveKernel] = weakref.WeakSet()
@@ -112,19 +85,27 @@ def _discard_all_at_exit() -> None:
 class ModelSaveKernel:
     """The operations the sidebar asks for, on one namespace (IPython's ``user_ns`` in a kernel)."""
 
+    OPERATIONS = tuple(OPERATIONS)
+
     def __init__(
         self,
         namespace: dict[str, Any],
         staging_dir: str | Path | None = None,
         root_dir: str | Path | None = None,
     ) -> None:
-        self.namespace = namespace
+        self.service = ModelSaveService(namespace)
         self.staging_dir = Path(staging_dir) if staging_dir else default_staging_dir()
         self.root_dir = Path(root_dir or os.getcwd()).resolve()
         self.staged: dict[str, Any] = {}  # staging id -> StagedExport
         _LIVE.add(self)
 
-    OPERATIONS = ("models", "options", "stage", "write", "discard")
+    @property
+    def namespace(self) -> dict[str, Any]:
+        return self.service.namespace
+
+    @namespace.setter
+    def namespace(self, namespace: dict[str, Any]) -> None:
+        self.service.namespace = namespace
 
     def handle(self, op: str, args: dict[str, Any], progress: Progress = _no_progress) -> Any:
         """Run one operation; raises ``ModelSaveError`` for the user's mistakes."""
@@ -165,41 +146,18 @@ class ModelSaveKernel:
     # --- operations ---
 
     def models(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The namespace's models (``jms.find_models``: metadata only, cheap)."""
-        args = check_fields("models", args)
-        from .core.discovery import find_models
-
-        return {"models": [m.to_dict() for m in find_models(self.namespace)]}
+        """The namespace's models, with the rows of their dynamic-axes editors."""
+        check_fields("models", args)
+        return dict(self.service.models())
 
     def options(self, args: dict[str, Any]) -> dict[str, Any]:
-        """What the options form offers: formats, opset ranges per exporter, default tolerances."""
-        args = check_fields("options", args)
-        from .core.formats import formats
-        from .core.options import DEFAULT_TOLERANCES, EXPORTERS, opset_range
-
-        return {
-            "version": __version__,
-            "formats": formats(),
-            "exporters": list(EXPORTERS),
-            "opsets": {e: list(opset_range(e)) for e in EXPORTERS},
-            "tolerances": {k: list(v) for k, v in DEFAULT_TOLERANCES.items()},
-        }
+        """The frameworks, each format's capabilities, the default tolerances."""
+        check_fields("options", args)
+        return dict(self.service.options())
 
     def stage(self, args: dict[str, Any], progress: Progress = _no_progress) -> dict[str, Any]:
-        """``jms.stage`` the named model, publish it for the server, return its summary."""
-        args = check_fields("stage", args)
-        from .core.staging import stage
-
-        model = self._model(args.get("model"))
-        options = {
-            key: args[key]
-            for key in ("format", "opset", "exporter", "atol", "rtol", "name")
-            if args.get(key) is not None
-        }
-        options.setdefault("name", args["model"])  # the variable's name, as the sidebar shows it
-        if args.get("dynamic_axes"):
-            options["dynamic_axes"] = args["dynamic_axes"]
-        staged = stage(model, self._example(args.get("example")), progress=progress, **options)
+        """Stage the named model (``service.stage``), publish it for the server, summarise it."""
+        staged = self.service.stage(check_fields("stage", args), progress)  # type: ignore[arg-type]
         sid = new_staging_id()
         self.staged[sid] = staged
         try:
@@ -256,30 +214,6 @@ class ModelSaveKernel:
                 self.discard({"id": sid})
 
     # --- helpers ---
-
-    def _model(self, name: Any) -> Any:
-        if not isinstance(name, str) or name not in self.namespace:
-            raise InvalidOptionError(
-                f"No variable named {shown(name)} in the kernel; run the cell that defines it."
-            )
-        return self.namespace[name]
-
-    def _example(self, expression: Any) -> Any:
-        """``None``: the last recorded call; a string: a Python expression in the namespace."""
-        if expression is None or (isinstance(expression, str) and not expression.strip()):
-            return None
-        if not isinstance(expression, str):
-            raise InvalidOptionError("The example input must be a Python expression.")
-        from .core.example_guess import evaluate_example
-
-        try:
-            return evaluate_example(expression, self.namespace)  # the user's own namespace
-        except KeyboardInterrupt:
-            raise  # the sidebar's Cancel
-        except BaseException as err:  # SystemExit, GeneratorExit: the input's fault
-            raise InvalidOptionError(
-                f"The example input {shown(expression)} failed: {type(err).__name__}: {err}"
-            ) from None
 
     def _staged(self, sid: Any) -> Any:
         staged = self.staged.get(sid) if isinstance(sid, str) else None
@@ -365,7 +299,8 @@ def _deeper_than(value: Any, limit: int) -> bool:
 
 
 def check_fields(op: str, args: dict[str, Any]) -> dict[str, Any]:
-    """``args`` with every field checked against ``FIELDS[op]``; nulls of optional fields dropped.
+    """``args`` with every field checked against ``protocol.FIELDS[op]``; nulls of optional
+    fields dropped.
 
     Raises ``InvalidOptionError`` naming the first field that is unknown, missing or of another
     JSON type. ``dynamic_axes`` comes back with integer dims (JSON object keys are strings).
@@ -382,9 +317,9 @@ def check_fields(op: str, args: dict[str, Any]) -> dict[str, Any]:
         kind = kind.rstrip("?")
         value = args.get(field)
         if field not in args or (value is None and optional):
-            if not (optional or field in _OPTIONAL_NOT_NULL):
+            if not (optional or field in OPTIONAL_NOT_NULL):
                 raise InvalidOptionError(f"{op!r} needs the field {field!r} ({kind}).")
-            if field in args and field in _OPTIONAL_NOT_NULL:
+            if field in args and field in OPTIONAL_NOT_NULL:
                 raise _wrong_type(op, field, kind, value)
             continue
         if kind == "dynamic axes":
@@ -508,22 +443,24 @@ def publish(staged: Any, folder: Path) -> dict[str, Any]:
     """Put the staged artifact into ``folder`` (0700) with an ``index.json`` for the server.
 
     The index is written first (naming this process, so the server knows whose it is) and again,
-    complete, last. Every file is mode 0600 from its creation (``_publish_file``). ONNX artifacts
-    also get a graph for Netron: the artifact itself, or above ``GRAPH_FULL_BYTES`` (and for
-    folder artifacts) a copy without weights.
+    complete, last. Every file is mode 0600 from its creation (``_paths.publish_tree``). A format
+    whose graph Netron shows (``Capabilities.graph_view``) also gets a graph for it: the artifact
+    itself, or above ``GRAPH_FULL_BYTES`` (and for folder artifacts) a copy without weights.
     """
-    os.mkdir(folder, 0o700)
-    os.chmod(folder, 0o700)  # the umask may have removed bits; never adds them
+    from .core.formats import get_format
+
+    mkdir_private(folder)
     owner = {"pid": os.getpid()}
     write_private(folder / INDEX_FILE, json.dumps(owner).encode())
     artifact = f"{staged.name}{staged.path.suffix}"
-    _publish_tree(staged.path, folder / artifact)
+    publish_tree(staged.path, folder / artifact)
+    fmt = get_format(staged.format, staged.framework)
     graph = None
-    if staged.format == "onnx":
+    if fmt.capabilities.graph_view:
         graph = artifact
         if staged.path.is_dir() or staged.size_bytes > GRAPH_FULL_BYTES:
-            graph = f"{staged.name}.graph.onnx"
-            strip_weights(staged.path, folder / graph)
+            graph = f"{staged.name}.graph{fmt.extension}"
+            write_private(folder / graph, fmt.graph_view(staged.path))
     index = {
         "artifact": artifact,
         "graph": graph,
@@ -533,67 +470,6 @@ def publish(staged: Any, folder: Path) -> dict[str, Any]:
     }
     write_private(folder / INDEX_FILE, json.dumps(index).encode())
     return {"file": artifact, "graph": graph, "folder_artifact": staged.path.is_dir()}
-
-
-def strip_weights(source: Path, target: Path) -> None:
-    """Write an ONNX copy whose initializers keep name, dtype and dims but hold no data."""
-    import onnx
-
-    model_file = source / "model.onnx" if source.is_dir() else source
-    model = onnx.load(str(model_file), load_external_data=False)
-    for tensor in model.graph.initializer:
-        for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
-                      "uint64_data", "string_data", "external_data"):  # fmt: skip
-            tensor.ClearField(field)
-        tensor.data_location = onnx.TensorProto.DEFAULT
-    with open_private(target) as f:
-        f.write(model.SerializeToString())
-
-
-def _publish_tree(source: Path, target: Path) -> None:
-    """``_publish_file`` for a file; for a folder, its tree with folders 0700 and files 0600."""
-    if not source.is_dir():
-        _publish_file(source, target)
-        return
-    os.mkdir(target, 0o700)
-    os.chmod(target, 0o700)
-    for child in sorted(source.iterdir()):
-        _publish_tree(child, target / child.name)
-
-
-def _publish_file(source: Path, target: Path) -> None:
-    """A hard link when the staged file is already private (mode 0600), else a 0600 copy.
-
-    A link shares the file's mode, so a staged file with wider permissions is copied instead:
-    the published name never refers to bytes that other users could read.
-    """
-    info = source.stat()
-    if info.st_mode & 0o777 == 0o600:
-        try:
-            os.link(source, target)
-            return
-        except OSError:  # another file system, or links not allowed
-            pass
-    with open(source, "rb") as src, open_private(target) as dst:
-        _copy_bytes(src, dst, info.st_size)
-
-
-def _copy_bytes(src: Any, dst: Any, size: int) -> None:
-    """Copy in the kernel where the OS can (``copy_file_range``: no user-space buffer, a
-    copy-on-write clone on file systems that have them), else through a buffer."""
-    copied = 0
-    if hasattr(os, "copy_file_range"):
-        try:
-            while copied < size:
-                step = os.copy_file_range(src.fileno(), dst.fileno(), size - copied)
-                if step == 0:
-                    break
-                copied += step
-        except OSError:  # not supported between these files: fall back from where it stopped
-            pass
-    src.seek(copied)
-    dst.seek(copied)
-    shutil.copyfileobj(src, dst, 1 << 20)
 
 
 _INSTANCE: ModelSaveKernel | None = None

@@ -1,7 +1,9 @@
 """The ``%modelsave`` line magic: list the namespace's models, or stage, check and write one.
 
 Loaded with ``%load_ext jupyter_modelsave``. Every step is a core call (``find_models``,
-``stage``, ``StagedExport.write``); the magic only parses arguments and shows results.
+``stage``, ``StagedExport.write``); the magic only parses arguments and shows results. As the
+sidebar and the widget offer only the options a format takes, it refuses ``--opset`` and
+``--dynamic`` for a format whose capabilities say it takes none (``core.formats.describe``).
 Bad arguments raise IPython's ``UsageError`` (a usage message, no traceback); a
 ``jms.ModelSaveError`` is shown as one line, ``ErrorType: message``, and still fails the cell so
 that "Run all" stops there.
@@ -19,7 +21,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import HTML, display
 
-from ._codegen import export_call
+from ._codegen import defaults, export_call
 from ._display import human_size
 from .core.discovery import ModelInfo, find_models, start_recording
 from .core.errors import MissingInputError, ModelSaveError
@@ -97,6 +99,7 @@ class ModelSaveMagics(Magics):
         model = self._evaluate("MODEL", args.model)
         example = None if args.input is None else self._evaluate("--input", args.input)
         options = stage_options(args)
+        refuse_options_not_taken(options, model)
         write_options = {
             "version": args.version,
             "overwrite": args.overwrite,
@@ -136,6 +139,29 @@ def usage(parser: argparse.ArgumentParser) -> str:
             items.append(word)
     lines = textwrap.wrap(" ".join(items), 100, initial_indent="usage: ", subsequent_indent="    ")
     return "\n".join(lines).replace("\0", " ")
+
+
+def refuse_options_not_taken(options: dict[str, Any], model: Any) -> None:
+    """``UsageError`` for ``--opset`` or ``--dynamic`` with a format that takes no such option."""
+    from .core.errors import ModelSaveError
+    from .core.formats import describe
+    from .core.frameworks import adapter_for
+
+    fmt = options.get("format", defaults()["format"])
+    try:
+        takes = describe(fmt, adapter_for(model).name)
+    except ModelSaveError:
+        return  # not a model, or an unknown format: stage says so
+    flags = {
+        "--opset": ("opset", takes["opsets"]),
+        "--dynamic": ("dynamic_axes", takes["dynamic_axes"]),
+    }
+    wrong = [flag for flag, (key, taken) in flags.items() if key in options and not taken]
+    if wrong:
+        raise UsageError(
+            f"{' and '.join(wrong)} do{'es' if len(wrong) == 1 else ''} not apply to format "
+            f"{fmt!r}, which saves {takes['kind']} only; leave {'it' if len(wrong) == 1 else 'them'} out."
+        )
 
 
 def stage_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -236,9 +262,12 @@ def input_shapes(info: ModelInfo) -> str:
     Keras records no calls: its shapes are the declared ones, labelled so (None shown as the 2
     a stand-in example holds, and kept dynamic in the export).
     """
+    from .core.frameworks import adapter
+
+    recorded = adapter(info.framework).records_calls
     if info.last_input is None and info.guessed_expression:
         return f"none yet: run the model once, or --input {info.guessed_expression!r}"
     if info.last_input is None:
-        return "none yet: run the model once" if info.framework == "torch" else "none: use --input"
+        return "none yet: run the model once" if recorded else "none: use --input"
     shapes = ", ".join(f"{s.name}: {list(s.shape)} {s.dtype}" for s in info.last_input)
-    return shapes if info.framework == "torch" else f"declared (None as 2): {shapes}"
+    return shapes if recorded else f"declared (None as 2): {shapes}"

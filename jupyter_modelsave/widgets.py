@@ -4,6 +4,10 @@ The widget composes standard ipywidgets only (no JavaScript of its own), so it r
 ipywidgets does: JupyterLab, Notebook 7, VS Code, and rendered notebooks with embedded widget
 state. Every step is a core call (``find_models``, ``stage``, ``StagedExport.write/discard``).
 
+It is a view over the service the sidebar's kernel side uses (``service.py``): the same model
+list, example evaluation, format capabilities (which options a format takes) and translation of
+the choices into ``jms.stage`` arguments.
+
 Its ``state`` moves ``pick -> staging -> staged -> written`` (or back to ``pick`` on discard);
 a failed stage ends in ``error``, a failed write stays ``staged`` so the destination can be fixed.
 The buttons call the methods ``stage()``, ``write()``, ``discard()`` and ``show_code()``, which are
@@ -27,10 +31,11 @@ from traitlets import Unicode
 
 from ._codegen import defaults, export_call
 from ._display import human_size
-from .core.discovery import ModelInfo, find_models, model_info, start_recording
+from .core.discovery import ModelInfo, model_info, start_recording
 from .core.errors import InvalidOptionError
-from .core.formats import formats, get_format
+from .core.formats import describe, formats
 from .core.inputs import TensorSpec
+from .service import ModelSaveService, axis_rows
 
 _WIDE = {"description_width": "initial"}
 _LINK = "color: var(--jp-content-link-color, #1976d2); text-decoration: underline"
@@ -57,7 +62,7 @@ class ModelSaveWidget(w.VBox):
         namespace: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._namespace = _user_namespace() if namespace is None else namespace
+        self._service = ModelSaveService(_user_namespace() if namespace is None else namespace)
         self._models: dict[str, Any] = {}
         self._infos: dict[str, ModelInfo] = {}  # what find_models said, by name
         # the dynamic-axes editor: (input name, dim, "dynamic?" checkbox, axis name) per dimension
@@ -74,7 +79,7 @@ class ModelSaveWidget(w.VBox):
         self.input_info = w.HTML()
         self.format_picker = w.Dropdown(description="format", options=formats())
         self.format_picker.value = defaults()["format"]
-        self.opset_picker = w.Dropdown(description="opset", options=_opset_options())
+        self.opset_picker = w.Dropdown(description="opset")
         self.input_expr = w.Text(
             description="example input",
             placeholder="the last recorded call, or an expression",
@@ -122,6 +127,7 @@ class ModelSaveWidget(w.VBox):
         self.discard_button.on_click(lambda _: self.discard())
         self.code_button.on_click(lambda _: self.show_code())
         self.model_picker.observe(lambda _: self._on_model_change(), "value")
+        self.format_picker.observe(lambda _: self._follow_format(), "value")
         self.input_expr.observe(lambda _: self._rebuild_axes(keep=True), "value")
         self.observe(lambda _: self._update_buttons(), "state")
         start_recording()
@@ -132,14 +138,14 @@ class ModelSaveWidget(w.VBox):
 
     def refresh(self, model: Any = None) -> None:
         """List the namespace's models again; select ``model`` (an object or a name) if given."""
-        infos = find_models(self._namespace)
-        self._models = {i.name: self._namespace[i.name] for i in infos}
+        infos = self._service.infos()
+        self._models = {i.name: self._service.model(i.name) for i in infos}
         self._infos = {i.name: i for i in infos}
         if model is not None and not isinstance(model, str):
             name = next((n for n, m in self._models.items() if m is model), None)
             if name is None:  # not bound in the namespace: list it under its class name
                 name = type(model).__name__.lower()
-                self._models[name] = model
+                self._service.unbound[name] = self._models[name] = model
                 self._infos[name] = model_info(name, model)
             model = name
         current = model if model is not None else self.model_picker.value
@@ -172,35 +178,19 @@ class ModelSaveWidget(w.VBox):
         self._fail(InvalidOptionError(f"No input dimension {tensor}[{dim}]; rows: {rows}."))
 
     def options(self) -> dict[str, Any]:
-        """The ``jms.stage`` keyword arguments the controls describe (defaults left out)."""
-        options: dict[str, Any] = {"format": self.format_picker.value}
-        if self.opset_picker.value is not None:
-            options["opset"] = self.opset_picker.value
-        axes: dict[str, dict[int, str]] = {}
-        for tensor, dim, box, name in self.axes:
-            if box.value:
-                axes.setdefault(tensor, {})[dim] = name.value.strip()
-        if axes:
-            options["dynamic_axes"] = axes
-        for key, text in (("atol", self.atol), ("rtol", self.rtol)):
-            if text.value.strip():
-                options[key] = _number(key, text.value)
-        return options
+        """The ``jms.stage`` keyword arguments the controls describe (defaults left out; options
+        the format does not take too), as the service turns them into arguments."""
+        return self._service.stage_options(self._args())
 
     def stage(self) -> Any:
         """Stage the picked model with the chosen options; return the ``StagedExport`` or None."""
-        import jupyter_modelsave as jms
-
         self._drop_staged()
         self.state, self.error = "staging", ""
         self.report.value = self.summary.value = self.result.value = self.error_box.value = ""
         self.progress.bar_style, self.progress.value = "", 0.0
         try:
-            model = self._model()
-            staged = jms.stage(
-                model, self._example(), name=self.model_picker.value, progress=self._progress,
-                **self.options(),
-            )  # fmt: skip
+            self._model()
+            staged = self._service.stage(self._args(), self._progress)
         except Exception as err:
             self.progress.bar_style = "danger"
             self._fail(err, "error")
@@ -261,29 +251,27 @@ class ModelSaveWidget(w.VBox):
             )
         return self._models[self.model_picker.value]
 
+    def _args(self) -> dict[str, Any]:
+        """The choices as the sidebar sends them (``protocol.StageArgs``)."""
+        axes: dict[str, dict[int, str]] = {}
+        for tensor, dim, box, name in self.axes:
+            if box.value:
+                axes.setdefault(tensor, {})[dim] = name.value.strip()
+        args = {"model": self.model_picker.value, "format": self.format_picker.value,
+                "opset": self.opset_picker.value, "example": self.input_expr.value,
+                "dynamic_axes": axes or None}  # fmt: skip
+        for key, text in (("atol", self.atol), ("rtol", self.rtol)):
+            args[key] = _number(key, text.value) if text.value.strip() else None
+        return args
+
     def _expression(self) -> str | None:
-        """The example-input expression to use: the field's, but not a guess for a format that
-        needs no inputs (weights are saved without running the model)."""
-        expr = self.input_expr.value.strip()
-        if expr and expr == self._guessed:
-            info = self._infos.get(self.model_picker.value)
-            framework = info.framework if info is not None else "torch"
-            if not get_format(self.format_picker.value, framework).capabilities.needs_inputs:
-                return None
-        return expr or None
+        """The example-input expression to use (``ModelSaveService.expression``)."""
+        if self.model_picker.value is None:
+            return self.input_expr.value.strip() or None
+        return self._service.expression(self._args())
 
     def _example(self) -> Any:
-        expr = self._expression()
-        if not expr:
-            return None
-        from .core.example_guess import evaluate_example
-
-        try:
-            return evaluate_example(expr, self._namespace)
-        except Exception as err:
-            raise InvalidOptionError(
-                f"example input {expr!r} could not be evaluated: {type(err).__name__}: {err}"
-            ) from None
+        return self._service.example(self.input_expr.value.strip())
 
     def _input_specs(self) -> list[TensorSpec] | None:
         if self.model_picker.value is None:
@@ -343,17 +331,15 @@ class ModelSaveWidget(w.VBox):
             self.error_box.value = self.error = ""
         old = {(t, d): (box.value, name.value) for t, d, box, name in self.axes} if keep else {}
         self.axes = []
-        for spec in specs or []:
-            for dim, size in enumerate(spec.shape):
-                ticked, name = old.get(
-                    (spec.name, dim), (False, "batch" if dim == 0 else f"{spec.name}_dim{dim}")
-                )
-                self.axes.append((
-                    spec.name,
-                    dim,
-                    w.Checkbox(ticked, description=f"{spec.name}[{dim}] = {size}", indent=False),
-                    w.Text(name, layout={"width": "12em"}),
-                ))  # fmt: skip
+        for row in axis_rows(specs or []):
+            ticked, name = old.get((row["input"], row["dim"]), (False, row["name"]))
+            label = f"{row['input']}[{row['dim']}] = {row['size']}"
+            self.axes.append((
+                row["input"],
+                row["dim"],
+                w.Checkbox(ticked, description=label, indent=False),
+                w.Text(name, layout={"width": "12em"}),
+            ))  # fmt: skip
         rows = [w.HBox([box, name]) for _, _, box, name in self.axes]
         title = "dynamic axes (tick the dimensions that may change size)"
         self.axes_box.children = [w.Label(title), *rows] if rows else []
@@ -369,19 +355,28 @@ class ModelSaveWidget(w.VBox):
         return None if guess is None else guess.layer
 
     def _follow_framework(self) -> None:
-        """Offer the formats (and ONNX opsets) that apply to the picked model's framework."""
+        """Offer the formats that apply to the picked model (its framework's)."""
         info = self._infos.get(self.model_picker.value)
         names = info.formats if info is not None else formats()
         if tuple(names) != self.format_picker.options:
             current = self.format_picker.value
             self.format_picker.options = names
             self.format_picker.value = current if current in names else names[0]
+        self._follow_format()
+
+    def _follow_format(self) -> None:
+        """Show the options the chosen format takes (its capabilities): opsets, dynamic axes."""
+        info = self._infos.get(self.model_picker.value)
         framework = info.framework if info is not None else "torch"
-        opsets = _opset_options(framework)
+        takes = describe(self.format_picker.value, framework)
+        low, high = takes["opsets"].get("auto", (1, 0))
+        opsets = [("default", None), *((str(v), v) for v in range(high, low - 1, -1))]
         if opsets != list(self.opset_picker.options):
             current = self.opset_picker.value
             self.opset_picker.options = opsets
             self.opset_picker.value = current if current in dict(opsets).values() else None
+        self.opset_picker.layout.display = None if takes["opsets"] else "none"
+        self.axes_box.layout.display = None if takes["dynamic_axes"] else "none"
 
     def _progress(self, step: str, fraction: float) -> None:
         self.progress.value, self.progress.description = fraction, step
@@ -438,26 +433,6 @@ def _user_namespace() -> dict[str, Any]:
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
     return shell.user_ns if shell is not None else {}
-
-
-def _opset_options(framework: str = "torch") -> list[tuple[str, int | None]]:
-    if framework in ("keras", "tensorflow"):
-        low, high = _tf2onnx_opsets()
-    else:
-        from .core.options import opset_range
-
-        low, high = opset_range("auto")
-    return [("default", None), *((str(v), v) for v in range(high, low - 1, -1))]
-
-
-def _tf2onnx_opsets() -> tuple[int, int]:
-    """The opsets tf2onnx and onnx both support (none offered when tf2onnx is missing)."""
-    try:
-        import onnx
-        from tf2onnx.constants import OPSET_TO_IR_VERSION
-    except ImportError:
-        return 1, 0
-    return min(OPSET_TO_IR_VERSION), min(max(OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version())
 
 
 def _number(key: str, text: str) -> float:

@@ -1,40 +1,48 @@
-import { KernelAPI } from './tokens';
-
-/** The framework of a model as the model list shows it. */
-export function frameworkLabel(framework: string | undefined): string {
-  switch (framework) {
-    case 'keras':
-      return 'Keras';
-    case 'tensorflow':
-      return 'TensorFlow';
-    default:
-      return 'PyTorch';
-  }
-}
-
-/** PyTorch models record their last call and take the torch exporters' options. */
-export function isTorch(model: KernelAPI.IModelInfo): boolean {
-  return (model.framework ?? 'torch') === 'torch';
-}
-
-/** The formats that apply to a model (older kernels send none: every format). */
-export function modelFormats(
-  model: KernelAPI.IModelInfo,
-  all: string[]
-): string[] {
-  return model.formats?.length ? model.formats : all;
-}
-
-/** Formats whose artifacts take dynamic axes in the form. */
-export function takesDynamicAxes(
-  model: KernelAPI.IModelInfo,
-  format: string
-): boolean {
-  return format === 'onnx' || (!isTorch(model) && format === 'savedmodel');
-}
+import { KernelAPI } from './protocol';
 
 /**
- * PyTorch formats saved without running the model (`needs_inputs = False` in
- * `core/formats/base.py`): a guessed example input is not sent for them.
+ * What the kernel says of a model's framework and of each of its formats (the options reply:
+ * `protocol.py::OptionsReply`). The sidebar decides nothing by a format's or a framework's name:
+ * it shows what these capabilities say.
  */
-export const WEIGHT_FORMATS = ['safetensors', 'state_dict', 'checkpoint'];
+export function frameworkOf(
+  options: KernelAPI.IOptionsReply | null,
+  model: KernelAPI.IModelInfo
+): KernelAPI.IFrameworkInfo {
+  return (
+    options?.frameworks[model.framework] ?? {
+      label: model.framework,
+      example_hint: '',
+      records_calls: true,
+      formats: {}
+    }
+  );
+}
+
+/** A format's capabilities; a format the kernel did not describe takes no options. */
+export function formatOf(
+  framework: KernelAPI.IFrameworkInfo,
+  format: string
+): KernelAPI.IFormatInfo {
+  return (
+    framework.formats[format] ?? {
+      extension: '',
+      description: '',
+      kind: 'graph',
+      needs_inputs: true,
+      dynamic_axes: false,
+      exporters: [],
+      opsets: {},
+      folder: false,
+      graph_view: false
+    }
+  );
+}
+
+/** The [lowest, highest] opset a format takes with an exporter, or null when it takes none. */
+export function opsetRange(
+  format: KernelAPI.IFormatInfo,
+  exporter: string
+): number[] | null {
+  return format.opsets[exporter] ?? Object.values(format.opsets)[0] ?? null;
+}

@@ -2,7 +2,8 @@ import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { PromiseDelegate } from '@lumino/coreutils';
 
-import { COMM_TARGET, IServerConfig, KernelAPI } from './tokens';
+import { COMM_TARGET, KernelAPI } from './protocol';
+import { IServerConfig } from './tokens';
 
 /** Called with the engine's progress while a request runs. */
 export type ProgressCallback = (step: string, fraction: number) => void;
@@ -83,19 +84,19 @@ export class KernelSide implements IDisposable {
     await ready.promise;
   }
 
-  /** Run one operation of the kernel side. */
-  request<T>(
-    op: string,
-    args: object = {},
+  /** Run one operation of the kernel side (its arguments and reply typed by `protocol.ts`). */
+  request<K extends KernelAPI.Op>(
+    op: K,
+    args: KernelAPI.IOperations[K]['args'],
     onProgress?: ProgressCallback
-  ): Promise<T> {
+  ): Promise<KernelAPI.IOperations[K]['reply']> {
     if (!this._comm || this._isDisposed) {
       return Promise.reject(
         new KernelSideError('Disconnected', 'The kernel side is not connected.')
       );
     }
     const id = `r${++this._counter}`;
-    const delegate = new PromiseDelegate<T>();
+    const delegate = new PromiseDelegate<KernelAPI.IOperations[K]['reply']>();
     this._pending.set(id, { delegate, onProgress });
     this._comm.send({ id, op, args: args as any });
     return delegate.promise;
@@ -140,14 +141,16 @@ export class KernelSide implements IDisposable {
       return;
     }
     if (data.event === 'progress') {
-      pending.onProgress?.(String(data.step), Number(data.fraction));
+      const event = data as KernelAPI.IProgressEvent;
+      pending.onProgress?.(String(event.step), Number(event.fraction));
       return;
     }
+    const reply = data as KernelAPI.IReplyEvent;
     this._pending.delete(data.id);
-    if (data.ok) {
-      pending.delegate.resolve(data.result);
+    if (reply.ok) {
+      pending.delegate.resolve(reply.result);
     } else {
-      const error = data.error as KernelAPI.IError;
+      const error = reply.error as KernelAPI.IErrorInfo;
       pending.delegate.reject(new KernelSideError(error.type, error.message));
     }
   }

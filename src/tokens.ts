@@ -1,6 +1,9 @@
 /**
- * Shared constants and types of the jupyter_modelsave frontend.
+ * Shared constants and types of the jupyter_modelsave frontend (the kernel side's JSON types are
+ * in `protocol.ts`).
  */
+
+import { KernelAPI } from './protocol';
 
 /** The plugin id (also the settings/state key of the sidebar). */
 export const PLUGIN_ID = 'jupyter_modelsave:plugin';
@@ -41,146 +44,6 @@ export interface IServerConfig {
   root_dir: string;
 }
 
-/** The Comm target of the kernel side (`jupyter_modelsave/kernel.py`). */
-export const COMM_TARGET = 'jupyter_modelsave';
-
-/**
- * JSON types of the kernel side's replies (mirrors of the Python `to_dict()`s).
- */
-export namespace KernelAPI {
-  export interface ITensorSpec {
-    name: string;
-    shape: number[];
-    dtype: string;
-    device: string;
-  }
-
-  /** `jms.ModelInfo.to_dict()`. */
-  export interface IModelInfo {
-    name: string;
-    class_name: string;
-    num_params: number;
-    size_bytes: number;
-    device: string;
-    dtype: string;
-    training: boolean;
-    /** For PyTorch, the last recorded call; for Keras, the declared inputs (None as 2). */
-    last_input: ITensorSpec[] | null;
-    /** "torch", "keras" or "tensorflow" (a tf.Module). */
-    framework: string;
-    /** The format names that apply to this model. */
-    formats: string[];
-    /** "sharded over N ranks" when the weights are DTensors (FSDP2, tensor parallel). */
-    sharding: string | null;
-    /** Without a recorded call: the input its first layer implies (`core/example_guess.py`). */
-    guessed_input: ITensorSpec | null;
-    /** ...and the Python expression that makes it, e.g. `torch.randn(1, 3, 224, 224)`. */
-    guessed_expression: string | null;
-  }
-
-  export interface IModels {
-    models: IModelInfo[];
-  }
-
-  /** What the options form offers. */
-  export interface IOptions {
-    version: string;
-    formats: string[];
-    exporters: string[];
-    /** exporter -> [lowest, highest] opset. */
-    opsets: { [exporter: string]: [number, number] };
-    /** float dtype -> [atol, rtol]. */
-    tolerances: { [dtype: string]: [number, number] };
-  }
-
-  /** Arguments of the `stage` operation. */
-  export interface IStageArgs {
-    model: string;
-    format: string;
-    exporter?: string;
-    opset?: number | null;
-    /** input name -> { dim: axis name }. */
-    dynamic_axes?: { [input: string]: { [dim: string]: string } };
-    /** A Python expression, or null for the last recorded call. */
-    example?: string | null;
-    atol?: number | null;
-    rtol?: number | null;
-    name?: string;
-  }
-
-  export interface IOutputDiff {
-    name: string;
-    shape: number[];
-    max_abs: number | string;
-    max_rel: number | string;
-    mismatch_fraction: number;
-    cosine: number | string;
-    min_atol: number | string;
-    top1_agreement: number | null;
-    shape_mismatch: string | null;
-    passed: boolean;
-  }
-
-  export interface IProbe {
-    name: string;
-    passed: boolean;
-    outputs: IOutputDiff[];
-  }
-
-  /** `ParityReport.to_dict()`. */
-  export interface IReport {
-    passed: boolean;
-    atol: number;
-    rtol: number;
-    probes: IProbe[];
-    reference_device: string;
-    tf32: boolean;
-    diagnosis: string[];
-    kind: string;
-    outputs: IOutputDiff[];
-  }
-
-  /** Reply of `stage`. */
-  export interface IStaged {
-    id: string;
-    name: string;
-    format: string;
-    exporter: string;
-    opset: number | null;
-    size_bytes: number;
-    sha256: string;
-    warnings: string[];
-    report: IReport | null;
-    inputs: ITensorSpec[];
-    outputs: ITensorSpec[];
-    /** File names in the staging folder. */
-    file: string;
-    graph: string | null;
-    folder_artifact: boolean;
-  }
-
-  /** Arguments of `write`. */
-  export interface IWriteArgs {
-    id: string;
-    folder: string;
-    name?: string;
-    version?: string;
-    overwrite?: boolean;
-    allow_mismatch?: boolean;
-  }
-
-  /** Reply of `write`: paths relative to the server root. */
-  export interface IWritten {
-    path: string;
-    manifest: string;
-  }
-
-  export interface IError {
-    type: string;
-    message: string;
-  }
-}
-
 /** The kernel side of the current notebook. */
 export type KernelSideState =
   | { kind: 'none' }
@@ -194,5 +57,5 @@ export type KernelSideState =
 export type JobState =
   | { kind: 'idle' }
   | { kind: 'staging'; step: string; fraction: number }
-  | { kind: 'staged'; staged: KernelAPI.IStaged }
-  | { kind: 'error'; error: KernelAPI.IError };
+  | { kind: 'staged'; staged: KernelAPI.IStagedReply }
+  | { kind: 'error'; error: KernelAPI.IErrorInfo };

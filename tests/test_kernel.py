@@ -9,8 +9,10 @@ import onnx
 import pytest
 import torch
 
+import jupyter_modelsave as jms
 from jupyter_modelsave import kernel as jk
 from jupyter_modelsave.core.errors import InvalidOptionError, ParityError
+from jupyter_modelsave.core.formats.onnx import OnnxFormat
 
 from . import models
 
@@ -51,9 +53,15 @@ def test_models_lists_the_namespace_and_their_last_inputs(side: jk.ModelSaveKern
 
 def test_options_offer_formats_and_opset_ranges(side: jk.ModelSaveKernel) -> None:
     options = side.options({})
-    assert "onnx" in options["formats"]
-    low, high = options["opsets"]["auto"]
+    torch_formats = options["frameworks"]["torch"]["formats"]
+    assert list(torch_formats) == jms.formats()
+    low, high = torch_formats["onnx"]["opsets"]["auto"]
     assert 7 <= low < 18 <= high
+    assert torch_formats["onnx"]["exporters"] == ["auto", "dynamo", "torchscript"]
+    assert (
+        torch_formats["safetensors"]["opsets"] == {}
+        and not torch_formats["safetensors"]["needs_inputs"]
+    )
     assert options["tolerances"]["float32"] == [1e-4, 1e-3]
 
 
@@ -167,13 +175,13 @@ def test_respond_reports_an_interrupt_as_cancelled(side: jk.ModelSaveKernel) -> 
     assert sent[-1]["error"]["type"] == "Cancelled"
 
 
-def test_strip_weights_keeps_shapes_and_drops_data(
+def test_the_graph_view_keeps_shapes_and_drops_data(
     side: jk.ModelSaveKernel, tmp_path: Path
 ) -> None:
     called(side, "net", torch.randn(1, 3, 8, 8))
     staged = side.staged[side.stage({"model": "net"})["id"]]
     target = tmp_path / "graph.onnx"
-    jk.strip_weights(staged.path, target)
+    target.write_bytes(OnnxFormat().graph_view(staged.path))
     full, stripped = onnx.load(str(staged.path)), onnx.load(str(target))
     assert target.stat().st_size < staged.path.stat().st_size
     assert [list(t.dims) for t in stripped.graph.initializer] == [

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,18 +321,29 @@ def _copy_file(source: Path, tmp: Path) -> None:
 
 
 def _copy_tree(source: Path, tmp: Path) -> None:
-    """Link or copy a folder artifact file by file; the first error is raised as it is."""
-    folders = [tmp]
-    os.mkdir(tmp)
+    """Link or copy a folder artifact file by file, then fsync its folders."""
+    for folder in reversed(copy_tree(source, tmp, _copy_file)):
+        _fsync_dir(folder)
+
+
+def copy_tree(source: Path, target: Path, copy_file: Callable[[Path, Path], None],
+              make_dir: Callable[[Path], None] = os.mkdir) -> list[Path]:  # fmt: skip
+    """``copy_file`` for a file artifact; for a folder artifact, its tree: ``make_dir`` for each
+    folder before what it holds, ``copy_file`` for each file. Returns the folders made; the
+    first error is raised as it is."""
+    if not source.is_dir():
+        copy_file(source, target)
+        return []
+    folders = [target]
+    make_dir(target)
     for src in sorted(source.rglob("*")):  # a folder sorts before what it holds
-        dst = tmp / src.relative_to(source)
+        dst = target / src.relative_to(source)
         if src.is_dir():
-            os.mkdir(dst)
+            make_dir(dst)
             folders.append(dst)
         else:
-            _copy_file(src, dst)
-    for folder in reversed(folders):
-        _fsync_dir(folder)
+            copy_file(src, dst)
+    return folders
 
 
 def _write_bytes(data: bytes, tmp: Path) -> None:

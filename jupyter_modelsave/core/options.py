@@ -7,10 +7,12 @@ import numbers
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidOptionError, shown
-from .inputs import ExampleInputs
+
+if TYPE_CHECKING:
+    from .inputs import ExampleInputs
 
 # (atol, rtol) by the reference model's floating dtype. float16/bfloat16 carry ~3 and ~2
 # significant digits, so their defaults are looser; float64 is held tighter.

@@ -4,16 +4,16 @@ import { copyIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { formatBytes } from '../format';
-import { KernelAPI } from '../tokens';
+import { KernelAPI } from '../protocol';
 import { ParityTable } from './ParityTable';
 import { useScrolledIntoView } from './scroll';
 
 export interface IReviewPanelProps {
-  staged: KernelAPI.IStaged;
+  staged: KernelAPI.IStagedReply;
   /** The folder the form starts with (relative to the Jupyter root). */
   defaultFolder: string;
-  written: KernelAPI.IWritten | null;
-  error: KernelAPI.IError | null;
+  written: KernelAPI.IWrittenReply | null;
+  error: KernelAPI.IErrorInfo | null;
   onGraph: () => void;
   onDownload: () => void;
   onDownloadWritten: (path: string) => void;

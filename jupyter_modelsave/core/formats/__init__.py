@@ -52,20 +52,22 @@ def formats(framework: str | None = "torch") -> list[str]:
 
 
 def capabilities(framework: str) -> dict[str, dict[str, Any]]:
-    """Each format of ``framework``'s models, described as the surfaces read it (JSON):
-    extension, description, its ``Capabilities``, and per exporter the opsets it takes."""
-    described = {}
-    for name in formats(framework):
-        fmt = get_format(name, framework)
-        caps = fmt.capabilities
-        described[name] = {
-            "extension": fmt.extension,
-            "description": fmt.description,
-            **dataclasses.asdict(caps),
-            "exporters": list(caps.exporters),
-            "opsets": _opsets(framework, caps.exporters) if caps.opsets else {},
-        }
-    return described
+    """Each format of ``framework``'s models, described as the surfaces read it (``describe``)."""
+    return {name: describe(name, framework) for name in formats(framework)}
+
+
+def describe(name: str, framework: str) -> dict[str, Any]:
+    """A format as JSON (``protocol.FormatInfo``): extension, description, its
+    ``Capabilities``, and per exporter the opsets it takes."""
+    fmt = get_format(name, framework)
+    caps = fmt.capabilities
+    return {
+        "extension": fmt.extension,
+        "description": fmt.description,
+        **dataclasses.asdict(caps),
+        "exporters": list(caps.exporters),
+        "opsets": _opsets(framework, caps.exporters) if caps.opsets else {},
+    }
 
 
 def _opsets(framework: str, exporters: tuple[str, ...]) -> dict[str, list[int]]:

@@ -59,6 +59,12 @@ def framework_of(obj: Any) -> str | None:
     return None
 
 
+def imported() -> list[str]:
+    """The frameworks this process has imported (each is named after its package): only their
+    models can exist, and describing the others would import them."""
+    return [framework for framework in FRAMEWORKS if framework in sys.modules]
+
+
 def adapter(framework: str) -> Adapter:
     """The adapter of ``framework`` (one of ``FRAMEWORKS``)."""
     if framework not in REGISTRY:

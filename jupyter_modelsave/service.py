@@ -1,0 +1,144 @@
+"""The kernel-side service behind the notebook surfaces: one implementation, many views.
+
+The sidebar's Comm handler (``kernel.py``) and the widget (``widgets.py``) both call it, on the
+user's namespace: the models with the rows their dynamic-axes editors start from (``models``), the
+frameworks and each format's capabilities (``options``), an example expression evaluated
+(``example``), a surface's choices (``protocol.StageArgs``) as ``jms.stage`` keyword arguments
+(``stage_options``: an option the chosen format does not take is left out, and so is an example
+guessed from the first layer for a format that needs none) and the stage itself (``stage``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._codegen import defaults
+from .core.discovery import ModelInfo, find_models
+from .core.errors import InvalidOptionError, shown
+from .core.example_guess import evaluate_example, guess_example
+from .core.formats import capabilities, describe
+from .core.frameworks import adapter, adapter_for, imported
+from .core.options import DEFAULT_TOLERANCES, default_axis_name
+from .core.version import __version__
+from .protocol import AxisRow, ModelsReply, OptionsReply, StageArgs
+
+if TYPE_CHECKING:
+    from .core.inputs import TensorSpec
+
+
+class ModelSaveService:
+    """The operations of the notebook surfaces on one namespace (IPython's ``user_ns``)."""
+
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self.namespace = namespace
+        self.unbound: dict[str, Any] = {}  # models a surface was given but no name holds
+
+    def infos(self) -> list[ModelInfo]:
+        """The namespace's models (``jms.find_models``: metadata only, cheap)."""
+        return find_models(self.namespace)
+
+    def models(self) -> ModelsReply:
+        return {"models": [described(info) for info in self.infos()]}  # type: ignore[typeddict-item]
+
+    def options(self) -> OptionsReply:
+        """The frameworks with their formats' capabilities, and the default tolerances.
+
+        Only the frameworks the kernel has imported are described (describing one imports it,
+        and no model of another can exist yet): a surface asks again when it lists a model of a
+        framework it has no description of.
+        """
+        return {
+            "version": __version__,
+            "frameworks": {
+                fw: {**adapter(fw).info(), "formats": capabilities(fw)} for fw in imported()
+            },
+            "tolerances": {k: list(v) for k, v in DEFAULT_TOLERANCES.items()},
+        }  # type: ignore[typeddict-item]
+
+    def model(self, name: Any) -> Any:
+        for models in (self.namespace, self.unbound):
+            if isinstance(name, str) and name in models:
+                return models[name]
+        raise InvalidOptionError(
+            f"No variable named {shown(name)} in the kernel; run the cell that defines it."
+        )
+
+    def example(self, expression: Any) -> Any:
+        """``None`` (or blank): the last recorded call; else a Python expression evaluated in the
+        namespace (``torch`` is there even when the user imported it under another name)."""
+        if expression is None or (isinstance(expression, str) and not expression.strip()):
+            return None
+        if not isinstance(expression, str):
+            raise InvalidOptionError("The example input must be a Python expression.")
+        try:
+            return evaluate_example(expression, self.namespace)  # the user's own namespace
+        except KeyboardInterrupt:
+            raise  # the sidebar's Cancel
+        except BaseException as err:  # SystemExit, GeneratorExit: the input's fault
+            raise InvalidOptionError(
+                f"example input {shown(expression)} could not be evaluated: "
+                f"{type(err).__name__}: {err}"
+            ) from None
+
+    def expression(self, args: StageArgs) -> str | None:
+        """The example expression to evaluate: none for the guess a format needing no inputs
+        would not use (weights are saved without running the model)."""
+        text = (args.get("example") or "").strip()
+        if not text:
+            return None
+        model = self.model(args["model"])
+        guess = guess_example(model)
+        if guess and text == guess.expression and not self._takes(args, model)["needs_inputs"]:
+            return None
+        return text
+
+    def stage_options(self, args: StageArgs) -> dict[str, Any]:
+        """The ``jms.stage`` keyword arguments the choices describe (null ones left out; options
+        the chosen format does not take too: ``exporter``, ``opset``, ``dynamic_axes``)."""
+        takes = self._takes(args, self.model(args["model"]))
+        taken = {"opset": takes["opsets"], "dynamic_axes": takes["dynamic_axes"],
+                 "exporter": takes["exporters"]}  # fmt: skip
+        keys = (
+            "format",
+            "opset",
+            "dynamic_axes",
+            "atol",
+            "rtol",
+            "exporter",
+            "name",
+        )  # stage's order
+        options = {key: args.get(key) for key in keys if taken.get(key, True)}
+        return {key: value for key, value in options.items() if value not in (None, {})}
+
+    def stage(self, args: StageArgs, progress: Callable[[str, float], None]) -> Any:
+        """``jms.stage`` the named model as the choices say; named after its variable."""
+        from .core.staging import stage
+
+        model = self.model(args["model"])
+        options = {"name": args["model"], **self.stage_options(args)}
+        return stage(model, self.example(self.expression(args)), progress=progress, **options)
+
+    def _takes(self, args: StageArgs, model: Any) -> dict[str, Any]:
+        """The capabilities of the chosen format (the stage's default when none is chosen)."""
+        name = args.get("format") or defaults()["format"]
+        try:
+            return describe(name, adapter_for(model).name)
+        except InvalidOptionError:  # an unknown format: stage refuses it, naming the formats
+            return {"needs_inputs": True, "exporters": [], "opsets": {}, "dynamic_axes": True}
+
+
+def described(info: ModelInfo) -> dict[str, Any]:
+    """``ModelInfo.to_dict()`` with the rows of the dynamic-axes editors (``axis_rows``) of the
+    inputs a form starts from: the last recorded call, else the guess from the first layer."""
+    start = info.last_input or ([info.guessed_input] if info.guessed_input else [])
+    return {**info.to_dict(), "axes": axis_rows(start)}
+
+
+def axis_rows(specs: list[TensorSpec]) -> list[AxisRow]:
+    """One row per dimension of each input, with the name a new dynamic axis gets there."""
+    return [
+        {"input": s.name, "dim": dim, "size": size, "name": default_axis_name(s.name, dim)}
+        for s in specs
+        for dim, size in enumerate(s.shape)
+    ]
