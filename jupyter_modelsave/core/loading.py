@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import hashing, trust
 from ._capture import first_line
-from .errors import IntegrityError, InvalidOptionError, ModelSaveError
+from .errors import IntegrityError, InvalidOptionError, ModelSaveError, StateDictMismatchError
 from .formats import format_for_path, get_format
 from .formats.base import ArtifactFormat
 from .frameworks import adapter_for
@@ -136,6 +136,44 @@ def _artifact_path(path: Any) -> Path:
     if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
         raise InvalidOptionError(f"{path} is not a file or a folder, so not an artifact.")
     return path
+
+
+def without_non_persistent(model: torch.nn.Module, weights: dict[str, Any]) -> dict[str, Any]:
+    """``weights`` less the model's non-persistent buffers (not in its ``state_dict()``).
+
+    TorchScript archives store every buffer, also those registered with ``persistent=False``
+    (BERT's ``embeddings.position_ids``); ``load_state_dict`` never loads those, so they are
+    neither unexpected nor copied.
+    """
+    kept = model.state_dict().keys()
+    transient = {name for name, _ in model.named_buffers() if name not in kept}
+    return {k: v for k, v in weights.items() if k not in transient}
+
+
+def check_fits(model: torch.nn.Module, weights: dict[str, Any], strict: bool, path: Path) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = sorted(k for k in weights if k not in expected)
+    reshaped = [
+        f"{k}: model {list(expected[k].shape)}, artifact {list(weights[k].shape)}"
+        for k in expected
+        if k in weights and expected[k].shape != weights[k].shape
+    ]
+    problems = [
+        *([f"{len(missing)} missing: {', '.join(missing)}"] if strict and missing else []),
+        *([f"{len(unexpected)} unexpected: {', '.join(unexpected)}"] if strict and unexpected else []),
+        *([f"{len(reshaped)} with another shape: {'; '.join(reshaped)}"] if reshaped else []),
+    ]  # fmt: skip
+    if problems:
+        hint = " Pass strict=False to load the matching keys only." if not reshaped else ""
+        raise StateDictMismatchError(
+            f"The weights in {path.name} do not fit {type(model).__name__}: "
+            + "; ".join(problems)
+            + f".{hint} Check that the model is built with the same configuration.",
+            missing,
+            unexpected,
+            reshaped,
+        )
 
 
 def readable(path: Path, what: str, read: Callable[[], Any]) -> Any:

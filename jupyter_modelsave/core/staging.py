@@ -26,9 +26,10 @@ from ._capture import first_line
 from .discovery import recording_paused
 from .errors import ExportError, InvalidOptionError, ModelSaveError, ParityError, WriteError, shown
 from .formats import get_format
-from .formats.base import ArtifactFormat, Exported, ExportJob, reserved_metadata
+from .formats.base import ArtifactFormat, reserved_metadata
 from .frameworks import Adapter, adapter_for
 from .inputs import ExampleInputs, TensorSpec
+from .job import Exported, ExportJob
 from .options import (
     check_artifact_name,
     check_destination,

@@ -17,14 +17,14 @@ from ._capture import first_line
 from .errors import ExportError, InvalidOptionError, ModelSaveError
 from .frameworks import adapter_for
 from .inputs import DERIVED_PROBES, ExampleInputs, make_probes
+from .job import Progress
 from .options import shared_dimensions
 from .parity import OutputDiff, ParityReport, ProbeResult, compare_output, diagnose
 
 if TYPE_CHECKING:
-    from .formats.base import ExportJob
     from .frameworks import Adapter
+    from .job import ExportJob
 
-Progress = Callable[[str, float], None]
 ArtifactRunner = Callable[[ExampleInputs], dict[str, np.ndarray]]
 
 

@@ -24,8 +24,7 @@ from .. import hashing
 from ..errors import IntegrityError, InvalidOptionError
 from ..formats._safetensors_header import check_artifact
 from ..formats.safetensors_format import INDEX_FILE
-from ..frameworks.torch import check_fits
-from ..loading import _artifact_path, read_manifest, readable
+from ..loading import _artifact_path, check_fits, read_manifest, readable
 from ..options import check_flag
 from ._collective import Collective, check_timeout, joined
 

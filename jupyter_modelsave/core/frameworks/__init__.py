@@ -25,8 +25,6 @@ from ..errors import InvalidOptionError, NotAModelError, shown
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..discovery import ModelInfo
-    from ..formats.base import ArtifactFormat
     from ..inputs import ExampleInputs, TensorSpec
 
 # framework name -> "module:class" of its adapter, imported on first use
@@ -209,11 +207,11 @@ class Adapter:
         """The models nested in ``model`` (not listed beside it by ``find_models``)."""
         raise NotImplementedError
 
-    def describe(self, name: str, model: Any, formats: list[str]) -> ModelInfo:
+    def describe(self, name: str, model: Any, formats: list[str]) -> Any:
         """A ``ModelInfo`` from metadata only (no data read, no device sync)."""
         raise NotImplementedError
 
-    def load_into(self, model: Any, path: Path, fmt: ArtifactFormat, *, strict: bool,
+    def load_into(self, model: Any, path: Path, fmt: Any, *, strict: bool,
                   map_location: Any, trusted: bool) -> Any:  # fmt: skip
         """Copy a checked artifact's weights into ``model``, or change nothing and raise."""
         raise NotImplementedError

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .. import hf
-from ..errors import InvalidOptionError, StateDictMismatchError, shown
+from ..errors import InvalidOptionError, shown
 from ..inputs import EXAMPLE_INPUTS_HELP, ExampleInputs, TensorSpec, normalize_inputs
 from ..model_state import preserved, reference_mode
 from ..options import check_exporter, check_optional_flag, opset_range
@@ -170,7 +170,7 @@ class TorchAdapter(Adapter):
     def load_into(self, model: torch.nn.Module, path: Path, fmt: Any, *, strict: bool,
                   map_location: Any, trusted: bool) -> Any:  # fmt: skip
         """``load_state_dict`` of the artifact's weights; returns the missing/unexpected keys."""
-        from ..loading import check_map_location, readable
+        from ..loading import check_fits, check_map_location, readable, without_non_persistent
 
         device = check_map_location(map_location if map_location is not None else device_of(model))
         loaded = readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
@@ -219,41 +219,3 @@ def module_runner(module: Any, output_names: list[str]) -> Callable[[ExampleInpu
         return {n: to_numpy(t) for n, t in zip(output_names, tensors)}
 
     return run
-
-
-def without_non_persistent(model: torch.nn.Module, weights: dict[str, Any]) -> dict[str, Any]:
-    """``weights`` less the model's non-persistent buffers (not in its ``state_dict()``).
-
-    TorchScript archives store every buffer, also those registered with ``persistent=False``
-    (BERT's ``embeddings.position_ids``); ``load_state_dict`` never loads those, so they are
-    neither unexpected nor copied.
-    """
-    kept = model.state_dict().keys()
-    transient = {name for name, _ in model.named_buffers() if name not in kept}
-    return {k: v for k, v in weights.items() if k not in transient}
-
-
-def check_fits(model: torch.nn.Module, weights: dict[str, Any], strict: bool, path: Path) -> None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in weights]
-    unexpected = sorted(k for k in weights if k not in expected)
-    reshaped = [
-        f"{k}: model {list(expected[k].shape)}, artifact {list(weights[k].shape)}"
-        for k in expected
-        if k in weights and expected[k].shape != weights[k].shape
-    ]
-    problems = [
-        *([f"{len(missing)} missing: {', '.join(missing)}"] if strict and missing else []),
-        *([f"{len(unexpected)} unexpected: {', '.join(unexpected)}"] if strict and unexpected else []),
-        *([f"{len(reshaped)} with another shape: {'; '.join(reshaped)}"] if reshaped else []),
-    ]  # fmt: skip
-    if problems:
-        hint = " Pass strict=False to load the matching keys only." if not reshaped else ""
-        raise StateDictMismatchError(
-            f"The weights in {path.name} do not fit {type(model).__name__}: "
-            + "; ".join(problems)
-            + f".{hint} Check that the model is built with the same configuration.",
-            missing,
-            unexpected,
-            reshaped,
-        )
