@@ -135,22 +135,22 @@ export class KernelSide implements IDisposable {
     this._comm = null;
   }
 
-  private _onMessage(data: any): void {
-    const pending = this._pending.get(data?.id);
+  private _onMessage(
+    data: KernelAPI.IProgressEvent | KernelAPI.IReplyEvent
+  ): void {
+    const pending = this._pending.get(String(data?.id));
     if (!pending) {
       return;
     }
     if (data.event === 'progress') {
-      const event = data as KernelAPI.IProgressEvent;
-      pending.onProgress?.(String(event.step), Number(event.fraction));
+      pending.onProgress?.(String(data.step), Number(data.fraction));
       return;
     }
-    const reply = data as KernelAPI.IReplyEvent;
-    this._pending.delete(data.id);
-    if (reply.ok) {
-      pending.delegate.resolve(reply.result);
+    this._pending.delete(String(data.id));
+    if (data.ok) {
+      pending.delegate.resolve(data.result);
     } else {
-      const error = reply.error as KernelAPI.IErrorInfo;
+      const error = data.error as KernelAPI.IErrorInfo;
       pending.delegate.reject(new KernelSideError(error.type, error.message));
     }
   }

@@ -16,7 +16,6 @@ export namespace KernelAPI {
     device: string;
   }
 
-  /** One dimension the dynamic-axes editor offers, with the axis name it starts from. */
   export interface IAxisRow {
     input: string;
     dim: number;
@@ -24,7 +23,6 @@ export namespace KernelAPI {
     name: string;
   }
 
-  /** `jms.ModelInfo.to_dict()`, plus the rows of the dynamic-axes editor. */
   export interface IModelInfo {
     name: string;
     class_name: string;
@@ -42,7 +40,6 @@ export namespace KernelAPI {
     axes: IAxisRow[];
   }
 
-  /** A format's capabilities (`core/formats/base.py::Capabilities`). */
   export interface IFormatInfo {
     extension: string;
     description: string;
@@ -83,7 +80,6 @@ export namespace KernelAPI {
     outputs: IOutputDiff[];
   }
 
-  /** `ParityReport.to_dict()`. */
   export interface IReport {
     passed: boolean;
     atol: number;

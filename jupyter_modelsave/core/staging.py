@@ -26,8 +26,8 @@ from ._capture import first_line
 from .discovery import recording_paused
 from .errors import ExportError, InvalidOptionError, ModelSaveError, ParityError, WriteError, shown
 from .formats import get_format
-from .formats.base import ArtifactFormat, reserved_metadata
-from .frameworks import Adapter, adapter_for
+from .formats.base import ArtifactFormat, producer
+from .frameworks import adapter_for
 from .inputs import ExampleInputs, TensorSpec
 from .job import Exported, ExportJob
 from .options import (
@@ -103,10 +103,12 @@ class StagedExport:
         """
         if self.discarded:
             raise InvalidOptionError("This export was discarded; stage it again to verify it.")
-        if atol is not None or rtol is not None:
+        if atol is not None or rtol is not None:  # given: for every output
+            atol = self.tolerances[0] if atol is None else check_tolerance("atol", atol)
+            rtol = self.tolerances[1] if rtol is None else check_tolerance("rtol", rtol)
             self._job.output_tolerances = {}
-        atol = self.tolerances[0] if atol is None else check_tolerance("atol", atol)
-        rtol = self.tolerances[1] if rtol is None else check_tolerance("rtol", rtol)
+        atol, rtol = (self.tolerances[0] if atol is None else atol,
+                      self.tolerances[1] if rtol is None else rtol)  # fmt: skip
         with typed_errors("parity check", self.format):
             self.report = self._verify_again(atol, rtol)
         self.tolerances = (atol, rtol)
@@ -165,7 +167,7 @@ class StagedExport:
             "size_bytes": self.size_bytes,
             "files": self.file_hashes,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "versions": versions(self._job.adapter),
+            "versions": _versions(self._job.adapter.versions()),
             "inputs": [s.to_dict() for s in self.input_specs],
             "outputs": [s.to_dict() for s in self.output_specs],
             "dynamic_axes": {
@@ -235,7 +237,7 @@ def stage(
     atol = None if atol is None else check_tolerance("atol", atol)
     rtol = None if rtol is None else check_tolerance("rtol", rtol)
     meta = check_metadata(metadata)
-    clash = [k for k in meta if k in reserved_metadata(adapter.name)]
+    clash = [k for k in meta if k in {*producer(adapter.name), "inputs", "outputs"}]
     if clash:
         raise InvalidOptionError(f"metadata keys {clash} are reserved; rename them.")
     name = check_artifact_name(name if name is not None else _guess_name(model))
@@ -376,11 +378,16 @@ def check_progress(progress: Any) -> Progress:
     return progress
 
 
-def versions(adapter: Adapter) -> dict[str, str]:
-    """The versions a manifest records: jms, the framework's, the ONNX tools used, Python."""
+def _versions(framework: dict[str, str]) -> dict[str, str]:
+    """What a manifest records: jms', the framework's, the ONNX tools' used (imported), Python's."""
     tools = {m: getattr(sys.modules.get(m), "__version__", None) for m in ("onnx", "tf2onnx")}
-    return {"jupyter_modelsave": __version__, **adapter.versions(),
-            **{m: str(v) for m, v in tools.items() if v}, "python": sys.version.split()[0]}  # fmt: skip
+    tools = {m: str(v) for m, v in tools.items() if v}
+    return {
+        "jupyter_modelsave": __version__,
+        **framework,
+        **tools,
+        "python": sys.version.split()[0],
+    }
 
 
 def _guess_name(model: Any) -> str:

@@ -3,7 +3,6 @@ import { HTMLSelect } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { formatShapes } from '../format';
-import { formatOf, frameworkOf, opsetRange } from '../frameworks';
 import { KernelAPI } from '../protocol';
 
 export interface IExportFormProps {
@@ -15,12 +14,8 @@ export interface IExportFormProps {
 }
 
 /** One dimension of one input in the dynamic-axes editor. */
-interface IAxisRow {
-  input: string;
-  dim: number;
-  size: number;
+interface IAxisRow extends KernelAPI.IAxisRow {
   enabled: boolean;
-  name: string;
 }
 
 interface IFormState {
@@ -38,6 +33,14 @@ interface IFormState {
 }
 
 type Errors = Partial<Record<string, string>>;
+
+/** The [lowest, highest] opset a format takes with an exporter, or null when it takes none. */
+function opsetRange(
+  format: KernelAPI.IFormatInfo,
+  exporter: string
+): number[] | null {
+  return format.opsets[exporter] ?? Object.values(format.opsets)[0] ?? null;
+}
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
@@ -128,7 +131,7 @@ export function validate(
     }
   }
   state.axes.forEach(row => {
-    if (row.enabled && !IDENTIFIER.test(row.name)) {
+    if (format.dynamic_axes && row.enabled && !IDENTIFIER.test(row.name)) {
       errors[`axis-${row.input}-${row.dim}`] = trans.__(
         'An axis name is an identifier such as batch or seq_len.'
       );
@@ -194,8 +197,9 @@ export function ExportForm({
 }: IExportFormProps): JSX.Element {
   const [state, setState] = React.useState(() => initialState(model));
   useLastCall(model, setState);
-  const framework = frameworkOf(options, model);
-  const format = formatOf(framework, state.format);
+  // what the kernel says of the model's framework and of the chosen format's capabilities
+  const framework = options.frameworks[model.framework];
+  const format = framework.formats[state.format];
   const errors = validate(state, format, framework, trans);
   const valid = Object.keys(errors).length === 0;
   const update = (patch: Partial<IFormState>) =>

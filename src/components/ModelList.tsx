@@ -2,7 +2,6 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { formatBytes, formatCount, formatShapes } from '../format';
-import { frameworkOf } from '../frameworks';
 import { KernelAPI } from '../protocol';
 
 export interface IModelListProps {
@@ -26,7 +25,8 @@ export function ModelList({
   return (
     <ul className="jp-ModelSave-models" aria-label={trans.__('Models')}>
       {models.map(m => {
-        const framework = frameworkOf(options, m);
+        const framework = options?.frameworks[m.framework]; // as the kernel describes it
+        const recorded = framework?.records_calls ?? true;
         return (
           <li key={m.name}>
             <button
@@ -40,7 +40,7 @@ export function ModelList({
               <span className="jp-ModelSave-modelClass">
                 {m.class_name}
                 <span className="jp-ModelSave-framework">
-                  {framework.label}
+                  {framework?.label ?? m.framework}
                 </span>
               </span>
               <span className="jp-ModelSave-modelMeta">
@@ -54,10 +54,10 @@ export function ModelList({
               </span>
               <span className="jp-ModelSave-modelMeta">
                 {m.last_input
-                  ? framework.records_calls
+                  ? recorded
                     ? trans.__('last input %1', formatShapes(m.last_input))
                     : trans.__('declared input %1', formatShapes(m.last_input))
-                  : framework.records_calls
+                  : recorded
                     ? trans.__('no call recorded yet')
                     : trans.__('no declared input: give an example')}
               </span>

@@ -132,11 +132,6 @@ def producer(framework: str) -> dict[str, str]:
             "framework": framework, **{f"{k}_version": v for k, v in versions.items()}}  # fmt: skip
 
 
-def reserved_metadata(framework: str) -> list[str]:
-    """The metadata keys jms writes itself (``producer`` and the input and output names)."""
-    return [*producer(framework), "inputs", "outputs"]
-
-
 def embedded_note(job: ExportJob) -> str:
     """JSON embedded in artifacts that hold extra files: producer, I/O names, metadata."""
     import json

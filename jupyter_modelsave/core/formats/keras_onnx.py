@@ -15,26 +15,18 @@ from typing import Any
 
 from .._capture import captured_output, first_line
 from ..errors import ExportError, ModelSaveError
-from ..frameworks.keras import check_tf_backend, has_tf_backend, require, signature
+from ..frameworks.keras import NeedsTFBackend, require, signature
 from .base import Capabilities, Exported, ExportJob
 from .onnx import OnnxFormat, set_metadata
 
 MODEL_FILE = "model.onnx"
 
 
-class KerasOnnxFormat(OnnxFormat):
+class KerasOnnxFormat(NeedsTFBackend, OnnxFormat):
     description = "ONNX graph through tf2onnx, checked with onnx.checker and ONNX Runtime"
     capabilities = Capabilities(opsets=True, graph_view=True)  # one file: no external data
 
-    def available(self) -> bool:
-        return has_tf_backend()
-
-    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        check_tf_backend(self.name)
-        return super().check_options(options)
-
     def export(self, job: ExportJob) -> Exported:
-        check_tf_backend(self.name)
         require("tf2onnx", "Exporting a Keras/TensorFlow model to ONNX")
         path = job.workdir / MODEL_FILE
         try:

@@ -19,14 +19,14 @@ from typing import Any
 
 from .._capture import captured_output, first_line
 from ..errors import ExportError, ModelSaveError, UnsafeArtifactError
-from ..frameworks.keras import check_tf_backend, has_tf_backend, require, signature, to_numpy
+from ..frameworks.keras import NeedsTFBackend, require, signature, to_numpy
 from ..inputs import ExampleInputs
 from .base import EXTRA_FILE, ArtifactFormat, Capabilities, Exported, ExportJob, embedded_note
 
 FOLDER = "artifact.savedmodel"
 
 
-class SavedModelFormat(ArtifactFormat):
+class SavedModelFormat(NeedsTFBackend, ArtifactFormat):
     name = "savedmodel"
     extension = ".savedmodel"
     description = "TensorFlow SavedModel folder (serve endpoint), checked by reloading it in TF"
@@ -35,15 +35,7 @@ class SavedModelFormat(ArtifactFormat):
     def matches(self, path: Path) -> bool:
         return (Path(path) / "saved_model.pb").is_file()
 
-    def available(self) -> bool:
-        return has_tf_backend()
-
-    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        check_tf_backend(self.name)
-        return super().check_options(options)
-
     def export(self, job: ExportJob) -> Exported:
-        check_tf_backend(self.name)
         folder = job.workdir / FOLDER
         try:
             with captured_output():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -55,6 +56,13 @@ class Layout:
             return (dict(zip(self.keys, arrays)),)
         items = list(arrays) if self.kind == "list" else tuple(arrays)
         return tuple(items) if self.spread else (items,)
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor (Keras on the torch backend)
+        value = value.detach().cpu()
+    array = np.asarray(value)
+    return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
 
 
 class KerasAdapter(Adapter):
@@ -128,8 +136,7 @@ class KerasAdapter(Adapter):
         names = ["_".join(p) if top_dict else "output_" + "_".join(p) for p, _ in leaves]
         return names, [v for _, v in leaves]
 
-    def to_numpy(self, value: Any) -> np.ndarray:
-        return to_numpy(value)
+    to_numpy = staticmethod(to_numpy)
 
     def spec(self, name: str, value: Any) -> Any:
         from ..inputs import TensorSpec
@@ -217,7 +224,8 @@ class KerasAdapter(Adapter):
         inputs with ``None`` dimensions as 2 (Keras has no forward hooks to record calls with)."""
         from ..discovery import ModelInfo
 
-        sizes = [(_count(v.shape), _dtype_name(v.dtype)) for v in _variables(model)]
+        sizes = [(math.prod(int(n or 0) for n in v.shape), _dtype_name(v.dtype))
+                 for v in _variables(model)]  # fmt: skip
         float_dtypes = sorted({d for _, d in sizes if d.startswith(("float", "bfloat"))})
         return ModelInfo(
             name=name,
@@ -318,20 +326,23 @@ def keras_backend() -> str | None:
     return backend() if callable(backend) else None
 
 
-def has_tf_backend() -> bool:
-    """Whether Keras (when imported) runs on TensorFlow: graph formats need it."""
-    return keras_backend() in (None, "tensorflow")
+class NeedsTFBackend:
+    """A format that goes through TensorFlow graphs (ONNX, SavedModel): it needs Keras'
+    TensorFlow backend, and is offered and staged only with it."""
 
+    name: str
 
-def check_tf_backend(format_name: str) -> None:
-    """Formats that go through TensorFlow graphs need Keras' TensorFlow backend."""
-    backend = keras_backend()
-    if not has_tf_backend():
-        raise MissingDependencyError(
-            f"format {format_name!r} needs Keras' TensorFlow backend; this Keras runs on "
-            f"{backend!r}. Save with format='keras' or 'weights', or set "
-            "KERAS_BACKEND=tensorflow before importing Keras."
-        )
+    def available(self) -> bool:
+        return keras_backend() in (None, "tensorflow")
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        if not self.available():
+            raise MissingDependencyError(
+                f"format {self.name!r} needs Keras' TensorFlow backend; this Keras runs on "
+                f"{keras_backend()!r}. Save with format='keras' or 'weights', or set "
+                "KERAS_BACKEND=tensorflow before importing Keras."
+            )
+        return super().check_options(options)  # type: ignore[misc]
 
 
 def require(module: str, what: str) -> Any:
@@ -355,13 +366,6 @@ def signature(job: Any) -> list[Any]:
         dtype = str(tensor.dtype).removeprefix("torch.")
         specs.append(tf.TensorSpec(shape, tf.as_dtype(dtype), name=name))
     return list(job.example.layout.pack(specs))
-
-
-def to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor (Keras on the torch backend)
-        value = value.detach().cpu()
-    array = np.asarray(value)
-    return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
 
 
 def device_name(device: str) -> str:
@@ -439,13 +443,6 @@ def _variables(model: Any) -> list[Any]:
 
 def _dtype_name(dtype: Any) -> str:
     return str(getattr(dtype, "name", dtype)).removeprefix("torch.")
-
-
-def _count(shape: Any) -> int:
-    total = 1
-    for size in tuple(shape):
-        total *= int(size or 0)
-    return total
 
 
 def _itemsize(dtype: str) -> int:

@@ -10,9 +10,8 @@ every rank stages together (``distributed``).
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,37 @@ from ..inputs import EXAMPLE_INPUTS_HELP, ExampleInputs, TensorSpec, normalize_i
 from ..model_state import preserved, reference_mode
 from ..options import check_exporter, check_optional_flag, opset_range
 from . import Adapter, Example
+
+
+def device_of(model: torch.nn.Module) -> str:
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    return str(tensor.device) if tensor is not None else "cpu"
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.cpu().numpy()
+
+
+def flatten_outputs(output: Any) -> tuple[list[str], list[torch.Tensor]]:
+    """Names and tensors; a transformers ``ModelOutput`` counts as a dict of its fields that are
+    set (``hf.outputs_as_dict``)."""
+    output = hf.outputs_as_dict(output)
+    if isinstance(output, torch.Tensor):
+        return ["output"], [output]
+    leaves, _ = torch.utils._pytree.tree_flatten_with_path(output)
+    names, tensors = [], []
+    for path, leaf in leaves:
+        if not isinstance(leaf, torch.Tensor):
+            continue
+        keys = "_".join(
+            str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path
+        )
+        names.append(keys if isinstance(output, dict) else f"output_{keys}")
+        tensors.append(leaf)
+    return names, tensors
 
 
 class TorchAdapter(Adapter):
@@ -88,17 +118,10 @@ class TorchAdapter(Adapter):
     def call(self, model: torch.nn.Module, inputs: ExampleInputs) -> Any:
         return model(*inputs.args, **inputs.kwargs)
 
-    def flatten(self, output: Any) -> tuple[list[str], list[torch.Tensor]]:
-        return flatten_outputs(output)
-
-    def to_numpy(self, value: torch.Tensor) -> np.ndarray:
-        return to_numpy(value)
-
-    def spec(self, name: str, value: torch.Tensor) -> TensorSpec:
-        return TensorSpec.of(name, value)
-
-    def device_of(self, model: torch.nn.Module) -> str:
-        return device_of(model)
+    flatten = staticmethod(flatten_outputs)
+    to_numpy = staticmethod(to_numpy)
+    spec = staticmethod(TensorSpec.of)
+    device_of = staticmethod(device_of)
 
     def float_dtype(self, model: torch.nn.Module) -> str:
         for p in model.parameters():
@@ -112,21 +135,15 @@ class TorchAdapter(Adapter):
     def bitwise_equal(self, live: torch.Tensor, reloaded: torch.Tensor) -> bool:
         return torch.equal(reloaded.cpu(), live.detach().cpu())
 
-    @contextlib.contextmanager
-    def kept(self, model: torch.nn.Module, *, exporting: bool = False) -> Iterator[None]:
-        with preserved(model, hide_backward_hooks=exporting):
-            yield
+    def kept(self, model: torch.nn.Module, *, exporting: bool = False) -> Any:
+        return preserved(model, hide_backward_hooks=exporting)
 
-    @contextlib.contextmanager
-    def reference(self) -> Iterator[None]:
-        with reference_mode():
-            yield
+    def reference(self) -> Any:
+        return reference_mode()
 
-    @contextlib.contextmanager
-    def staging(self, model: torch.nn.Module) -> Iterator[list[str]]:
+    def staging(self, model: torch.nn.Module) -> Any:
         """transformers' key/value cache off: export and parity see one forward pass."""
-        with hf.cache_off(model) as notes:
-            yield notes
+        return hf.cache_off(model)
 
     def opsets(self, exporter: str) -> tuple[int, int, str]:
         return (*opset_range(exporter), f"onnx and torch ({exporter} exporter)")
@@ -177,37 +194,6 @@ class TorchAdapter(Adapter):
         weights = without_non_persistent(model, fmt.weights(loaded))
         check_fits(model, weights, strict, path)
         return model.load_state_dict(weights, strict=strict)
-
-
-def device_of(model: torch.nn.Module) -> str:
-    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
-    return str(tensor.device) if tensor is not None else "cpu"
-
-
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach()
-    if t.dtype == torch.bfloat16:
-        t = t.float()
-    return t.cpu().numpy()
-
-
-def flatten_outputs(output: Any) -> tuple[list[str], list[torch.Tensor]]:
-    """Names and tensors; a transformers ``ModelOutput`` counts as a dict of its fields that are
-    set (``hf.outputs_as_dict``)."""
-    output = hf.outputs_as_dict(output)
-    if isinstance(output, torch.Tensor):
-        return ["output"], [output]
-    leaves, _ = torch.utils._pytree.tree_flatten_with_path(output)
-    names, tensors = [], []
-    for path, leaf in leaves:
-        if not isinstance(leaf, torch.Tensor):
-            continue
-        keys = "_".join(
-            str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path
-        )
-        names.append(keys if isinstance(output, dict) else f"output_{keys}")
-        tensors.append(leaf)
-    return names, tensors
 
 
 def module_runner(module: Any, output_names: list[str]) -> Callable[[ExampleInputs], dict]:
