@@ -25,6 +25,8 @@ from ._codegen import defaults, export_call
 from ._display import human_size
 from .core.discovery import ModelInfo, find_models, start_recording
 from .core.errors import MissingInputError, ModelSaveError
+from .core.formats import describe
+from .core.frameworks import adapter, adapter_for
 
 
 def dynamic_spec(text: str) -> tuple[str, dict[int, str]]:
@@ -143,24 +145,19 @@ def usage(parser: argparse.ArgumentParser) -> str:
 
 def refuse_options_not_taken(options: dict[str, Any], model: Any) -> None:
     """``UsageError`` for ``--opset`` or ``--dynamic`` with a format that takes no such option."""
-    from .core.errors import ModelSaveError
-    from .core.formats import describe
-    from .core.frameworks import adapter_for
-
     fmt = options.get("format", defaults()["format"])
     try:
         takes = describe(fmt, adapter_for(model).name)
     except ModelSaveError:
         return  # not a model, or an unknown format: stage says so
-    flags = {
-        "--opset": ("opset", takes["opsets"]),
-        "--dynamic": ("dynamic_axes", takes["dynamic_axes"]),
-    }
-    wrong = [flag for flag, (key, taken) in flags.items() if key in options and not taken]
+    flags = (
+        ("--opset", "opset", takes["opsets"]),
+        ("--dynamic", "dynamic_axes", takes["dynamic_axes"]),
+    )
+    wrong = [flag for flag, key, taken in flags if key in options and not taken]
     if wrong:
         raise UsageError(
-            f"{' and '.join(wrong)} do{'es' if len(wrong) == 1 else ''} not apply to format "
-            f"{fmt!r}, which saves {takes['kind']} only; leave {'it' if len(wrong) == 1 else 'them'} out."
+            f"format {fmt!r} takes no {' or '.join(wrong)} ({takes['description']}); leave it out."
         )
 
 
@@ -262,8 +259,6 @@ def input_shapes(info: ModelInfo) -> str:
     Keras records no calls: its shapes are the declared ones, labelled so (None shown as the 2
     a stand-in example holds, and kept dynamic in the export).
     """
-    from .core.frameworks import adapter
-
     recorded = adapter(info.framework).records_calls
     if info.last_input is None and info.guessed_expression:
         return f"none yet: run the model once, or --input {info.guessed_expression!r}"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._codegen import defaults
-from .core.discovery import ModelInfo, find_models
+from .core.discovery import ModelInfo, find_models, model_info
 from .core.errors import InvalidOptionError, shown
 from .core.example_guess import evaluate_example, guess_example
 from .core.formats import capabilities, describe
@@ -81,6 +81,17 @@ class ModelSaveService:
                 f"{type(err).__name__}: {err}"
             ) from None
 
+    def example_specs(self, name: str, expression: str | None) -> list[TensorSpec] | None:
+        """The inputs a dynamic-axes editor shows: the last recorded call's (no expression), the
+        guess's (the guessed expression), else the evaluated expression's."""
+        model, text = self.model(name), (expression or "").strip()
+        info = model_info(name, model)
+        if not text or text == info.guessed_expression:
+            return info.last_input or (
+                [info.guessed_input] if text and info.guessed_input else None
+            )
+        return adapter_for(model).example(model, self.example(text), True).inputs.specs
+
     def expression(self, args: StageArgs) -> str | None:
         """The example expression to evaluate: none for the guess a format needing no inputs
         would not use (weights are saved without running the model)."""
@@ -99,15 +110,8 @@ class ModelSaveService:
         takes = self._takes(args, self.model(args["model"]))
         taken = {"opset": takes["opsets"], "dynamic_axes": takes["dynamic_axes"],
                  "exporter": takes["exporters"]}  # fmt: skip
-        keys = (
-            "format",
-            "opset",
-            "dynamic_axes",
-            "atol",
-            "rtol",
-            "exporter",
-            "name",
-        )  # stage's order
+        # in the order of stage's parameters, so that generated code reads the same everywhere
+        keys = ("format", "opset", "dynamic_axes", "atol", "rtol", "exporter", "name")
         options = {key: args.get(key) for key in keys if taken.get(key, True)}
         return {key: value for key, value in options.items() if value not in (None, {})}
 

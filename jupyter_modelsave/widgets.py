@@ -63,7 +63,6 @@ class ModelSaveWidget(w.VBox):
         **kwargs: Any,
     ) -> None:
         self._service = ModelSaveService(_user_namespace() if namespace is None else namespace)
-        self._models: dict[str, Any] = {}
         self._infos: dict[str, ModelInfo] = {}  # what find_models said, by name
         # the dynamic-axes editor: (input name, dim, "dynamic?" checkbox, axis name) per dimension
         self.axes: list[tuple[str, int, w.Checkbox, w.Text]] = []
@@ -138,31 +137,27 @@ class ModelSaveWidget(w.VBox):
 
     def refresh(self, model: Any = None) -> None:
         """List the namespace's models again; select ``model`` (an object or a name) if given."""
-        infos = self._service.infos()
-        self._models = {i.name: self._service.model(i.name) for i in infos}
-        self._infos = {i.name: i for i in infos}
+        self._infos = {i.name: i for i in self._service.infos()}
         if model is not None and not isinstance(model, str):
-            name = next((n for n, m in self._models.items() if m is model), None)
+            name = next((n for n in self._infos if self._service.model(n) is model), None)
             if name is None:  # not bound in the namespace: list it under its class name
                 name = type(model).__name__.lower()
-                self._service.unbound[name] = self._models[name] = model
+                self._service.unbound[name] = model
                 self._infos[name] = model_info(name, model)
             model = name
         current = model if model is not None else self.model_picker.value
-        self.model_picker.options = list(self._models)
+        self.model_picker.options = list(self._infos)
         self.model_picker.value = (
-            current if current in self._models else next(iter(self._models), None)
+            current if current in self._infos else next(iter(self._infos), None)
         )
         self._on_model_change()
 
     def pick(self, name: str) -> None:
         """Select the model bound to ``name`` (any staged export is discarded)."""
-        if name not in self._models:
+        if name not in self._infos:
             self.refresh()
-        if name not in self._models:
-            self._fail(
-                InvalidOptionError(f"No model named {name!r}; models: {list(self._models)}.")
-            )
+        if name not in self._infos:
+            self._fail(InvalidOptionError(f"No model named {name!r}; models: {list(self._infos)}."))
             return
         self.model_picker.value = name
 
@@ -249,7 +244,7 @@ class ModelSaveWidget(w.VBox):
                 "No model picked. Define a model (torch.nn.Module, keras.Model or tf.Module) in "
                 "the notebook, then press the refresh button."
             )
-        return self._models[self.model_picker.value]
+        return self._service.model(self.model_picker.value)
 
     def _args(self) -> dict[str, Any]:
         """The choices as the sidebar sends them (``protocol.StageArgs``)."""
@@ -270,24 +265,10 @@ class ModelSaveWidget(w.VBox):
             return self.input_expr.value.strip() or None
         return self._service.expression(self._args())
 
-    def _example(self) -> Any:
-        return self._service.example(self.input_expr.value.strip())
-
     def _input_specs(self) -> list[TensorSpec] | None:
         if self.model_picker.value is None:
             return None
-        name = self.model_picker.value
-        model = self._models[name]
-        if not self.input_expr.value.strip():
-            return model_info(name, model).last_input
-        if self._guessed and self.input_expr.value.strip() == self._guessed:
-            guessed = model_info(name, model).guessed_input
-            return None if guessed is None else [guessed]
-        from .core.frameworks import adapter
-
-        return (
-            adapter(self._infos[name].framework).example(model, self._example(), True).inputs.specs
-        )
+        return self._service.example_specs(self.model_picker.value, self.input_expr.value)
 
     def _on_model_change(self) -> None:
         self.discard()
@@ -312,8 +293,9 @@ class ModelSaveWidget(w.VBox):
         name = self.model_picker.value
         if self.state == "staging" or name is None or not self._guessed:
             return
-        if name in self._models and model_info(name, self._models[name]).last_input is not None:
-            self._infos[name] = model_info(name, self._models[name])
+        info = model_info(name, self._service.model(name)) if name in self._infos else None
+        if info is not None and info.last_input is not None:
+            self._infos[name] = info
             self._offer_guess()
             self._rebuild_axes(keep=True)
 
@@ -351,7 +333,7 @@ class ModelSaveWidget(w.VBox):
             return None
         from .core.example_guess import guess_example
 
-        guess = guess_example(self._models.get(self.model_picker.value))
+        guess = guess_example(self._service.model(self.model_picker.value))
         return None if guess is None else guess.layer
 
     def _follow_framework(self) -> None:

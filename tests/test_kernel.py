@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -63,6 +65,36 @@ def test_options_offer_formats_and_opset_ranges(side: jk.ModelSaveKernel) -> Non
         and not torch_formats["safetensors"]["needs_inputs"]
     )
     assert options["tolerances"]["float32"] == [1e-4, 1e-3]
+
+
+def test_a_guessed_example_is_not_run_for_a_format_that_needs_no_inputs(
+    side: jk.ModelSaveKernel,
+) -> None:
+    # Given a model never called, and the example guessed from its first layer (as the sidebar
+    # fills it in)
+    side.namespace["fresh"] = models.SmallCNN()
+    (info,) = [m for m in side.models({})["models"] if m["name"] == "fresh"]
+    guess = info["guessed_expression"]
+    # When it is sent with a weights format, then the model is saved without running it
+    staged = side.staged[
+        side.stage({"model": "fresh", "format": "safetensors", "example": guess})["id"]
+    ]
+    assert staged.input_specs == [] and staged.report.passed
+    # And with a graph format the guess is the example
+    staged = side.staged[
+        side.stage({"model": "fresh", "format": "torchscript", "example": guess})["id"]
+    ]
+    assert [s.shape for s in staged.input_specs] == [(1, 3, 224, 224)]
+
+
+def test_only_the_imported_frameworks_are_described() -> None:
+    # Describing a framework imports it: a kernel that only has torch describes only torch
+    code = (
+        "import sys, torch; from jupyter_modelsave.service import ModelSaveService;"
+        "print(sorted(ModelSaveService({}).options()['frameworks']), 'tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["['torch']", "False"]
 
 
 def test_stage_publishes_the_artifact_for_the_server(side: jk.ModelSaveKernel) -> None:

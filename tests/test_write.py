@@ -48,6 +48,7 @@ def test_folder_destination_gets_versioned_names_and_manifest(tmp_path, staged):
     assert manifest["inputs"][0]["name"] == "input"
     assert manifest["dynamic_axes"] == {"input": {"0": "batch"}}
     assert manifest["versions"]["torch"] == torch.__version__
+    assert manifest["framework"] == "torch"
 
 
 def test_explicit_name_and_version(tmp_path, staged):

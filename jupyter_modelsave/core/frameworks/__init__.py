@@ -37,23 +37,20 @@ FRAMEWORKS = tuple(REGISTRY)
 _ADAPTERS: dict[str, Adapter] = {}
 
 
+# framework -> (module, class) of its models; the first match wins
+_MODEL_CLASSES = {"keras": ("keras", "Model"), "tensorflow": ("tensorflow", "Module"),
+                  "torch": ("torch.nn", "Module")}  # fmt: skip
+
+
 def framework_of(obj: Any) -> str | None:
     """``"keras"``, ``"tensorflow"`` (a ``tf.Module``), ``"torch"`` or None.
 
     A Keras model on the torch backend is also an ``nn.Module``: "keras".
     """
-    keras = sys.modules.get("keras")
-    model_class = getattr(keras, "Model", None)
-    if isinstance(model_class, type) and isinstance(obj, model_class):
-        return "keras"
-    tf = sys.modules.get("tensorflow")
-    module_class = getattr(tf, "Module", None)
-    if isinstance(module_class, type) and isinstance(obj, module_class):
-        return "tensorflow"
-    torch = sys.modules.get("torch")
-    nn = getattr(torch, "nn", None)
-    if nn is not None and isinstance(obj, nn.Module):
-        return "torch"
+    for framework, (module, name) in _MODEL_CLASSES.items():
+        model_class = getattr(sys.modules.get(module), name, None)
+        if isinstance(model_class, type) and isinstance(obj, model_class):
+            return framework
     return None
 
 
@@ -164,6 +161,7 @@ class Adapter:
         return [self.float_dtype(model)] * len(values)
 
     def device_of(self, model: Any) -> str:
+        """Where the model's (first) weight lives: ``cpu``, ``cuda:0``, ``gpu:0``..."""
         raise NotImplementedError
 
     def float_dtype(self, model: Any) -> str:

@@ -315,9 +315,6 @@ class TFModuleAdapter(KerasAdapter):
     def submodels(self, model: Any) -> list[Any]:
         return list(model.submodules)
 
-    def declared_specs(self, model: Any) -> Any:
-        return None
-
 
 def keras_backend() -> str | None:
     """The backend of the imported Keras, or None when Keras is not imported."""
