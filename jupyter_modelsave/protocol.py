@@ -5,7 +5,7 @@ The sidebar opens a Comm on ``COMM_TARGET``; the kernel side (``kernel.py``) ans
 kernel works it sends ``ProgressEvent``s, then exactly one ``ReplyEvent`` whose ``result`` is the
 operation's reply type (``OPERATIONS``: op -> (arguments, reply)). ``src/protocol.ts`` mirrors
 every type here under the same name with an ``I`` in front (``StageArgs`` -> ``IStageArgs``);
-``tests/reliability/test_comm_fuzz.py::test_the_typescript_protocol_mirrors_the_python_one``
+``tests/test_protocol.py::test_the_typescript_protocol_mirrors_the_python_one``
 fails when the two drift. ``FIELDS``, the JSON type of every request field that the kernel side
 checks, is read from the argument types.
 

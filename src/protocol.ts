@@ -1,8 +1,7 @@
 /**
  * The Comm protocol between the sidebar and the kernel side: the TypeScript mirror of
  * `jupyter_modelsave/protocol.py`, which defines it. Every Python type `X` there is `IX` here,
- * with the same fields and JSON types; `tests/reliability/test_comm_fuzz.py::
- * test_the_typescript_protocol_mirrors_the_python_one` fails when the two drift.
+ * with the same fields and JSON types; `tests/test_protocol.py` fails when the two drift.
  */
 
 /** The Comm target of the kernel side. */
