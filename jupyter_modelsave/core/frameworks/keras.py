@@ -72,6 +72,7 @@ class KerasAdapter(Adapter):
     call_name = "call()"
     example_help = EXAMPLE_HELP
     example_hint = "np.zeros((1, 224, 224, 3), 'float32')"
+    spreads_tuples = False  # a tuple example is one argument (a list of inputs), not several
 
     def check_ready(self, model: Any, runs: bool) -> None:
         if not runs and not getattr(model, "built", True):
@@ -121,8 +122,6 @@ class KerasAdapter(Adapter):
         arrays = [_array(i, v) for i, v in enumerate(values)]
         tensors = tuple(torch.from_numpy(np.array(a, copy=True, order="C")) for a in arrays)
         return ExampleInputs(tensors, {}, names, layout)
-
-    spreads_tuples = False
 
     def call(self, model: Any, inputs: Any) -> Any:
         return model(*inputs.layout.pack([t.numpy() for t in inputs.tensors]), training=False)
