@@ -201,7 +201,7 @@ class ModelSaveWidget(w.VBox):
         self.staged = staged
         self.progress.bar_style = "success"
         if staged.report is not None:
-            self.report.value = staged.report._repr_html_()
+            self.report.value = staged.report._repr_html_() + _divergence_html(staged.report)
         self.summary.value = _summary_html(staged)
         self.state = "staged"
         return staged
@@ -426,6 +426,14 @@ def _inputs_html(specs: list[TensorSpec] | None, name: str | None) -> str:
         return f"<i>no recorded input: run {html.escape(name)}(...) once, or give an expression</i>"
     shapes = ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in specs)
     return f"example: <code>{html.escape(shapes)}</code>"
+
+
+def _divergence_html(report: Any) -> str:
+    """Under the parity table: the first diverging module and its source line, when localized."""
+    from .core.localize.display import divergence_text
+
+    text = divergence_text(report)
+    return f'<pre class="jms-divergence">{html.escape(text)}</pre>' if text else ""
 
 
 def _summary_html(staged: Any) -> str:

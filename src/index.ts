@@ -51,10 +51,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       consoles
     });
     const actions: ISidebarActions = {
-      openGraph: staged => {
-        if (staged.graph) {
-          openGraph(app.shell, staged.id, staged.graph);
+      openGraph: async (staged, nodes) => {
+        if (!staged.graph) {
+          return 0;
         }
+        return openGraph(app.shell, staged.id, staged.graph, nodes);
       },
       downloadStaged: staged =>
         saveToComputer(stagedUrl(staged.id, 'artifact')),

@@ -3,6 +3,7 @@ import * as React from 'react';
 
 import { formatBytes } from '../format';
 import { KernelAPI } from '../tokens';
+import { DivergencePanel } from './DivergencePanel';
 import { ParityTable } from './ParityTable';
 
 export interface IReviewPanelProps {
@@ -11,7 +12,8 @@ export interface IReviewPanelProps {
   defaultFolder: string;
   written: KernelAPI.IWritten | null;
   error: KernelAPI.IError | null;
-  onGraph: () => void;
+  /** Open the graph; with `nodes`, select and centre them. Resolves to the count selected. */
+  onGraph: (nodes?: string[]) => Promise<number>;
   onDownload: () => void;
   onDownloadWritten: (path: string) => void;
   onWrite: (args: Omit<KernelAPI.IWriteArgs, 'id'>) => Promise<void>;
@@ -66,6 +68,15 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
 
       {report && <ParityTable report={report} trans={trans} />}
 
+      {report && (report.localization || report.first_divergence) && (
+        <DivergencePanel
+          report={report}
+          hasGraph={!!staged.graph}
+          onShowNodes={nodes => props.onGraph(nodes)}
+          trans={trans}
+        />
+      )}
+
       {report && report.diagnosis.length > 0 && (
         <ul
           className="jp-ModelSave-diagnosis"
@@ -114,7 +125,7 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
           <button
             type="button"
             className="jp-Button jp-mod-styled"
-            onClick={props.onGraph}
+            onClick={() => void props.onGraph()}
           >
             {trans.__('Graph')}
           </button>
