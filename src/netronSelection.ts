@@ -7,8 +7,10 @@
  * - `index.js` keeps the viewer as `window.__view__`;
  * - `__view__._target` is the drawn graph, `_target._table` maps the model's objects (ONNX
  *   nodes have a string `name` and `inputs`/`outputs` arrays) to drawn elements;
- * - `_target.select([objects])` highlights them and returns their elements,
- *   `_target.scrollTo(elements)` centres them when they are out of view.
+ * - `_target.select([objects])` highlights them and returns their drawn elements;
+ * - the graph scrolls inside the element `#target` of the page (Netron's own
+ *   `_target.scrollTo(elements)` centres a selection only when it is out of view, so the
+ *   selection is centred here by scrolling `#target`; `scrollTo` is the fallback).
  *
  * The viewer's page is same-origin (served by the server extension), so the parent frame reaches
  * it without any request of its own.
@@ -25,8 +27,8 @@ interface INetronNode {
 
 interface INetronTarget {
   _table: Map<unknown, unknown>;
-  select(objects: unknown[] | null): unknown[] | null;
-  scrollTo(elements: unknown[] | null): void;
+  select(objects: unknown[] | null): Element[] | null;
+  scrollTo(elements: Element[] | null): void;
 }
 
 interface INetronView {
@@ -55,10 +57,38 @@ export async function selectNodes(
     key => isNode(key) && wanted.has(key.name)
   );
   const elements = target.select(objects);
-  if (objects.length > 0 && elements) {
-    target.scrollTo(elements);
+  if (objects.length > 0 && elements && elements.length > 0) {
+    if (!centre(frame, elements)) {
+      target.scrollTo(elements);
+    }
   }
   return objects.length;
+}
+
+/** Scroll Netron's `#target` so the middle of `elements` is in the middle of the view. */
+function centre(frame: HTMLIFrameElement, elements: Element[]): boolean {
+  const container = frame.contentDocument?.getElementById('target');
+  if (!container) {
+    return false;
+  }
+  const rects = elements.map(e => e.getBoundingClientRect());
+  const left = Math.min(...rects.map(r => r.left));
+  const right = Math.max(...rects.map(r => r.right));
+  const top = Math.min(...rects.map(r => r.top));
+  const bottom = Math.max(...rects.map(r => r.bottom));
+  const view = container.getBoundingClientRect();
+  container.scrollTo({
+    left:
+      container.scrollLeft +
+      (left + right) / 2 -
+      (view.left + container.clientWidth / 2),
+    top:
+      container.scrollTop +
+      (top + bottom) / 2 -
+      (view.top + container.clientHeight / 2),
+    behavior: 'instant'
+  });
+  return true;
 }
 
 async function drawnGraph(

@@ -428,3 +428,86 @@ def test_what_cannot_be_localized_says_why(tmp_path):
     unchecked.discard()
     with pytest.raises(jms.InvalidOptionError, match="discarded"):
         unchecked.localize()
+
+
+def test_the_magic_prints_the_first_diverging_module_under_the_parity_table(
+    tmp_path, monkeypatch, capsys
+):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.chdir(tmp_path)
+    shown = []
+    monkeypatch.setattr("jupyter_modelsave.magics.display", shown.append)
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "jupyter_modelsave")
+    torch.manual_seed(0)
+    shell.user_ns.update(branchy=Net(branch=2), x=positive_example())
+    try:
+        result = shell.run_cell("%modelsave branchy out/ --input x")
+    finally:
+        del shell.user_ns["branchy"], shell.user_ns["x"]
+    out = capsys.readouterr().out
+    assert isinstance(result.error_in_exec, jms.ParityError)
+    # Then, after the parity table, the module, its class, its source line and its code
+    assert "First diverging module" in shown[-1].data
+    text = out[out.index("First diverging module") :]
+    assert text.startswith(
+        f"First diverging module: 'blocks.2' (Block) at {line_of(Block, IF_LINE)}"
+    )
+    assert text.splitlines()[1] == f"    {IF_LINE}"
+    assert text.index(IF_LINE) < text.index("ParityError: Not written")
+
+
+def test_the_widget_shows_the_first_diverging_module_under_the_parity_table():
+    from jupyter_modelsave.widgets import ModelSaveWidget
+
+    torch.manual_seed(0)
+    namespace = {"torch": torch, "branchy": Net(branch=2), "x": positive_example()}
+    widget = ModelSaveWidget("branchy", namespace=namespace, dest="unused/")
+    widget.input_expr.value = "x"
+    staged = widget.stage()
+    assert staged is not None and not staged.report.passed
+    page = widget.report.value
+    table_end = page.index("</table>", page.index("<th>probe</th>"))
+    below = page[table_end:]
+    assert "First diverging module: &#x27;blocks.2&#x27; (Block) at " in below
+    assert html_escape(line_of(Block, IF_LINE)) in below
+    staged.discard()
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def test_the_sidebar_summary_carries_the_localization(branch_staged):
+    from jupyter_modelsave import kernel
+
+    summary = kernel.summary(branch_staged)
+    kernel._wire(summary)  # plain JSON the Comm carries
+    report = summary["report"]
+    assert report["first_divergence"]["module"] == "blocks.2"
+    assert report["localization"] == branch_staged.report.localization
+    assert [layer["module"] for layer in report["layers"]] == [
+        layer.module for layer in branch_staged.report.layers
+    ]
+
+
+def test_a_module_defined_in_a_notebook_cell_is_named_by_its_cell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    cell = inspect.getsource(Block).replace("class Block", "class CellBlock")
+    shell.run_cell("import torch\nfrom torch import nn\n" + cell, store_history=True)
+    count = shell.execution_count - 1
+    cell_block = shell.user_ns.pop("CellBlock")
+    torch.manual_seed(0)
+    model = Net(branch=-1)
+    model.blocks[2] = cell_block(branchy=True)
+    staged = jms.stage(model, positive_example(), exporter="torchscript")
+    first = staged.report.first_divergence
+    # Then the source says which cell, as IPython's tracebacks do
+    line = 2 + next(i for i, text in enumerate(cell.splitlines()) if IF_LINE in text) + 1
+    assert first.module == "blocks.2" and first.source == f"Cell In[{count}], line {line}"
+    assert first.code == IF_LINE

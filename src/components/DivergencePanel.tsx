@@ -44,7 +44,9 @@ export function DivergencePanel(props: IDivergencePanelProps): JSX.Element {
             {trans.__('First diverging module')}
           </div>
           <div className="jp-ModelSave-divergenceModule">
-            <code aria-label={trans.__('Module')}>{moduleName(first, trans)}</code>{' '}
+            <code aria-label={trans.__('Module')}>
+              {moduleName(first, trans)}
+            </code>{' '}
             <span className="jp-ModelSave-divergenceClass">
               {first.class_name}
               {first.call > 0 && trans.__(', call %1', first.call + 1)}
@@ -95,7 +97,7 @@ export function DivergencePanel(props: IDivergencePanelProps): JSX.Element {
           </summary>
           <div className="jp-ModelSave-layersScroll">
             <table
-              className="jp-ModelSave-layerTable"
+              className="jp-ModelSave-parityTable jp-ModelSave-layerTable"
               aria-label={trans.__('Per-layer comparison')}
             >
               <thead>

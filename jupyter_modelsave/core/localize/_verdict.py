@@ -9,7 +9,8 @@ the model's own output differs, the model's ``forward`` is named and the text sa
 
 ``source`` is ``file:line`` of the module class's ``forward``: the line of a value tracing baked
 in (``report.value_conversions``) or of the node that makes the output (dynamo's stack traces)
-when it lies inside that ``forward``, else the ``def`` line.
+when it lies inside that ``forward``, else the ``def`` line. Code defined in a notebook cell (its
+"file" is IPython's name for the cell) reads ``Cell In[3], line 14``, as IPython's tracebacks say.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import inspect
 import linecache
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -145,7 +147,20 @@ def source_of(module: Any, hints: list[tuple[str, int]]) -> tuple[str | None, st
     path, start, end = span
     line = next((n for f, n in hints if f == path and start <= n <= end), start)
     code = linecache.getline(path, line).strip() or None
-    return f"{path}:{line}", code
+    cell = _cell_label(path)
+    return (f"{cell}, line {line}" if cell else f"{path}:{line}"), code
+
+
+def _cell_label(path: str) -> str | None:
+    """``Cell In[3]`` when ``path`` is IPython's name for a cell it ran (no IPython import)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    format_name = getattr(getattr(shell, "compile", None), "format_code_name", None)
+    try:
+        label = format_name(path) if callable(format_name) else None
+    except Exception:  # another IPython's API: keep the path
+        return None
+    return " ".join(label) if isinstance(label, tuple) and len(label) == 2 else None
 
 
 def _forward_span(module: Any) -> tuple[str, int, int] | None:
