@@ -22,6 +22,15 @@ export function DivergencePanel(props: IDivergencePanelProps): JSX.Element {
   const first = report.first_divergence ?? null;
   const layers = report.layers ?? [];
   const [problem, setProblem] = React.useState('');
+  const scroller = React.useRef<HTMLDivElement>(null);
+  React.useEffect(() => {
+    // the marked row in the middle of the table's own scroll area (the panel stays put)
+    const box = scroller.current;
+    const row = box?.querySelector<HTMLElement>('tr[data-first="true"]');
+    if (box && row) {
+      box.scrollTop = row.offsetTop - (box.clientHeight - row.offsetHeight) / 2;
+    }
+  }, [report]);
   const show = async (nodes: string[]) => {
     setProblem('');
     try {
@@ -95,7 +104,7 @@ export function DivergencePanel(props: IDivergencePanelProps): JSX.Element {
               layers.length
             )}
           </summary>
-          <div className="jp-ModelSave-layersScroll">
+          <div className="jp-ModelSave-layersScroll" ref={scroller}>
             <table
               className="jp-ModelSave-parityTable jp-ModelSave-layerTable"
               aria-label={trans.__('Per-layer comparison')}

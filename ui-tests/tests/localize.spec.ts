@@ -76,6 +76,7 @@ test.describe('Model Save sidebar: where it diverges', () => {
     const marked = table.locator('tr[aria-current="true"]');
     await expect(marked).toHaveCount(1);
     await expect(marked.getByRole('rowheader')).toContainText('blocks.2');
+    await expect(marked).toBeInViewport(); // the table scrolled to it
     await expect(
       table.getByRole('row', { name: /^blocks\.1 / })
     ).toHaveAttribute('data-passed', 'true');
@@ -127,7 +128,19 @@ test.describe('Model Save sidebar: where it diverges', () => {
     await expect(
       page.frameLocator('.jp-ModelSave-graph iframe').locator('g.node').first()
     ).toBeVisible({ timeout: 60_000 });
-    const api = await viewerFrame(page).evaluate(() => {
+    const viewer = viewerFrame(page);
+    // the viewer sets `_target` once the drawing is done (a moment after the first node shows)
+    await expect
+      .poll(
+        () =>
+          viewer.evaluate(() => {
+            const view = (window as any).__view__;
+            return typeof (view && view._target && view._target.select);
+          }),
+        { timeout: 30_000 }
+      )
+      .toBe('function');
+    const api = await viewer.evaluate(() => {
       const view = (window as any).__view__;
       const target = view && view._target;
       const table = target && target._table;
