@@ -500,15 +500,16 @@ def test_a_module_defined_in_a_notebook_cell_is_named_by_its_cell():
     shell = InteractiveShell.instance()
     before = set(shell.user_ns)
     cell = inspect.getsource(Block).replace("class Block", "class CellBlock")
-    shell.run_cell("import torch\nfrom torch import nn\n" + cell, store_history=True)
-    count = shell.execution_count - 1
-    cell_block = shell.user_ns["CellBlock"]
-    for name in set(shell.user_ns) - before:
-        del shell.user_ns[name]
-    torch.manual_seed(0)
-    model = Net(branch=-1)
-    model.blocks[2] = cell_block(branchy=True)
-    staged = jms.stage(model, positive_example(), exporter="torchscript")
+    try:
+        shell.run_cell("import torch\nfrom torch import nn\n" + cell, store_history=True)
+        count = shell.execution_count - 1
+        torch.manual_seed(0)
+        model = Net(branch=-1)
+        model.blocks[2] = shell.user_ns["CellBlock"](branchy=True)
+        staged = jms.stage(model, positive_example(), exporter="torchscript")
+    finally:
+        for name in set(shell.user_ns) - before:
+            del shell.user_ns[name]
     first = staged.report.first_divergence
     # Then the source says which cell, as IPython's tracebacks do
     line = 2 + next(i for i, text in enumerate(cell.splitlines()) if IF_LINE in text) + 1
