@@ -110,6 +110,7 @@ class ModelSaveMagics(Magics):
         try:
             if staged.report is not None:
                 display(HTML(staged.report._repr_html_()))
+                _print_divergence(staged.report)
             path = staged.write(args.dest, **write_options)
         finally:
             staged.discard()
@@ -124,6 +125,15 @@ class ModelSaveMagics(Magics):
             raise UsageError(
                 f"{what} {expr!r} could not be evaluated: {type(err).__name__}: {err}{hint}"
             ) from None
+
+
+def _print_divergence(report: Any) -> None:
+    """Under the parity table: the first diverging module and its source line, when localized."""
+    from .core.localize.display import divergence_text
+
+    text = divergence_text(report)
+    if text:
+        print(text)
 
 
 def usage(parser: argparse.ArgumentParser) -> str:

@@ -208,7 +208,7 @@ class ModelSaveWidget(w.VBox):
         self.staged = staged
         self.progress.bar_style = "success"
         if staged.report is not None:
-            self.report.value = staged.report._repr_html_()
+            self.report.value = staged.report._repr_html_() + _divergence_html(staged.report)
         self.summary.value = _summary_html(staged)
         self.state = "staged"
         return staged
@@ -500,6 +500,14 @@ def _after_each_cell(widget: ModelSaveWidget) -> None:
             alive._on_cell_ran()
 
     shell.events.register("post_run_cell", after_cell)
+
+
+def _divergence_html(report: Any) -> str:
+    """Under the parity table: the first diverging module and its source line, when localized."""
+    from .core.localize.display import divergence_text
+
+    text = divergence_text(report)
+    return f'<pre class="jms-divergence">{html.escape(text)}</pre>' if text else ""
 
 
 def _summary_html(staged: Any) -> str:

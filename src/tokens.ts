@@ -127,6 +127,27 @@ export namespace KernelAPI {
     outputs: IOutputDiff[];
   }
 
+  /** One compared module call (`LayerDiff`): where the artifact starts to differ. */
+  export interface ILayerDiff {
+    /** Qualified name in the live model; "" for the model itself. */
+    module: string;
+    class_name: string;
+    /** Which call of the module (0: the first). */
+    call: number;
+    shape: number[];
+    max_abs: number | string;
+    max_rel: number | string;
+    cosine: number | string;
+    mismatch_fraction: number;
+    passed: boolean;
+    /** `file:line` of the module's forward code, when known. */
+    source: string | null;
+    /** The text of that line. */
+    code: string | null;
+    /** Names of the ONNX nodes that compute it (empty for other formats). */
+    nodes: string[];
+  }
+
   /** `ParityReport.to_dict()`. */
   export interface IReport {
     passed: boolean;
@@ -138,6 +159,12 @@ export namespace KernelAPI {
     diagnosis: string[];
     kind: string;
     outputs: IOutputDiff[];
+    /** The first module whose output differs (when parity failed, or on request). */
+    first_divergence?: ILayerDiff | null;
+    /** Every compared module call, in the order calls finish. */
+    layers?: ILayerDiff[];
+    /** What the localization found, in plain words. */
+    localization?: string | null;
   }
 
   /** Reply of `stage`. */

@@ -43,6 +43,24 @@ class OutputDiff:
 
 
 @dataclass
+class LayerDiff:
+    """How far one module's output in the artifact is from the live model's (``localize``)."""
+
+    module: str  # qualified name in the live model; "" for the model itself
+    class_name: str
+    call: int  # which call of the module on the probe (0: the first)
+    shape: list[int]
+    max_abs: float
+    max_rel: float
+    cosine: float
+    mismatch_fraction: float
+    passed: bool
+    source: str | None = None  # file:line of the module's forward code, when known
+    code: str | None = None  # the text of that line
+    nodes: list[str] = field(default_factory=list)  # artifact nodes that compute it (ONNX)
+
+
+@dataclass
 class ProbeResult:
     name: str
     passed: bool
@@ -63,6 +81,11 @@ class ParityReport:
     kind: str = "outputs"  # "outputs" (values compared) or "weights" (bitwise round trip)
     # where the exporter turned tensor values into Python constants: fails the report
     value_conversions: list[str] = field(default_factory=list)
+    # where the artifact starts to differ (``core/localize``): filled when parity fails, or by
+    # ``staged.localize()``; ``localization`` says it in plain words
+    first_divergence: LayerDiff | None = None
+    layers: list[LayerDiff] = field(default_factory=list)
+    localization: str | None = None
 
     @property
     def outputs(self) -> list[OutputDiff]:
@@ -332,9 +355,14 @@ def report_html(report: ParityReport) -> str:
     )  # fmt: skip
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.diagnosis)
     tf32 = "on" if report.tf32 else "off"
+    where = ""
+    if report.localization is not None or report.layers:  # the first diverging module first
+        from .localize.display import localization_html
+
+        where = localization_html(report)
     return (
         f'<div class="jms-parity"><p style="{style}"><b>{mark} {html.escape(report.summary())}</b>'
-        f" &middot; reference on {html.escape(report.reference_device)}, TF32 {tf32}</p>"
+        f" &middot; reference on {html.escape(report.reference_device)}, TF32 {tf32}</p>{where}"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         + (f"<ul>{notes}</ul>" if notes else "")
         + "</div>"

@@ -98,6 +98,7 @@ class StagedExport:
         self._workdir = job.workdir
         self.tolerances = tolerances  # (atol, rtol) of the last parity check
         self._verify_again = lambda atol, rtol: fmt.verify(exported, job, atol, rtol, no_progress)
+        self._localize = functools.partial(_localized, fmt.name, exported, job)
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(job.workdir), True)
 
     @property
@@ -116,8 +117,27 @@ class StagedExport:
         rtol = self.tolerances[1] if rtol is None else check_tolerance("rtol", rtol)
         with typed_errors("parity check", self.format):
             self.report = self._verify_again(atol, rtol)
+            self._localize(self.report, quietly=True)
         self.tolerances = (atol, rtol)
         return self.report
+
+    @_unrecorded
+    def localize(self) -> ParityReport:
+        """Find the first module of the live model whose output differs in the artifact.
+
+        Fills ``report.layers``, ``report.first_divergence`` and ``report.localization`` (done
+        by ``stage`` and ``verify`` already when parity fails) and returns the report. See
+        ``core/localize``.
+        """
+        if self.discarded:
+            raise InvalidOptionError("This export was discarded; stage it again to localize it.")
+        if self.report is None:
+            raise InvalidOptionError(
+                "This export was staged with parity=False: nothing to localize. Call "
+                "staged.verify() first."
+            )
+        with typed_errors("localization", self.format):
+            return self._localize(self.report)
 
     def write(self, dest: str | Path, *, name: str | None = None, version: str | None = None,
               overwrite: bool = False, allow_mismatch: bool = False) -> Path:  # fmt: skip
@@ -300,6 +320,7 @@ def stage(
             progress("parity", 0.6)
             with typed_errors("parity check", fmt.name):
                 report = fmt.verify(exported, job, atol, rtol, progress)
+                _localized(fmt.name, exported, job, report, progress, quietly=True)
         job.example_outputs = None  # a later verify() runs the model as it is then
         warnings = [*notes, *exported.warnings]
         if example_inputs is None and example.names:
@@ -310,6 +331,17 @@ def stage(
     with hf.cache_off(model) as hf_notes:  # export and parity: one forward pass, no cache
         notes += hf_notes
         return in_work_folder(build, progress)
+
+
+def _localized(format_name: str, exported: Exported, job: ExportJob, report: ParityReport,
+               progress: Progress = no_progress, *, quietly: bool = False) -> ParityReport:  # fmt: skip
+    """``core.localize``: on request (``quietly=False``), or after a failed parity check."""
+    from .localize import after_failed_parity, localize
+
+    if quietly:
+        after_failed_parity(format_name, exported, job, report, progress)
+        return report
+    return localize(format_name, exported, job, report, progress)
 
 
 @contextlib.contextmanager

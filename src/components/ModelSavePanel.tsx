@@ -14,7 +14,8 @@ import { StageProgress } from './StageProgress';
 
 /** What the sidebar can do besides changing the model (they need the app). */
 export interface ISidebarActions {
-  openGraph: (staged: KernelAPI.IStaged) => void;
+  /** Open the graph; with `nodes`, select and centre them. Resolves to the count selected. */
+  openGraph: (staged: KernelAPI.IStaged, nodes?: string[]) => Promise<number>;
   downloadStaged: (staged: KernelAPI.IStaged) => void;
   downloadWritten: (path: string) => void;
 }
@@ -135,7 +136,7 @@ function Body({ model, actions, trans }: IModelSavePanelProps): JSX.Element {
           defaultFolder={exportsFolder(model.kernel?.path ?? '')}
           written={model.writtenTo}
           error={model.acceptError}
-          onGraph={() => actions.openGraph(job.staged)}
+          onGraph={nodes => actions.openGraph(job.staged, nodes)}
           onDownload={() => actions.downloadStaged(job.staged)}
           onDownloadWritten={actions.downloadWritten}
           onWrite={args => model.write(args)}

@@ -5,6 +5,7 @@ import * as React from 'react';
 
 import { formatBytes } from '../format';
 import { KernelAPI } from '../tokens';
+import { DivergencePanel } from './DivergencePanel';
 import { ParityTable } from './ParityTable';
 import { useScrolledIntoView } from './scroll';
 
@@ -14,7 +15,8 @@ export interface IReviewPanelProps {
   defaultFolder: string;
   written: KernelAPI.IWritten | null;
   error: KernelAPI.IError | null;
-  onGraph: () => void;
+  /** Open the graph; with `nodes`, select and centre them. Resolves to the count selected. */
+  onGraph: (nodes?: string[]) => Promise<number>;
   onDownload: () => void;
   onDownloadWritten: (path: string) => void;
   onWrite: (args: Omit<KernelAPI.IWriteArgs, 'id'>) => Promise<void>;
@@ -75,6 +77,15 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
       </div>
 
       {report && <ParityTable report={report} trans={trans} />}
+
+      {report && (report.localization || report.first_divergence) && (
+        <DivergencePanel
+          report={report}
+          hasGraph={!!staged.graph}
+          onShowNodes={nodes => props.onGraph(nodes)}
+          trans={trans}
+        />
+      )}
 
       {report && report.diagnosis.length > 0 && (
         <ul
@@ -139,7 +150,7 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
           <button
             type="button"
             className="jp-Button jp-mod-styled"
-            onClick={props.onGraph}
+            onClick={() => void props.onGraph()}
           >
             {trans.__('Graph')}
           </button>
