@@ -15,6 +15,7 @@ export default defineConfig([
       '**/*.js',
       '**/*.d.ts',
       '.venv',
+      '.venv-tf4',
       'jupyter_modelsave',
       'tests',
       '**/__tests__',

@@ -72,6 +72,8 @@ export namespace KernelAPI {
     formats: string[];
     /** "sharded over N ranks" when the weights are DTensors (FSDP2, tensor parallel). */
     sharding: string | null;
+    /** Whether `generation=True` applies (a transformers language model; older kernels: absent). */
+    can_generate?: boolean;
   }
 
   export interface IModels {
@@ -102,6 +104,8 @@ export namespace KernelAPI {
     atol?: number | null;
     rtol?: number | null;
     name?: string;
+    /** ONNX with past key values, checked on a greedy loop. */
+    generation?: boolean;
   }
 
   export interface IOutputDiff {
@@ -123,6 +127,18 @@ export namespace KernelAPI {
     outputs: IOutputDiff[];
   }
 
+  /** One greedy loop of a generation export against the live model's generate(). */
+  export interface IGreedyRun {
+    name: string;
+    prompt_lengths: number[];
+    live_tokens: number[][];
+    artifact_tokens: number[][];
+    steps_compared: number;
+    passed: boolean;
+    first_difference: number | null;
+    near_tie: boolean;
+  }
+
   /** `ParityReport.to_dict()`. */
   export interface IReport {
     passed: boolean;
@@ -134,6 +150,9 @@ export namespace KernelAPI {
     diagnosis: string[];
     kind: string;
     outputs: IOutputDiff[];
+    /** Generation exports: greedy steps and runs (live and artifact tokens side by side). */
+    steps?: number;
+    generation?: IGreedyRun[];
   }
 
   /** Reply of `stage`. */

@@ -39,6 +39,8 @@ class ModelInfo:
     framework: str = "torch"  # "torch", "keras" or "tensorflow" (a tf.Module)
     formats: list[str] = field(default_factory=list)  # the format names that apply
     sharding: str | None = None  # "sharded over N ranks" when the weights are DTensors
+    # generation=True applies (a transformers language model; issue 18, core/generation)
+    can_generate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -194,6 +196,7 @@ def describe(name: str, model: torch.nn.Module) -> ModelInfo:
         framework="torch",
         formats=_formats("torch"),
         sharding=sharding_note(tensors),
+        can_generate=_can_generate(model),
     )
 
 
@@ -237,6 +240,12 @@ def describe_keras(name: str, model: Any, framework: str) -> ModelInfo:
         framework=framework,
         formats=names,
     )
+
+
+def _can_generate(model: Any) -> bool:
+    from .generation import can_generate
+
+    return can_generate(model)
 
 
 def _formats(framework: str) -> list[str]:

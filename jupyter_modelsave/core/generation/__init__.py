@@ -53,7 +53,7 @@ __all__ = [
     "ENCODER_FILE",
     "SEQ2SEQ",
     "can_generate",
+    "generation_family",
     "graph_file",
     "is_seq2seq_folder",
-    "generation_family",
 ]

@@ -24,7 +24,7 @@ def generation_family(model: Any) -> str | None:
     """``"causal_lm"``, ``"seq2seq"``, or None when ``model`` cannot be exported for generation."""
     try:
         return _family(model)
-    except InvalidOptionError:
+    except Exception:  # InvalidOptionError, or an odd model whose config or forward raises
         return None
 
 

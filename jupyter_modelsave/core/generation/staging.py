@@ -309,7 +309,7 @@ def generation_manifest(plan: GenerationPlan, graphs: list[Any], steps: int | No
                 "dynamic_axes": {
                     n: {str(d): a for d, a in axes.items()}
                     for n, axes in g.job.dynamic_axes.items()
-                },  # fmt: skip
+                },
             }
             for g in graphs
         },
