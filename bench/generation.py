@@ -17,6 +17,7 @@ moves the figures less.
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import sys
@@ -114,9 +115,15 @@ def main() -> None:
             sides = {
                 "with past": lambda: with_past(cached, ids, NEW_TOKENS),  # noqa: B023
                 "without past": lambda: without_past(full, ids, NEW_TOKENS),  # noqa: B023
-                "live generate()": lambda: live_greedy(  # noqa: B023
-                    model, plan, prompt, mask, NEW_TOKENS  # noqa: B023
-                ).tokens,
+                "live generate()": lambda: (
+                    live_greedy(
+                        model,
+                        plan,
+                        prompt,
+                        mask,
+                        NEW_TOKENS,  # noqa: B023
+                    ).tokens
+                ),
             }
             for side in sides.values():  # warm-up
                 side()
@@ -138,7 +145,7 @@ def main() -> None:
                 f"same tokens: {same}",
                 flush=True,
             )
-    growing = all(a < b for a, b in zip(ratios, ratios[1:]))
+    growing = all(a < b for a, b in itertools.pairwise(ratios))
     print(f"with/without past grows with the prompt: {growing}; "
           f"at {LENGTHS[-1]} tokens: ratio {ratios[-1]:.2f}")  # fmt: skip
 

@@ -213,6 +213,25 @@ def test_the_seq2seq_artifact_is_one_folder_with_a_hash_per_file(exported, tmp_p
         fh.write(bytes([byte[0] ^ 1]))
     with pytest.raises(jms.IntegrityError, match="does not match its manifest"):
         jms.load(copy_path)
+    # and as a base64 string the folder travels zipped and loads as the two sessions
+    from jupyter_modelsave.core.transfer import encode
+
+    assert isinstance(jms.from_base64(encode(exported.path, "onnx")), Seq2SeqSessions)
+
+
+def test_with_external_data_each_seq2seq_graph_is_a_folder_of_its_own(tmp_path):
+    # Given T5 staged for generation with its weights in external data files
+    model, _ = arch.t5()
+    staged = jms.stage(model, PROMPT, generation=True, external_data=True)
+    # Then parity passed, and each graph is the usual ONNX folder layout under its own name
+    assert staged.report.passed, staged.report.diagnosis
+    path = staged.write(tmp_path)
+    files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    assert files == [
+        "decoder_model.onnx/model.onnx", "decoder_model.onnx/model.onnx.data",
+        "encoder_model.onnx/model.onnx", "encoder_model.onnx/model.onnx.data",
+    ]  # fmt: skip
+    assert isinstance(jms.load(path), Seq2SeqSessions)
 
 
 def test_the_report_shows_both_token_sequences(exported):

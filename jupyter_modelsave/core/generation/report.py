@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..parity import ParityReport
 
@@ -78,8 +77,3 @@ def _tokens_cell(tokens: list[int], other: list[int], *, mark: bool) -> str:
         differs = i >= len(other) or other[i] != token
         parts.append(f"<b>{token}</b>" if mark and differs else str(token))
     return "<code>" + " ".join(parts) + "</code>"
-
-
-def run_from_dict(data: dict[str, Any]) -> GreedyRun:
-    """A ``GreedyRun`` from its ``to_dict`` form (for reports read back)."""
-    return GreedyRun(**{k: data[k] for k in GreedyRun.__dataclass_fields__ if k in data})
