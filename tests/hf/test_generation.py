@@ -245,6 +245,10 @@ def test_the_report_shows_both_token_sequences(exported):
             assert " ".join(map(str, row)) in html
     assert "live generate()" in html and "artifact" in html
     assert f"greedy {STEPS} steps: tokens identical in 2 of 2 runs" in report.summary()
+    # and verify() checks again, loops included, without exporting again
+    again = exported.staged.verify(atol=1e-3)
+    assert again.passed and again.atol == 1e-3
+    assert [r.live_tokens for r in again.generation] == [r.live_tokens for r in report.generation]
 
 
 def test_the_live_model_is_left_as_it_was(exported):
@@ -304,6 +308,7 @@ BAD = [
     ("gpt2", {"example_inputs": (PROMPT, torch.ones(2, 5))}, "attention_mask must be a tensor"),
     ("gpt2", {"example_inputs": (PROMPT, torch.zeros(2, 6))}, "at least one token per row"),
     ("gpt2", {"example_inputs": (PROMPT, torch.full((2, 6), 2))}, "hold 0 (padding) and 1"),
+    ("gpt2_bf16", {}, "keeps its cache in torch.bfloat16"),
 ]
 
 
@@ -312,7 +317,7 @@ def bad_models() -> dict[str, torch.nn.Module]:
     gpt2, _ = arch.gpt2()
     bert, _ = arch.bert()
     return {"gpt2": gpt2, "gpt2_base": gpt2.transformer, "bert": bert,
-            "linear": torch.nn.Linear(4, 4)}  # fmt: skip
+            "linear": torch.nn.Linear(4, 4), "gpt2_bf16": copy.deepcopy(gpt2).bfloat16()}  # fmt: skip
 
 
 @pytest.mark.parametrize(("model", "options", "message"), BAD,
@@ -332,7 +337,7 @@ def test_bad_input_is_refused_before_any_export(bad_models, monkeypatch, model, 
 def test_find_models_says_which_models_can_generate(bad_models):
     # (find_models lists a model's submodules only when nothing holds them)
     listed = {i.name: i.can_generate for i in jms.find_models(bad_models)}
-    assert listed == {"gpt2": True, "bert": False, "linear": False}
+    assert listed == {"gpt2": True, "bert": False, "linear": False, "gpt2_bf16": True}
     [base] = jms.find_models({"gpt2_base": bad_models["gpt2_base"]})
     assert base.can_generate is False  # GPT2Model: no language-model head
 

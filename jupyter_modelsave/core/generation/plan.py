@@ -138,6 +138,8 @@ class GenerationPlan:
 def make_plan(model: Any, family: str, input_ids: Any, attention_mask: Any) -> GenerationPlan:
     """Run ``model`` once on the prompt with the cache on (no_grad, eval: the caller's
     ``preserved``/``reference_mode``) and read the cache's layout."""
+    import torch
+
     from . import _cache
 
     cache_arg = cache_argument(model)
@@ -161,6 +163,12 @@ def make_plan(model: Any, family: str, input_ids: Any, attention_mask: Any) -> G
             f"{sorted({tuple(k.shape) for pair in layers for k in pair})}, not one "
             "[batch, heads, sequence, head_dim] per layer (a sliding-window, hybrid or "
             "multi-latent cache); generation=True covers the plain key/value cache."
+        )
+    if key.dtype not in (torch.float32, torch.float16, torch.float64):
+        raise InvalidOptionError(
+            f"{type(model).__name__} keeps its cache in {key.dtype}; ONNX Runtime has no numpy "
+            "feeds of that type for the loop. Stage a float32 (or float16) copy: "
+            "copy.deepcopy(model).float()."
         )
     config = model.config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
