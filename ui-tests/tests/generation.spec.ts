@@ -64,6 +64,7 @@ test.describe('Model Save sidebar: generation', () => {
     await expect(greedy.getByRole('row')).toHaveCount(5); // header + 2 runs x 2 rows
     const first = greedy.getByRole('row').nth(1).getByRole('cell');
     expect(await first.nth(0).innerText()).toBe(await first.nth(1).innerText());
+    await greedy.scrollIntoViewIfNeeded();
     await snapshot(page, testInfo, 'generation-2-review');
     await review.getByRole('button', { name: 'Discard' }).click();
   });
