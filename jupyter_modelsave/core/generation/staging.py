@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..distributed import is_sharded
 from ..errors import InvalidOptionError, shown
 from ..formats.base import Exported, ExportJob
 from ..formats.onnx import RESERVED_METADATA, OnnxFormat
@@ -103,6 +104,12 @@ def stage_generation(model: Any, example_inputs: Any = None, *, format: str = "o
     progress = check_progress(progress)
     progress("prepare", 0.0)
     _check_format(format, format_options)
+    if is_sharded(model):
+        raise InvalidOptionError(
+            "generation=True exports a model held by one process; this one is sharded "
+            "(DTensor weights). Export its weights with format='safetensors', load them into an "
+            "unsharded copy, and stage that copy for generation."
+        )
     family = check_family(model)
     _refuse_fixed_names(dynamic_axes=dynamic_axes, input_names=input_names,
                         output_names=output_names)  # fmt: skip
