@@ -85,6 +85,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "name": "string?",
         "example": "string?",
         "dynamic_axes": "dynamic axes?",
+        "generation": "boolean",  # ONNX with past key values (issue 18)
     },
     "write": {
         "id": "string",
@@ -96,7 +97,7 @@ FIELDS: dict[str, dict[str, str]] = {
     },
     "discard": {"id": "string"},
 }
-_OPTIONAL_NOT_NULL = {"overwrite", "allow_mismatch"}
+_OPTIONAL_NOT_NULL = {"overwrite", "allow_mismatch", "generation"}
 _AXIS_KEY = re.compile(r"-?[0-9]{1,4}")  # a dim as JSON object keys carry it: "0", "-1"
 
 _LIVE: weakref.WeakSet[ModelSaveKernel] = weakref.WeakSet()
@@ -199,6 +200,8 @@ class ModelSaveKernel:
         options.setdefault("name", args["model"])  # the variable's name, as the sidebar shows it
         if args.get("dynamic_axes"):
             options["dynamic_axes"] = args["dynamic_axes"]
+        if args.get("generation"):
+            options["generation"] = True
         staged = stage(model, self._example(args.get("example")), progress=progress, **options)
         sid = new_staging_id()
         self.staged[sid] = staged
@@ -539,7 +542,9 @@ def strip_weights(source: Path, target: Path) -> None:
     """Write an ONNX copy whose initializers keep name, dtype and dims but hold no data."""
     import onnx
 
-    model_file = source / "model.onnx" if source.is_dir() else source
+    from .core.generation import graph_file
+
+    model_file = graph_file(source)  # model.onnx in a folder; a seq2seq export's decoder
     model = onnx.load(str(model_file), load_external_data=False)
     for tensor in model.graph.initializer:
         for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",

@@ -56,6 +56,11 @@ class ModelSaveMagics(Magics):
         help="dynamic axes of one input, e.g. input:0=batch,1=seq (repeat for more inputs)",
     )
     @argument("--input", metavar="EXPR", help="example inputs, evaluated in your namespace")
+    @argument(
+        "--generation",
+        action="store_true",
+        help="ONNX with past key values, checked on a greedy loop (transformers language models)",
+    )
     @argument("--atol", type=float, help="absolute parity tolerance (default: by dtype)")
     @argument("--rtol", type=float, help="relative parity tolerance (default: by dtype)")
     @argument("--no-parity", action="store_true", help="skip the parity check")
@@ -163,6 +168,8 @@ def stage_options(args: argparse.Namespace) -> dict[str, Any]:
             options["dynamic_axes"].setdefault(tensor, {}).update(axes)
     if args.no_parity:
         options["parity"] = False
+    if args.generation:
+        options["generation"] = True
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -75,6 +75,10 @@ class ModelSaveWidget(w.VBox):
         self.format_picker = w.Dropdown(description="format", options=formats())
         self.format_picker.value = defaults()["format"]
         self.opset_picker = w.Dropdown(description="opset", options=_opset_options())
+        # ONNX with past key values (issue 18): shown for ONNX of models that can generate
+        self.generation = w.Checkbox(
+            description="for generation (with cache)", indent=False, layout={"display": "none"}
+        )
         self.input_expr = w.Text(
             description="example input",
             placeholder="the last recorded call, or an expression",
@@ -101,7 +105,7 @@ class ModelSaveWidget(w.VBox):
         super().__init__(
             children=[
                 w.HBox([self.model_picker, self.refresh_button, self.input_info]),
-                w.HBox([self.format_picker, self.opset_picker]),
+                w.HBox([self.format_picker, self.opset_picker, self.generation]),
                 w.HBox([self.input_expr, self.atol, self.rtol]),
                 self.axes_box,
                 w.HBox([self.stage_button, self.progress]),
@@ -123,6 +127,8 @@ class ModelSaveWidget(w.VBox):
         self.code_button.on_click(lambda _: self.show_code())
         self.model_picker.observe(lambda _: self._on_model_change(), "value")
         self.input_expr.observe(lambda _: self._rebuild_axes(keep=True), "value")
+        self.format_picker.observe(lambda _: self._follow_generation(), "value")
+        self.generation.observe(lambda _: self._follow_generation(), "value")
         self.observe(lambda _: self._update_buttons(), "state")
         start_recording()
         _after_each_cell(self)
@@ -176,12 +182,24 @@ class ModelSaveWidget(w.VBox):
         options: dict[str, Any] = {"format": self.format_picker.value}
         if self.opset_picker.value is not None:
             options["opset"] = self.opset_picker.value
+        if self.generates():  # the graphs' axes are fixed: no dynamic-axes editor
+            options["generation"] = True
+            return {**options, **self._tolerances()}
         axes: dict[str, dict[int, str]] = {}
         for tensor, dim, box, name in self.axes:
             if box.value:
                 axes.setdefault(tensor, {})[dim] = name.value.strip()
         if axes:
             options["dynamic_axes"] = axes
+        return {**options, **self._tolerances()}
+
+    def generates(self) -> bool:
+        """Whether "for generation (with cache)" is offered (ONNX of a model that can generate)
+        and ticked."""
+        return self.generation.layout.display != "none" and self.generation.value
+
+    def _tolerances(self) -> dict[str, float]:
+        options = {}
         for key, text in (("atol", self.atol), ("rtol", self.rtol)):
             if text.value.strip():
                 options[key] = _number(key, text.value)
@@ -310,6 +328,7 @@ class ModelSaveWidget(w.VBox):
         self._follow_framework()
         self._offer_guess()
         self._rebuild_axes()
+        self._follow_generation()
         self._update_buttons()
 
     def _offer_guess(self) -> None:
@@ -385,6 +404,14 @@ class ModelSaveWidget(w.VBox):
             current = self.opset_picker.value
             self.opset_picker.options = opsets
             self.opset_picker.value = current if current in dict(opsets).values() else None
+
+    def _follow_generation(self) -> None:
+        """Offer "for generation" for ONNX of a model that can generate; hide the dynamic-axes
+        editor while it is ticked."""
+        info = self._infos.get(self.model_picker.value)
+        offered = info is not None and info.can_generate and self.format_picker.value == "onnx"
+        self.generation.layout.display = None if offered else "none"
+        self.axes_box.layout.display = "none" if self.generates() else None
 
     def _progress(self, step: str, fraction: float) -> None:
         self.progress.value, self.progress.description = fraction, step

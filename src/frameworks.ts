@@ -25,6 +25,14 @@ export function modelFormats(
   return model.formats?.length ? model.formats : all;
 }
 
+/** Whether the model takes `generation=True` (ONNX with past key values) for this format. */
+export function offersGeneration(
+  model: KernelAPI.IModelInfo,
+  format: string
+): boolean {
+  return format === 'onnx' && model.can_generate === true;
+}
+
 /** Formats whose artifacts take dynamic axes in the form. */
 export function takesDynamicAxes(
   model: KernelAPI.IModelInfo,

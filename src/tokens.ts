@@ -76,6 +76,8 @@ export namespace KernelAPI {
     guessed_input: ITensorSpec | null;
     /** ...and the Python expression that makes it, e.g. `torch.randn(1, 3, 224, 224)`. */
     guessed_expression: string | null;
+    /** Whether `generation=True` applies (a transformers language model; older kernels: absent). */
+    can_generate?: boolean;
   }
 
   export interface IModels {
@@ -106,6 +108,8 @@ export namespace KernelAPI {
     atol?: number | null;
     rtol?: number | null;
     name?: string;
+    /** ONNX with past key values, checked on a greedy loop. */
+    generation?: boolean;
   }
 
   export interface IOutputDiff {
@@ -148,6 +152,18 @@ export namespace KernelAPI {
     nodes: string[];
   }
 
+  /** One greedy loop of a generation export against the live model's generate(). */
+  export interface IGreedyRun {
+    name: string;
+    prompt_lengths: number[];
+    live_tokens: number[][];
+    artifact_tokens: number[][];
+    steps_compared: number;
+    passed: boolean;
+    first_difference: number | null;
+    near_tie: boolean;
+  }
+
   /** `ParityReport.to_dict()`. */
   export interface IReport {
     passed: boolean;
@@ -165,6 +181,9 @@ export namespace KernelAPI {
     layers?: ILayerDiff[];
     /** What the localization found, in plain words. */
     localization?: string | null;
+    /** Generation exports: greedy steps and runs (live and artifact tokens side by side). */
+    steps?: number;
+    generation?: IGreedyRun[];
   }
 
   /** Reply of `stage`. */

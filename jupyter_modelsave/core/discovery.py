@@ -45,6 +45,8 @@ class ModelInfo:
     # without a recorded call: an example input guessed from the first layer (``example_guess``)
     guessed_input: TensorSpec | None = None
     guessed_expression: str | None = None
+    # generation=True applies (a transformers language model; issue 18, core/generation)
+    can_generate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -382,6 +384,7 @@ def describe(name: str, model: torch.nn.Module) -> ModelInfo:
         sharding=sharding_note(tensors),
         guessed_input=None if guess is None else guess.spec,
         guessed_expression=None if guess is None else guess.expression,
+        can_generate=_can_generate(model),
     )
 
 
@@ -425,6 +428,12 @@ def describe_keras(name: str, model: Any, framework: str) -> ModelInfo:
         framework=framework,
         formats=names,
     )
+
+
+def _can_generate(model: Any) -> bool:
+    from .generation import can_generate
+
+    return can_generate(model)
 
 
 def _formats(framework: str) -> list[str]:

@@ -242,6 +242,7 @@ def stage(
     name: str | None = None,
     external_data: bool | None = None,
     progress: Progress | None = None,
+    generation: bool = False,
     **format_options: Any,
 ) -> StagedExport:
     """Export ``model`` into a private work folder and check parity against the live model.
@@ -252,7 +253,19 @@ def stage(
     that device (the live model never moves); default, where the model lives. See the README for
     every option. Other keyword arguments are options of the chosen format (``format_options``).
     Keras models and ``tf.Module``s are handed to ``core.keras.staging.stage_keras``.
+    ``generation=True``: ONNX graphs with past key values for a transformers language model,
+    checked on a greedy loop (``core.generation.staging.stage_generation``).
     """
+    if check_flag("generation", generation):  # generation exports (issue 18)
+        from .generation.staging import stage_generation
+
+        return stage_generation(model, example_inputs, format=format, opset=opset,
+                                dynamic_axes=dynamic_axes, input_names=input_names,
+                                output_names=output_names, parity=parity, atol=atol, rtol=rtol,
+                                metadata=metadata, device=device, exporter=exporter,
+                                name=name if name is not None else _guess_name(model),
+                                external_data=external_data, progress=progress,
+                                **format_options)  # fmt: skip
     if (framework := framework_of(model)) in KERAS_FRAMEWORKS:
         from .keras.staging import stage_keras
 

@@ -6,6 +6,7 @@ import { formatShapes } from '../format';
 import {
   isTorch,
   modelFormats,
+  offersGeneration,
   takesDynamicAxes,
   WEIGHT_FORMATS
 } from '../frameworks';
@@ -40,6 +41,8 @@ interface IFormState {
   atol: string;
   rtol: string;
   name: string;
+  /** ONNX with past key values (offered for models that can generate). */
+  generation: boolean;
 }
 
 type Errors = Partial<Record<string, string>>;
@@ -92,7 +95,8 @@ function initialState(
     guess: model.last_input ? '' : (model.guessed_expression ?? ''),
     atol: '',
     rtol: '',
-    name: SAFE_NAME.test(model.name) ? model.name : 'model'
+    name: SAFE_NAME.test(model.name) ? model.name : 'model',
+    generation: false
   };
 }
 
@@ -129,11 +133,17 @@ function useLastCall(
   }, [signature]);
 }
 
+/** Whether the form asks for a generation export (offered and ticked). */
+function generates(model: KernelAPI.IModelInfo, state: IFormState): boolean {
+  return state.generation && offersGeneration(model, state.format);
+}
+
 /** Every invalid field with the reason; empty when the form can be staged. */
 export function validate(
   state: IFormState,
   options: KernelAPI.IOptions,
-  trans: TranslationBundle
+  trans: TranslationBundle,
+  generation = false
 ): Errors {
   const errors: Errors = {};
   if (state.opset !== '') {
@@ -150,7 +160,12 @@ export function validate(
       );
     }
   });
-  if (state.exampleMode === 'expression' && !state.expression.trim()) {
+  // a generation export without a prompt uses a random one
+  if (
+    state.exampleMode === 'expression' &&
+    !state.expression.trim() &&
+    !generation
+  ) {
     errors.expression = trans.__(
       'Give a Python expression, e.g. torch.randn(1, 3, 224, 224).'
     );
@@ -204,7 +219,9 @@ function stageArgs(
     }
     args.opset = state.opset ? Number(state.opset) : null;
   }
-  if (takesDynamicAxes(model, state.format)) {
+  if (generates(model, state)) {
+    args.generation = true; // the graphs' axes are fixed: no dynamic axes
+  } else if (takesDynamicAxes(model, state.format)) {
     const axes: KernelAPI.IStageArgs['dynamic_axes'] = {};
     for (const row of state.axes.filter(r => r.enabled)) {
       axes[row.input] = { ...axes[row.input], [String(row.dim)]: row.name };
@@ -230,7 +247,8 @@ export function ExportForm({
 }: IExportFormProps): JSX.Element {
   const [state, setState] = React.useState(() => initialState(model, options));
   useLastCall(model, setState);
-  const errors = validate(state, options, trans);
+  const generation = generates(model, state);
+  const errors = validate(state, options, trans, generation);
   const valid = Object.keys(errors).length === 0;
   const update = (patch: Partial<IFormState>) =>
     setState(s => ({ ...s, ...patch }));
@@ -245,7 +263,7 @@ export function ExportForm({
     options.tolerances.float32 ?? [1e-4, 1e-3];
   const onnx = state.format === 'onnx';
   const torch = isTorch(model);
-  const dynamic = takesDynamicAxes(model, state.format);
+  const dynamic = takesDynamicAxes(model, state.format) && !generation;
   const id = (field: string) => `jp-ModelSave-${model.name}-${field}`;
 
   return (
@@ -307,6 +325,23 @@ export function ExportForm({
             ]}
           />
         </Field>
+      )}
+      {offersGeneration(model, state.format) && (
+        <div className="jp-ModelSave-generation">
+          <label>
+            <input
+              type="checkbox"
+              checked={state.generation}
+              onChange={e => update({ generation: e.target.checked })}
+            />
+            {trans.__('For generation (with cache)')}
+          </label>
+          <small className="jp-ModelSave-hint">
+            {trans.__(
+              'Past key values in, present out; checked on a greedy loop against generate().'
+            )}
+          </small>
+        </div>
       )}
       {dynamic && (
         <fieldset className="jp-ModelSave-axes">
@@ -393,9 +428,13 @@ export function ExportForm({
             className="jp-mod-styled jp-ModelSave-code"
             aria-label={trans.__('Example input expression')}
             placeholder={
-              torch
-                ? trans.__('e.g. torch.randn(1, 3, 224, 224)')
-                : trans.__("e.g. np.zeros((1, 224, 224, 3), 'float32')")
+              generation
+                ? trans.__(
+                    'token ids, e.g. tokenizer(text).input_ids; empty: random'
+                  )
+                : torch
+                  ? trans.__('e.g. torch.randn(1, 3, 224, 224)')
+                  : trans.__("e.g. np.zeros((1, 224, 224, 3), 'float32')")
             }
             value={state.expression}
             aria-invalid={!!errors.expression}

@@ -452,6 +452,7 @@ VALID_FIELDS = {
         "opset": {"integer", "null"}, "atol": {"integer", "fraction", "null"},
         "rtol": {"integer", "fraction", "null"}, "name": {"string", "null"},
         "example": {"string", "null"}, "dynamic_axes": {"object", "null"},
+        "generation": {"boolean"},
     }),
     "write": ({"id": "SID", "folder": "out"}, {
         "id": {"string"}, "folder": {"string", "null"}, "name": {"string", "null"},

@@ -88,8 +88,13 @@ class OnnxFormat(ArtifactFormat):
         """An ORT session; an untrusted file is checked first and opened without constant
         folding, so its memory stays bounded (``_onnx_limits.py``)."""
         from .. import _ort
+        from ..generation import is_seq2seq_folder
         from ._onnx_limits import check_sparse
 
+        if is_seq2seq_folder(path):  # a generation export's encoder and decoder (issue 18)
+            from ..generation.loading import load_seq2seq
+
+            return load_seq2seq(self, path, map_location, trusted)
         if not trusted:
             check_sparse(_model_file(path))
         cuda = str(map_location).startswith("cuda")
