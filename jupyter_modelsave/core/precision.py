@@ -30,9 +30,10 @@ for the rest.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -251,7 +252,7 @@ def convert_onnx(exported: Exported, job: ExportJob, precision: str,
     target_dir = job.workdir / f"{precision}.onnx" if folder else job.workdir
     target_dir.mkdir(exist_ok=True)
     target = target_dir / (MODEL_FILE if folder else f"model.{precision}.onnx")
-    from ._capture import captured_output
+    from ._capture import captured_output, first_line
 
     with captured_output() as lines:
         try:
@@ -270,7 +271,7 @@ def convert_onnx(exported: Exported, job: ExportJob, precision: str,
         except Exception as err:  # converters raise many unrelated types
             raise ExportError(
                 f"The {precision} conversion of the ONNX graph failed: {type(err).__name__}: "
-                f"{err}. Stage it in fp32, or report the model."
+                f"{first_line(err)}. Stage it in fp32, or report the model."
             ) from err
     _remove(exported.path)
     notes = [f"{precision}: {line}" for line in lines if "pre-processing before quantization"
@@ -334,7 +335,7 @@ def _set_bf16(tensor: Any, fp32: Any) -> None:
     from onnx import TensorProto, numpy_helper
 
     values = fp32 if fp32 is not None else numpy_helper.to_array(tensor).astype(np.float32)
-    bits = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).to(torch.bfloat16)
+    bits = torch.from_numpy(np.array(values, dtype=np.float32)).to(torch.bfloat16)  # a copy
     raw = bits.view(torch.int16).numpy().tobytes()
     for field in ("float_data", "int32_data", "raw_data"):
         tensor.ClearField(field)
@@ -379,13 +380,33 @@ def _clamped_note(proto: Any) -> list[str]:
 def _quantize(source: Path, target: Path, job: ExportJob, calibration: Any, large: bool) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    if calibration is None:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
-                         use_external_data_format=large)  # fmt: skip
-        return
-    quantize_static(str(source), str(target), _CalibrationReader(_calibration_feeds(job, calibration)),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, use_external_data_format=large)  # fmt: skip
+    with _without_preprocessing_advice():
+        if calibration is None:
+            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                             use_external_data_format=large)  # fmt: skip
+            return
+        reader = _CalibrationReader(_calibration_feeds(job, calibration))
+        quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        use_external_data_format=large)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """Drop ORT's "consider pre-processing before quantization" line, logged on the root logger
+    at every call (its pre-processing is shape inference and graph optimisation: the graph is
+    quantized as exported, and parity judges the result)."""
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in str(record.msg)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def _calibration_feeds(job: ExportJob, calibration: Any) -> list[dict[str, Any]]:
@@ -400,14 +421,29 @@ def _calibration_feeds(job: ExportJob, calibration: Any) -> list[dict[str, Any]]
                 extra = normalize_inputs(job.model, item)
             except InvalidOptionError as err:
                 raise InvalidOptionError(f"calibration[{i}]: {err}") from None
-            if [s.dtype for s in extra.specs] != [s.dtype for s in job.example.specs]:
-                raise InvalidOptionError(
-                    f"calibration[{i}] has inputs of dtypes {[s.dtype for s in extra.specs]}; the "
-                    f"example's are {[s.dtype for s in job.example.specs]}."
-                )
+            _check_like_example(f"calibration[{i}]", extra, job)
             probes.append(extra)
     return [{n: t.detach().cpu().numpy() for n, t in zip(job.input_names, p.tensors)}
             for p in probes]  # fmt: skip
+
+
+def _check_like_example(what: str, inputs: Any, job: ExportJob) -> None:
+    """Calibration inputs must fit the graph: the example's dtypes, and its sizes but on the
+    dynamic axes."""
+    given, wanted = inputs.specs, job.example.specs
+    if len(given) != len(wanted):
+        raise InvalidOptionError(f"{what} has {len(given)} inputs; the model takes {len(wanted)}.")
+    for name, got, spec in zip(job.input_names, given, wanted):
+        free = job.dynamic_axes.get(name, {})
+        fits = len(got.shape) == len(spec.shape) and all(
+            d in free or a == b for d, (a, b) in enumerate(zip(got.shape, spec.shape))
+        )
+        if got.dtype != spec.dtype or not fits:
+            raise InvalidOptionError(
+                f"{what}: input {name!r} is {got.dtype} {list(got.shape)}; the graph takes "
+                f"{spec.dtype} {list(spec.shape)} (other sizes only on its dynamic axes "
+                f"{free or 'none'}). Pass inputs like the example, or mark the axis dynamic."
+            )
 
 
 class _CalibrationReader:
