@@ -82,6 +82,15 @@ def own_precision(model: Any) -> str:
     return "fp32"
 
 
+def precisions(format: str = "onnx", framework: str = "torch") -> list[str]:
+    """The precisions ``stage(precision=...)`` takes for a float32 model of ``framework`` in
+    ``format`` on this machine: what the format declares, less what the runtime cannot run."""
+    from .formats import get_format
+
+    declared = get_format(format, framework).precisions
+    return [p for p in runtime_precisions(format) if p in declared]
+
+
 def runtime_precisions(format_name: str) -> tuple[str, ...]:
     """What this machine's runtime runs of a format's precisions (ONNX: bf16 needs kernels)."""
     from .formats import get_format
