@@ -32,6 +32,8 @@ interface IFormState {
   atol: string;
   rtol: string;
   name: string;
+  /** '' : the model's own precision. */
+  precision: string;
 }
 
 type Errors = Partial<Record<string, string>>;
@@ -66,8 +68,23 @@ function initialState(
     expression: '',
     atol: '',
     rtol: '',
-    name: SAFE_NAME.test(model.name) ? model.name : 'model'
+    name: SAFE_NAME.test(model.name) ? model.name : 'model',
+    precision: ''
   };
+}
+
+/** The precision variants the form offers for a format: the kernel's list, when the model is a
+ * float32 PyTorch model (variants are made from one), less fp32 (its own). */
+export function variantPrecisions(
+  model: KernelAPI.IModelInfo,
+  options: KernelAPI.IOptions,
+  format: string
+): string[] {
+  const float32 = ['float32', 'none'].includes(model.dtype.split(',')[0]);
+  if (!isTorch(model) || !float32 || model.sharding) {
+    return [];
+  }
+  return (options.precisions?.[format] ?? []).filter(p => p !== 'fp32');
 }
 
 /** Every invalid field with the reason; empty when the form can be staged. */
@@ -113,6 +130,7 @@ export function validate(
 /** The `stage` arguments of a valid form. */
 function stageArgs(
   model: KernelAPI.IModelInfo,
+  options: KernelAPI.IOptions,
   state: IFormState
 ): KernelAPI.IStageArgs {
   const args: KernelAPI.IStageArgs = {
@@ -128,6 +146,11 @@ function stageArgs(
       args.exporter = state.exporter;
     }
     args.opset = state.opset ? Number(state.opset) : null;
+  }
+  if (
+    variantPrecisions(model, options, state.format).includes(state.precision)
+  ) {
+    args.precision = state.precision;
   }
   if (takesDynamicAxes(model, state.format)) {
     const axes: KernelAPI.IStageArgs['dynamic_axes'] = {};
@@ -170,6 +193,7 @@ export function ExportForm({
   const onnx = state.format === 'onnx';
   const torch = isTorch(model);
   const dynamic = takesDynamicAxes(model, state.format);
+  const precisions = variantPrecisions(model, options, state.format);
   const id = (field: string) => `jp-ModelSave-${model.name}-${field}`;
 
   return (
@@ -179,7 +203,7 @@ export function ExportForm({
       onSubmit={event => {
         event.preventDefault();
         if (valid && !disabled) {
-          onStage(stageArgs(model, state));
+          onStage(stageArgs(model, options, state));
         }
       }}
     >
@@ -197,6 +221,30 @@ export function ExportForm({
           ))}
         </select>
       </Field>
+
+      {precisions.length > 0 && (
+        <Field
+          id={id('precision')}
+          label={trans.__('Precision')}
+          hint={trans.__(
+            'A variant, checked against the live model with tolerances by precision.'
+          )}
+        >
+          <select
+            id={id('precision')}
+            className="jp-mod-styled"
+            value={precisions.includes(state.precision) ? state.precision : ''}
+            onChange={e => update({ precision: e.target.value })}
+          >
+            <option value="">{trans.__('model’s own (fp32)')}</option>
+            {precisions.map(p => (
+              <option key={p} value={p}>
+                {p}
+              </option>
+            ))}
+          </select>
+        </Field>
+      )}
 
       {onnx && torch && (
         <Field
