@@ -134,7 +134,7 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
 
       <ReleaseFacts
         staged={staged}
-        variants={written ? [] : props.variants}
+        variants={props.variants}
         onVariant={props.onVariant}
         trans={trans}
       />
