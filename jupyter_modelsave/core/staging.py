@@ -102,7 +102,7 @@ class StagedExport:
         self._verify_again = lambda atol, rtol: fmt.verify(exported, job, atol, rtol, no_progress)
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(job.workdir), True)
         # the release check (``core/precision.py``, ``latency.py``, ``diff.py``); ``stage`` sets them
-        self.precision = job.precision
+        self.precision = getattr(job, "precision", "fp32")  # a Keras job has none
         self.variant: dict[str, Any] | None = None  # how a variant was made, and its size vs fp32
         self.latency: dict[str, Any] | None = None
         self._parts = (fmt, exported, job)  # what ``diff`` runs and loads
@@ -152,10 +152,10 @@ class StagedExport:
                 self.report,
             )
         name = check_artifact_name(name if name is not None else self.name)
-        previous = None
-        if artifacts.is_folder_destination(os.path.expanduser(str(dest)), self._extension):
-            previous = self.diff(dest, name=name)
         try:
+            previous = None
+            if artifacts.is_folder_destination(os.path.expanduser(str(dest)), self._extension):
+                previous = self.diff(dest, name=name)
             target, version, auto = artifacts.destination_path(
                 dest, name, version, self.sha256, self._extension
             )
