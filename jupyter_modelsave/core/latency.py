@@ -100,7 +100,9 @@ def _artifact_call(fmt: ArtifactFormat, exported: Exported, job: ExportJob,
 
         large = exported.path.is_dir()  # external data: map the weights, as parity does
         path = exported.path / MODEL_FILE if large else exported.path
-        session = _ort.session(path, prefer_cuda=device.startswith("cuda"), map_weights=large)
+        # threads that sleep between runs: spinning ones would take the cores from the eager runs
+        session = _ort.session(path, prefer_cuda=device.startswith("cuda"), map_weights=large,
+                               spin=False)  # fmt: skip
         wanted = {i.name for i in session.get_inputs()}
         feeds = {n: t.detach().cpu().numpy() for n, t in zip(job.input_names, job.example.tensors)
                  if n in wanted}  # fmt: skip
