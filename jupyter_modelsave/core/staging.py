@@ -457,6 +457,10 @@ def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: st
     if is_sharded(model):  # stage beside dest, so that writing is a rename
         from .distributed.export import export_sharded
 
+        _refuse_variant(options.pop("precision", None), options.pop("calibration", None),
+                        "sharded models")  # fmt: skip
+        options.pop("latency", None)  # weights only: nothing to time
+
         return export_sharded(model, dest, example_inputs, name=name, version=version,
                               overwrite=overwrite, allow_mismatch=allow_mismatch, **options)  # fmt: skip
     staged = stage(model, example_inputs, name=name, **options)
