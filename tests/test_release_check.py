@@ -106,6 +106,11 @@ def test_fp16_onnx_is_about_half_the_size_and_passes_fp16_parity(fp32, fp16):
     onnx.checker.check_model(proto)
 
 
+def test_a_variant_of_the_same_model_is_the_same_bytes(cnn, image, fp16, int8):
+    assert jms.stage(cnn, image, precision="fp16", latency=False).sha256 == fp16.sha256
+    assert jms.stage(cnn, image, precision="int8", latency=False).sha256 == int8.sha256
+
+
 def test_int8_is_under_045x_and_its_report_gives_top1_agreement(fp32, int8):
     assert int8.size_bytes / fp32.size_bytes < 0.45
     agreement = int8.report.agreement

@@ -298,7 +298,10 @@ def _half(proto: Any, precision: str) -> Any:
     converted = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
     # the converter appends the input casts after the nodes that read them: sort, as the
     # ONNX spec (and onnx.checker) asks
-    OnnxModel(converted).topological_sort(is_deterministic=True)
+    try:
+        OnnxModel(converted).topological_sort(is_deterministic=True)  # the same bytes each time
+    except TypeError:  # onnxruntime before is_deterministic
+        OnnxModel(converted).topological_sort()
     if precision == "bf16":
         _relabel_bf16(converted, originals)
     return converted
