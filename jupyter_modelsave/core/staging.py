@@ -285,13 +285,10 @@ def stage(
     or a list of inputs: static int8); ``latency`` (True, False, or ``{"max_runs",
     "max_seconds"}``) measures a graph artifact against the model eager (``core/latency.py``).
     """
-    framework = framework_of(model)
-    if framework in KERAS_FRAMEWORKS or is_sharded(model):
-        _refuse_variant(precision, calibration, "Keras models" if framework in KERAS_FRAMEWORKS
-                        else "sharded models")  # fmt: skip
-    if framework in KERAS_FRAMEWORKS:
+    if (framework := framework_of(model)) in KERAS_FRAMEWORKS:
         from .keras.staging import stage_keras
 
+        _refuse_variant(precision, calibration, "Keras models")
         return stage_keras(model, example_inputs, framework=framework, format=format, opset=opset,
                            dynamic_axes=dynamic_axes, input_names=input_names,
                            output_names=output_names, parity=parity, atol=atol, rtol=rtol,
@@ -301,6 +298,7 @@ def stage(
     if is_sharded(model):  # DTensor weights: a collective call on every rank
         from .distributed.export import stage_sharded
 
+        _refuse_variant(precision, calibration, "sharded models")
         return stage_sharded(model, example_inputs, format=format, opset=opset,
                              dynamic_axes=dynamic_axes, input_names=input_names,
                              output_names=output_names, parity=parity, atol=atol, rtol=rtol,
@@ -366,16 +364,18 @@ def stage(
 
         def check(a: float, r: float, steps: Progress) -> ParityReport:
             if not variant:
-                return fmt.verify(exported, job, a, r, steps)
-            return variants.verify(fmt, exported, job, a, r, steps, precision,
-                                   judging["element_wise"])  # fmt: skip
+                report = fmt.verify(exported, job, a, r, steps)
+            else:
+                report = variants.verify(fmt, exported, job, a, r, steps, precision,
+                                         judging["element_wise"])  # fmt: skip
+            report.precision = precision  # the report says what it judged
+            return report
 
         report = None
         if parity:
             progress("parity", 0.6)
             with typed_errors("parity check", fmt.name):
                 report = check(atol, rtol, progress)
-                report.precision = precision
         job.example_outputs = None  # a later verify() runs the model as it is then
         warnings = [*notes, *exported.warnings]
         if example_inputs is None and example.names:
