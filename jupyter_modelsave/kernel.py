@@ -5,7 +5,8 @@ The sidebar installs it with a silent, history-free execute of
 Comm on ``COMM_TARGET``. Each message from the sidebar is ``{"id", "op", "args"}``; the kernel
 answers ``{"id", "event": "progress", "step", "fraction"}`` while it works and one
 ``{"id", "event": "reply", "ok": true, "result"}`` or ``{..., "ok": false, "error": {"type",
-"message"}}`` at the end. Operations: ``models``, ``options``, ``stage``, ``write``, ``discard``.
+"message"}}`` at the end. Operations: ``models``, ``options``, ``stage``, ``diff`` (the staged
+export against the newest artifact of its name in a folder), ``write``, ``discard``.
 
 Every step is the core's (``jms.find_models``, ``jms.stage``, ``StagedExport.write``/
 ``discard``); this module only translates JSON to calls and publishes staged files for the
@@ -86,7 +87,10 @@ FIELDS: dict[str, dict[str, str]] = {
         "example": "string?",
         "dynamic_axes": "dynamic axes?",
         "generation": "boolean",  # ONNX with past key values (issue 18)
+        "precision": "string?",
+        "latency": "boolean",
     },
+    "diff": {"id": "string", "folder": "string?"},
     "write": {
         "id": "string",
         "folder": "string?",
@@ -97,7 +101,7 @@ FIELDS: dict[str, dict[str, str]] = {
     },
     "discard": {"id": "string"},
 }
-_OPTIONAL_NOT_NULL = {"overwrite", "allow_mismatch", "generation"}
+_OPTIONAL_NOT_NULL = {"overwrite", "allow_mismatch", "generation", "latency"}
 _AXIS_KEY = re.compile(r"-?[0-9]{1,4}")  # a dim as JSON object keys carry it: "0", "-1"
 
 _LIVE: weakref.WeakSet[ModelSaveKernel] = weakref.WeakSet()
@@ -125,7 +129,7 @@ class ModelSaveKernel:
         self.staged: dict[str, Any] = {}  # staging id -> StagedExport
         _LIVE.add(self)
 
-    OPERATIONS = ("models", "options", "stage", "write", "discard")
+    OPERATIONS = ("models", "options", "stage", "diff", "write", "discard")
 
     def handle(self, op: str, args: dict[str, Any], progress: Progress = _no_progress) -> Any:
         """Run one operation; raises ``ModelSaveError`` for the user's mistakes."""
@@ -177,10 +181,13 @@ class ModelSaveKernel:
         args = check_fields("options", args)
         from .core.formats import formats
         from .core.options import DEFAULT_TOLERANCES, EXPORTERS, opset_range
+        from .core.precision import precisions
 
         return {
             "version": __version__,
             "formats": formats(),
+            # what stage(precision=) takes here for a float32 PyTorch model, per format
+            "precisions": {f: precisions(f) for f in formats()},
             "exporters": list(EXPORTERS),
             "opsets": {e: list(opset_range(e)) for e in EXPORTERS},
             "tolerances": {k: list(v) for k, v in DEFAULT_TOLERANCES.items()},
@@ -194,7 +201,16 @@ class ModelSaveKernel:
         model = self._model(args.get("model"))
         options = {
             key: args[key]
-            for key in ("format", "opset", "exporter", "atol", "rtol", "name")
+            for key in (
+                "format",
+                "opset",
+                "exporter",
+                "atol",
+                "rtol",
+                "name",
+                "precision",
+                "latency",
+            )
             if args.get(key) is not None
         }
         options.setdefault("name", args["model"])  # the variable's name, as the sidebar shows it
@@ -217,6 +233,21 @@ class ModelSaveKernel:
                 ) from err
             raise
         return {"id": sid, **summary(staged), **files}
+
+    def diff(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``StagedExport.diff`` against a folder below the server's root (``{"diff": null}`` when
+        it holds no artifact of that name); paths relative to the root."""
+        args = check_fields("diff", args)
+        staged = self._staged(args.get("id"))
+        folder = self._inside_root(args.get("folder") or "")
+        found = staged.diff(folder)
+        if found is None:
+            return {"diff": None}
+        from .core.parity import _json_safe
+
+        path = Path(found["previous_path"])  # in `folder`, resolved inside the root
+        relative = path.relative_to(self.root_dir).as_posix()
+        return {"diff": _json_safe({**found, "previous_path": relative})}
 
     def write(self, args: dict[str, Any]) -> dict[str, Any]:
         """``StagedExport.write`` into a folder below the server's root; return root-relative paths."""
@@ -502,6 +533,9 @@ def summary(staged: Any) -> dict[str, Any]:
         "sha256": staged.sha256,
         "warnings": list(staged.warnings),
         "report": None if staged.report is None else staged.report.to_dict(),
+        "precision": staged.precision,
+        "variant": staged.variant,
+        "latency": staged.latency,
         "inputs": [s.to_dict() for s in staged.input_specs],
         "outputs": [s.to_dict() for s in staged.output_specs],
     }

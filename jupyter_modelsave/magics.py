@@ -19,6 +19,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import HTML, display
 
+from . import _release
 from ._codegen import export_call
 from ._display import human_size
 from .core.discovery import ModelInfo, find_models, start_recording
@@ -64,6 +65,14 @@ class ModelSaveMagics(Magics):
     @argument("--atol", type=float, help="absolute parity tolerance (default: by dtype)")
     @argument("--rtol", type=float, help="relative parity tolerance (default: by dtype)")
     @argument("--no-parity", action="store_true", help="skip the parity check")
+    @argument(
+        "--precision",
+        metavar="P",
+        help="fp32, fp16, bf16 or int8 (default: the model's own; jms.precisions(format) lists "
+        "what this machine takes)",
+    )
+    @argument("--calibrate", action="store_true", help="int8: static, calibrated on the probes")
+    @argument("--no-latency", action="store_true", help="skip the latency measurement")
     @argument("--allow-mismatch", action="store_true", help="write even if parity fails")
     @argument("--overwrite", action="store_true", help="replace an existing file at DEST")
     @argument("--name", help="artifact name (default: the model's variable name)")
@@ -73,7 +82,8 @@ class ModelSaveMagics(Magics):
         """Without arguments: a table of the models in your namespace.
 
         With MODEL DEST: stage MODEL, show the parity report, write the artifact and its manifest
-        to DEST when parity passes, and print the path, the sha256 and the equivalent
+        to DEST when parity passes, and print the path, the sha256, the release check
+        (precision, size, latency, the diff against the previous version) and the equivalent
         ``jms.export(...)`` call.
         """
         start_recording()  # as %load_ext does (idempotent)
@@ -120,6 +130,8 @@ class ModelSaveMagics(Magics):
         finally:
             staged.discard()
         code = export_call(args.model, args.dest, args.input, **options, **write_options)
+        for label, text in _release.lines(staged, _previous(path)):
+            print(f"{label}: {text}")
         print(f"Wrote {path}\nsha256 {staged.sha256}\nEquivalent code: {code}")
 
     def _evaluate(self, what: str, expr: str) -> Any:
@@ -170,7 +182,24 @@ def stage_options(args: argparse.Namespace) -> dict[str, Any]:
         options["parity"] = False
     if args.generation:
         options["generation"] = True
+    if args.precision is not None:
+        options["precision"] = args.precision
+    if args.calibrate:
+        options["calibration"] = True
+    if args.no_latency:
+        options["latency"] = False
     return {k: v for k, v in options.items() if v is not None}
+
+
+def _previous(path: Any) -> dict[str, Any] | None:
+    """The ``previous`` entry ``write`` recorded in the manifest, if any."""
+    from .core.manifest import read_manifest
+
+    try:
+        entry = (read_manifest(path) or {}).get("previous")
+    except ModelSaveError:
+        return None
+    return entry if isinstance(entry, dict) else None
 
 
 class Progress:

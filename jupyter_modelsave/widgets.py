@@ -25,10 +25,11 @@ from urllib.parse import quote
 import ipywidgets as w
 from traitlets import Unicode
 
+from . import _release
 from ._codegen import defaults, export_call
 from ._display import human_size
 from .core.discovery import ModelInfo, find_models, model_info, start_recording
-from .core.errors import InvalidOptionError
+from .core.errors import InvalidOptionError, ModelSaveError
 from .core.formats import formats, get_format
 from .core.inputs import TensorSpec
 
@@ -79,6 +80,7 @@ class ModelSaveWidget(w.VBox):
         self.generation = w.Checkbox(
             description="for generation (with cache)", indent=False, layout={"display": "none"}
         )
+        self.precision_picker = w.Dropdown(description="precision", options=[("model's own", None)])
         self.input_expr = w.Text(
             description="example input",
             placeholder="the last recorded call, or an expression",
@@ -93,6 +95,7 @@ class ModelSaveWidget(w.VBox):
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="")
         self.report = w.HTML()
         self.summary = w.HTML()
+        self.release = w.HTML()  # precision, size, latency, the diff against dest's last version
         self.dest = w.Text(value=dest, description="destination", style=_WIDE)
         self.allow_mismatch = w.Checkbox(description="write even if parity fails", indent=False)
         self.write_button = w.Button(description="Write", button_style="success", icon="save")
@@ -105,12 +108,15 @@ class ModelSaveWidget(w.VBox):
         super().__init__(
             children=[
                 w.HBox([self.model_picker, self.refresh_button, self.input_info]),
-                w.HBox([self.format_picker, self.opset_picker, self.generation]),
+                w.HBox(
+                    [self.format_picker, self.opset_picker, self.precision_picker, self.generation]
+                ),
                 w.HBox([self.input_expr, self.atol, self.rtol]),
                 self.axes_box,
                 w.HBox([self.stage_button, self.progress]),
                 self.report,
                 self.summary,
+                self.release,
                 w.HBox([self.dest, self.allow_mismatch]),
                 w.HBox([self.write_button, self.discard_button, self.code_button]),
                 self.code,
@@ -126,6 +132,8 @@ class ModelSaveWidget(w.VBox):
         self.discard_button.on_click(lambda _: self.discard())
         self.code_button.on_click(lambda _: self.show_code())
         self.model_picker.observe(lambda _: self._on_model_change(), "value")
+        self.format_picker.observe(lambda _: self._follow_format(), "value")
+        self.dest.observe(lambda _: self._show_release(), "value")
         self.input_expr.observe(lambda _: self._rebuild_axes(keep=True), "value")
         self.format_picker.observe(lambda _: self._follow_generation(), "value")
         self.generation.observe(lambda _: self._follow_generation(), "value")
@@ -185,6 +193,8 @@ class ModelSaveWidget(w.VBox):
         if self.generates():  # the graphs' axes are fixed: no dynamic-axes editor
             options["generation"] = True
             return {**options, **self._tolerances()}
+        if self.precision_picker.value is not None:
+            options["precision"] = self.precision_picker.value
         axes: dict[str, dict[int, str]] = {}
         for tensor, dim, box, name in self.axes:
             if box.value:
@@ -229,6 +239,7 @@ class ModelSaveWidget(w.VBox):
             self.report.value = staged.report._repr_html_() + _divergence_html(staged.report)
         self.summary.value = _summary_html(staged)
         self.state = "staged"
+        self._show_release()
         return staged
 
     def write(self) -> Path | None:
@@ -247,10 +258,16 @@ class ModelSaveWidget(w.VBox):
         self.state = "written"
         return path
 
+    def diff(self) -> dict[str, Any] | None:
+        """The staged export against the newest artifact of its name in ``dest`` (if a folder)."""
+        if self.staged is None:
+            return None
+        return self.staged.diff(self.dest.value)
+
     def discard(self) -> None:
         """Delete the staged export and go back to picking."""
         self._drop_staged()
-        self.report.value = self.summary.value = self.error_box.value = ""
+        self.report.value = self.summary.value = self.release.value = self.error_box.value = ""
         self.progress.value, self.progress.bar_style = 0.0, ""
         self.error, self.state = "", "pick"
 
@@ -404,6 +421,33 @@ class ModelSaveWidget(w.VBox):
             current = self.opset_picker.value
             self.opset_picker.options = opsets
             self.opset_picker.value = current if current in dict(opsets).values() else None
+        self._follow_format()
+
+    def _follow_format(self) -> None:
+        """Offer the precisions this format takes here (for float32 PyTorch models)."""
+        from .core.precision import precisions
+
+        info = self._infos.get(self.model_picker.value)
+        framework = info.framework if info is not None else "torch"
+        own = info.dtype.split(",")[0] if info is not None else "float32"
+        fp32 = own in ("float32", "none") and not (info is not None and info.sharding)
+        taken = precisions(self.format_picker.value, framework) if fp32 else []
+        options = [("model's own", None), *((p, p) for p in taken if p != "fp32")]
+        if options != list(self.precision_picker.options):
+            current = self.precision_picker.value
+            self.precision_picker.options = options
+            self.precision_picker.value = current if current in dict(options).values() else None
+
+    def _show_release(self) -> None:
+        """Precision, size, latency and the diff against ``dest`` (its failure shown inline)."""
+        if self.staged is None:
+            self.release.value = ""
+            return
+        try:
+            previous, problem = self.diff(), ""
+        except ModelSaveError as err:
+            previous, problem = None, f"<p><i>{html.escape(f'{type(err).__name__}: {err}')}</i></p>"
+        self.release.value = _release.html(self.staged, previous) + problem
 
     def _follow_generation(self) -> None:
         """Offer "for generation" for ONNX of a model that can generate; hide the dynamic-axes

@@ -93,6 +93,8 @@ export namespace KernelAPI {
     opsets: { [exporter: string]: [number, number] };
     /** float dtype -> [atol, rtol]. */
     tolerances: { [dtype: string]: [number, number] };
+    /** format -> the precisions `stage` takes here for a float32 PyTorch model. */
+    precisions?: { [format: string]: string[] };
   }
 
   /** Arguments of the `stage` operation. */
@@ -110,6 +112,10 @@ export namespace KernelAPI {
     name?: string;
     /** ONNX with past key values, checked on a greedy loop. */
     generation?: boolean;
+    /** "fp32", "fp16", "bf16", "int8"; null: the model's own. */
+    precision?: string | null;
+    /** Measure the latency of a graph artifact (default true). */
+    latency?: boolean;
   }
 
   export interface IOutputDiff {
@@ -184,6 +190,65 @@ export namespace KernelAPI {
     /** Generation exports: greedy steps and runs (live and artifact tokens side by side). */
     steps?: number;
     generation?: IGreedyRun[];
+    /** The precision the report judged (a variant's, or the model's own). */
+    precision?: string;
+    /** A variant's task-level agreement, per output. */
+    agreement?: {
+      element_wise: boolean;
+      outputs: {
+        [output: string]: {
+          metric: 'top1' | 'cosine' | 'shape';
+          value: number | string | null;
+          threshold: number | null;
+          passed: boolean;
+        };
+      };
+    } | null;
+  }
+
+  /** How a precision variant was made (`StagedExport.variant`). */
+  export interface IVariant {
+    precision: string;
+    from: string;
+    method: string;
+    fp32_size_bytes: number | null;
+    size_ratio: number | null;
+  }
+
+  /** `StagedExport.latency`. */
+  export interface ILatency {
+    p50_ms: number;
+    p95_ms: number;
+    eager_p50_ms: number;
+    eager_p95_ms: number;
+    device: string;
+    runtime: string;
+    batch: number | null;
+    runs: number;
+    eager_runs: number;
+  }
+
+  /** `StagedExport.diff(folder)`: against the newest artifact of the same name there. */
+  export interface IDiff {
+    previous_version: string;
+    /** Relative to the Jupyter root. */
+    previous_path: string;
+    previous_sha256: string;
+    size_ratio: number | null;
+    signature_changed: {
+      [field: string]: { before: unknown; after: unknown };
+    };
+    max_abs: number | string | null;
+    cosine: number | string | null;
+    compared: 'outputs' | 'weights' | null;
+    notes: string[];
+    warnings: string[];
+  }
+
+  /** Arguments of `diff`. */
+  export interface IDiffArgs {
+    id: string;
+    folder: string;
   }
 
   /** Reply of `stage`. */
@@ -197,6 +262,10 @@ export namespace KernelAPI {
     sha256: string;
     warnings: string[];
     report: IReport | null;
+    /** The artifact's precision ("fp32", "fp16", "bf16", "int8"). */
+    precision?: string;
+    variant?: IVariant | null;
+    latency?: ILatency | null;
     inputs: ITensorSpec[];
     outputs: ITensorSpec[];
     /** File names in the staging folder. */

@@ -86,6 +86,10 @@ class ParityReport:
     first_divergence: LayerDiff | None = None
     layers: list[LayerDiff] = field(default_factory=list)
     localization: str | None = None
+    # the artifact's precision ("fp32", "fp16", "bf16", "int8"; see core/precision.py) and, for
+    # a variant, the task-level agreement it was judged by
+    precision: str = "fp32"
+    agreement: dict[str, Any] | None = None
 
     @property
     def outputs(self) -> list[OutputDiff]:
@@ -110,10 +114,24 @@ class ParityReport:
         )
         if self.value_conversions:
             text += f": the exporter baked in tensor values ({self.value_conversions[0]})"
-        return text
+        if self.agreement is not None:
+            text += _agreement_text(self.agreement)
+        return f"{self.precision} {text}" if self.precision != "fp32" else text
 
     def _repr_html_(self) -> str:
         return report_html(self)
+
+
+def _agreement_text(agreement: dict[str, Any]) -> str:
+    """ ", top-1 agreement 98.4%, cosine 0.9993": the worst value of each agreement metric."""
+    worst: dict[str, float] = {}
+    for result in agreement["outputs"].values():
+        if result["value"] is not None:
+            worst[result["metric"]] = min(worst.get(result["metric"], 1.0), result["value"])
+    parts = [f"top-1 agreement {worst['top1']:.1%}"] if "top1" in worst else []
+    parts += [f"cosine {worst['cosine']:.4f}"] if "cosine" in worst else []
+    judged = "" if agreement["element_wise"] else ", judged by agreement"
+    return f", {', '.join(parts)}{judged}" if parts else judged
 
 
 def _badness(out: OutputDiff) -> tuple:

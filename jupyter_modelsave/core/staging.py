@@ -11,6 +11,7 @@ import contextlib
 import copy
 import datetime as _dt
 import functools
+import os
 import shutil
 import sys
 import tempfile
@@ -23,6 +24,7 @@ import torch
 
 from .. import __version__
 from . import artifacts, hashing, hf, trust
+from . import precision as variants
 from ._capture import first_line
 from ._exporter_steps import exporter_steps
 from .discovery import last_inputs, recording_paused
@@ -37,10 +39,11 @@ from .errors import (
     shown,
 )
 from .formats import get_format
-from .formats.base import ArtifactFormat, Exported, ExportJob
+from .formats.base import ArtifactFormat, Exported, ExportJob, WeightsFormat
 from .formats.onnx import RESERVED_METADATA
 from .inputs import ExampleInputs, TensorSpec, normalize_inputs
 from .keras._tf import KERAS_FRAMEWORKS, framework_of
+from .latency import check_latency
 from .model_state import preserved, reference_mode
 from .options import (
     check_artifact_name,
@@ -100,6 +103,14 @@ class StagedExport:
         self._verify_again = lambda atol, rtol: fmt.verify(exported, job, atol, rtol, no_progress)
         self._localize = functools.partial(_localized, fmt.name, exported, job)
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(job.workdir), True)
+        # the release check (``core/precision.py``, ``latency.py``, ``diff.py``); ``stage`` sets them
+        self.precision = getattr(job, "precision", "fp32")  # a Keras job has none
+        self.variant: dict[str, Any] | None = None  # how a variant was made, and its size vs fp32
+        self.latency: dict[str, Any] | None = None
+        self._parts = (fmt, exported, job)  # what ``diff`` runs and loads
+        self._diffs: dict[tuple, dict[str, Any]] = {}
+        # tolerances given to stage or verify: an int8 variant is then judged element-wise too
+        self._judging = {"element_wise": False}
 
     @property
     def discarded(self) -> bool:
@@ -113,6 +124,8 @@ class StagedExport:
         """
         if self.discarded:
             raise InvalidOptionError("This export was discarded; stage it again to verify it.")
+        if atol is not None or rtol is not None:
+            self._judging["element_wise"] = True
         atol = self.tolerances[0] if atol is None else check_tolerance("atol", atol)
         rtol = self.tolerances[1] if rtol is None else check_tolerance("rtol", rtol)
         with typed_errors("parity check", self.format):
@@ -161,11 +174,19 @@ class StagedExport:
             )
         name = check_artifact_name(name if name is not None else self.name)
         try:
+            previous = None
+            if artifacts.is_folder_destination(os.path.expanduser(str(dest)), self._extension):
+                previous = self.diff(dest, name=name)
             target, version, auto = artifacts.destination_path(
                 dest, name, version, self.sha256, self._extension
             )
+            manifest = self.manifest(name, version)
+            if previous is not None:
+                from .diff import for_manifest
+
+                manifest["previous"] = for_manifest(previous)
             return artifacts.write_artifact(
-                self.path, target, self.manifest(name, version), overwrite=overwrite, auto=auto
+                self.path, target, manifest, overwrite=overwrite, auto=auto
             )
         except ModelSaveError:
             raise
@@ -177,6 +198,27 @@ class StagedExport:
     def discard(self) -> None:
         """Delete the staged files now (they are also deleted when this object is collected)."""
         self._cleanup()
+
+    @_unrecorded
+    def diff(self, dest: str | Path, *, name: str | None = None) -> dict[str, Any] | None:
+        """What changed since the newest artifact named ``name`` (default: this one's) in the
+        folder ``dest``: size ratio, signature changes, outputs (or weights) compared on the
+        same probes, warnings (see ``core/diff.py``). None when the folder holds no such artifact.
+        """
+        from .diff import compare, previous_artifact
+
+        if self.discarded:
+            raise InvalidOptionError("This export was discarded; stage it again to compare it.")
+        dest = check_destination(dest)
+        name = check_artifact_name(name if name is not None else self.name)
+        previous = previous_artifact(dest, name)
+        if previous is None:
+            return None
+        key = (str(previous.path), previous.sha256, name)
+        if key not in self._diffs:
+            with typed_errors("comparison with the previous version", self.format):
+                self._diffs[key] = compare(self, previous)
+        return self._diffs[key]
 
     def manifest(self, name: str, version: str) -> dict[str, Any]:
         import onnx
@@ -207,6 +249,9 @@ class StagedExport:
             "parity": None if self.report is None else self.report.to_dict(),
             "warnings": self.warnings,
             "metadata": self.metadata,
+            "precision": self.precision,
+            "variant": self.variant,
+            "latency": self.latency,
         }
 
     def __repr__(self) -> str:
@@ -243,6 +288,9 @@ def stage(
     external_data: bool | None = None,
     progress: Progress | None = None,
     generation: bool = False,
+    precision: str | None = None,
+    latency: bool | dict[str, Any] = True,
+    calibration: Any = None,
     **format_options: Any,
 ) -> StagedExport:
     """Export ``model`` into a private work folder and check parity against the live model.
@@ -255,9 +303,16 @@ def stage(
     Keras models and ``tf.Module``s are handed to ``core.keras.staging.stage_keras``.
     ``generation=True``: ONNX graphs with past key values for a transformers language model,
     checked on a greedy loop (``core.generation.staging.stage_generation``).
+
+    The release check: ``precision`` ("fp32", "fp16", "bf16", "int8"; default the model's own)
+    stages a variant judged against the live model (``core/precision.py``; ``calibration=True``
+    or a list of inputs: static int8); ``latency`` (True, False, or ``{"max_runs",
+    "max_seconds"}``) measures a graph artifact against the model eager (``core/latency.py``).
     """
     if check_flag("generation", generation):  # generation exports (issue 18)
         from .generation.staging import stage_generation
+
+        _refuse_variant(precision, calibration, "generation exports")
 
         return stage_generation(model, example_inputs, format=format, opset=opset,
                                 dynamic_axes=dynamic_axes, input_names=input_names,
@@ -269,6 +324,7 @@ def stage(
     if (framework := framework_of(model)) in KERAS_FRAMEWORKS:
         from .keras.staging import stage_keras
 
+        _refuse_variant(precision, calibration, "Keras models")
         return stage_keras(model, example_inputs, framework=framework, format=format, opset=opset,
                            dynamic_axes=dynamic_axes, input_names=input_names,
                            output_names=output_names, parity=parity, atol=atol, rtol=rtol,
@@ -278,6 +334,7 @@ def stage(
     if is_sharded(model):  # DTensor weights: a collective call on every rank
         from .distributed.export import stage_sharded
 
+        _refuse_variant(precision, calibration, "sharded models")
         return stage_sharded(model, example_inputs, format=format, opset=opset,
                              dynamic_axes=dynamic_axes, input_names=input_names,
                              output_names=output_names, parity=parity, atol=atol, rtol=rtol,
@@ -296,6 +353,11 @@ def stage(
         raise InvalidOptionError(f"metadata keys {clash} are reserved; rename them.")
     name = check_artifact_name(name if name is not None else _guess_name(model))
     fmt_options = fmt.check_options(format_options)
+    own = variants.own_precision(model)
+    precision = variants.check(precision, fmt, own)
+    calibration = variants.check_calibration(calibration, precision)
+    budget = check_latency(latency)
+    variant = precision != own
     model, example = _placed(model, _example_for(model, example_inputs, fmt.needs_inputs), device)
     _check_materialised(model)
     runs = example is not None  # else a weight format without inputs: nothing to run or name
@@ -303,6 +365,9 @@ def stage(
         example = ExampleInputs(())
     ref_dtype = _float_dtype(model)
     default_atol, default_rtol = default_tolerances(ref_dtype)
+    explicit = atol is not None or rtol is not None
+    if variant and not isinstance(fmt, WeightsFormat):
+        default_atol, default_rtol = variants.tolerances(precision) or (default_atol, default_rtol)
     atol = default_atol if atol is None else check_tolerance("atol", atol)
     rtol = default_rtol if rtol is None else check_tolerance("rtol", rtol)
     in_names = check_names("input_names", input_names, len(example.names)) or example.names
@@ -320,7 +385,8 @@ def stage(
 
     def build(workdir: Path) -> StagedExport:
         job = ExportJob(model, example, in_names, out_names, axes, opset, exporter, meta, workdir,
-                        external_data, fmt_options, live_tensors if runs else None)  # fmt: skip
+                        external_data, fmt_options, live_tensors if runs else None,
+                        precision=precision)  # fmt: skip
         progress("export", 0.1)
         with (
             preserved(model, hide_backward_hooks=True),
@@ -328,18 +394,43 @@ def stage(
             exporter_steps(progress, 0.1, 0.6),
         ):
             exported = fmt.export(job)
+        made = None
+        if variant:
+            progress(f"{precision} variant", 0.5)
+            with typed_errors(f"{precision} conversion", fmt.name):
+                exported, made = variants.make(fmt, exported, job, calibration)
+
+        judging = {"element_wise": explicit}
+
+        def check(a: float, r: float, steps: Progress) -> ParityReport:
+            if not variant:
+                report = fmt.verify(exported, job, a, r, steps)
+            else:
+                report = variants.verify(fmt, exported, job, a, r, steps, precision,
+                                         judging["element_wise"])  # fmt: skip
+            report.precision = precision  # the report says what it judged
+            return report
+
         report = None
         if parity:
             progress("parity", 0.6)
             with typed_errors("parity check", fmt.name):
-                report = fmt.verify(exported, job, atol, rtol, progress)
+                report = check(atol, rtol, progress)
                 _localized(fmt.name, exported, job, report, progress, quietly=True)
         job.example_outputs = None  # a later verify() runs the model as it is then
         warnings = [*notes, *exported.warnings]
         if example_inputs is None and example.names:
             warnings.insert(0, "example inputs: the last recorded forward call's inputs")
+        measured = None
+        if budget is not None and runs and not isinstance(fmt, WeightsFormat):
+            progress("latency", 0.95)
+            measured = _latency(fmt, exported, job, budget, warnings)
         specs = [TensorSpec.of(n, t) for n, t in zip(out_names, live_tensors)]
-        return StagedExport(fmt, exported, job, report, name, warnings, specs, (atol, rtol))
+        staged = StagedExport(fmt, exported, job, report, name, warnings, specs, (atol, rtol))
+        staged.variant, staged.latency = made, measured
+        staged._judging = judging
+        staged._verify_again = lambda a, r: check(a, r, no_progress)
+        return staged
 
     with hf.cache_off(model) as hf_notes:  # export and parity: one forward pass, no cache
         notes += hf_notes
@@ -355,6 +446,27 @@ def _localized(format_name: str, exported: Exported, job: ExportJob, report: Par
         after_failed_parity(format_name, exported, job, report, progress)
         return report
     return localize(format_name, exported, job, report, progress)
+
+
+def _refuse_variant(precision: Any, calibration: Any, what: str) -> None:
+    if precision not in (None, "fp32") or calibration not in (None, False):
+        raise InvalidOptionError(
+            f"precision variants are made for PyTorch models on one process; {what} take "
+            "precision='fp32' (their own) only. Stage the variant from a float32 PyTorch model."
+        )
+
+
+def _latency(fmt: ArtifactFormat, exported: Exported, job: ExportJob, budget: Any,
+             warnings: list[str]) -> dict[str, Any] | None:  # fmt: skip
+    """The measured latency, or None with a warning saying why it could not be measured."""
+    from .latency import measure
+
+    try:
+        with hf.cache_off(job.model):
+            return measure(fmt, exported, job, budget)
+    except Exception as err:  # the artifact's runtime; parity already vouched for the artifact
+        warnings.append(f"latency not measured: {type(err).__name__}: {first_line(err)}")
+        return None
 
 
 @contextlib.contextmanager
@@ -396,6 +508,10 @@ def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: st
         name = _guess_name(model)
     if is_sharded(model):  # stage beside dest, so that writing is a rename
         from .distributed.export import export_sharded
+
+        _refuse_variant(options.pop("precision", None), options.pop("calibration", None),
+                        "sharded models")  # fmt: skip
+        options.pop("latency", None)  # weights only: nothing to time
 
         return export_sharded(model, dest, example_inputs, name=name, version=version,
                               overwrite=overwrite, allow_mismatch=allow_mismatch, **options)  # fmt: skip

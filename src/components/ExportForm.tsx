@@ -43,6 +43,8 @@ interface IFormState {
   name: string;
   /** ONNX with past key values (offered for models that can generate). */
   generation: boolean;
+  /** '' : the model's own precision. */
+  precision: string;
 }
 
 type Errors = Partial<Record<string, string>>;
@@ -96,7 +98,8 @@ function initialState(
     atol: '',
     rtol: '',
     name: SAFE_NAME.test(model.name) ? model.name : 'model',
-    generation: false
+    generation: false,
+    precision: ''
   };
 }
 
@@ -136,6 +139,20 @@ function useLastCall(
 /** Whether the form asks for a generation export (offered and ticked). */
 function generates(model: KernelAPI.IModelInfo, state: IFormState): boolean {
   return state.generation && offersGeneration(model, state.format);
+}
+
+/** The precision variants the form offers for a format: the kernel's list, when the model is a
+ * float32 PyTorch model (variants are made from one), less fp32 (its own). */
+export function variantPrecisions(
+  model: KernelAPI.IModelInfo,
+  options: KernelAPI.IOptions,
+  format: string
+): string[] {
+  const float32 = ['float32', 'none'].includes(model.dtype.split(',')[0]);
+  if (!isTorch(model) || !float32 || model.sharding) {
+    return [];
+  }
+  return (options.precisions?.[format] ?? []).filter(p => p !== 'fp32');
 }
 
 /** Every invalid field with the reason; empty when the form can be staged. */
@@ -203,6 +220,7 @@ function exampleArg(
 /** The `stage` arguments of a valid form. */
 function stageArgs(
   model: KernelAPI.IModelInfo,
+  options: KernelAPI.IOptions,
   state: IFormState
 ): KernelAPI.IStageArgs {
   const args: KernelAPI.IStageArgs = {
@@ -218,6 +236,12 @@ function stageArgs(
       args.exporter = state.exporter;
     }
     args.opset = state.opset ? Number(state.opset) : null;
+  }
+  if (
+    !generates(model, state) &&
+    variantPrecisions(model, options, state.format).includes(state.precision)
+  ) {
+    args.precision = state.precision;
   }
   if (generates(model, state)) {
     args.generation = true; // the graphs' axes are fixed: no dynamic axes
@@ -264,6 +288,7 @@ export function ExportForm({
   const onnx = state.format === 'onnx';
   const torch = isTorch(model);
   const dynamic = takesDynamicAxes(model, state.format) && !generation;
+  const precisions = variantPrecisions(model, options, state.format);
   const id = (field: string) => `jp-ModelSave-${model.name}-${field}`;
 
   return (
@@ -273,7 +298,7 @@ export function ExportForm({
       onSubmit={event => {
         event.preventDefault();
         if (valid && !disabled) {
-          onStage(stageArgs(model, state));
+          onStage(stageArgs(model, options, state));
         }
       }}
     >
@@ -285,6 +310,26 @@ export function ExportForm({
           options={modelFormats(model, options.formats)}
         />
       </Field>
+
+      {precisions.length > 0 && (
+        <Field
+          id={id('precision')}
+          label={trans.__('Precision')}
+          hint={trans.__(
+            'A variant, checked against the live model with tolerances by precision.'
+          )}
+        >
+          <HTMLSelect
+            id={id('precision')}
+            value={precisions.includes(state.precision) ? state.precision : ''}
+            onChange={e => update({ precision: e.target.value })}
+            options={[
+              { value: '', label: trans.__('model’s own (fp32)') },
+              ...precisions.map(p => ({ value: p, label: p }))
+            ]}
+          />
+        </Field>
+      )}
 
       {onnx && torch && (
         <Field

@@ -141,6 +141,9 @@ function Body({ model, actions, trans }: IModelSavePanelProps): JSX.Element {
           onDownloadWritten={actions.downloadWritten}
           onWrite={args => model.write(args)}
           onDiscard={() => void model.discard()}
+          onDiff={folder => model.diff(folder)}
+          variants={model.variants(job.staged)}
+          onVariant={precision => void model.stageVariant(precision)}
           trans={trans}
         />
       )}

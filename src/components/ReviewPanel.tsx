@@ -8,6 +8,7 @@ import { KernelAPI } from '../tokens';
 import { DivergencePanel } from './DivergencePanel';
 import { ParityTable } from './ParityTable';
 import { useScrolledIntoView } from './scroll';
+import { DiffView, ReleaseFacts } from './ReleaseCheck';
 
 export interface IReviewPanelProps {
   staged: KernelAPI.IStaged;
@@ -21,8 +22,16 @@ export interface IReviewPanelProps {
   onDownloadWritten: (path: string) => void;
   onWrite: (args: Omit<KernelAPI.IWriteArgs, 'id'>) => Promise<void>;
   onDiscard: () => void;
+  /** The staged export against the newest artifact of its name in a folder (null: none). */
+  onDiff: (folder: string) => Promise<KernelAPI.IDiff | null>;
+  /** Precisions offered as variants of this export, and how to stage one. */
+  variants: string[];
+  onVariant: (precision: string) => void;
   trans: TranslationBundle;
 }
+
+/** Wait this long after the folder was typed before comparing with it. */
+const DIFF_DELAY_MS = 400;
 
 const VERSION = /^\d+\.\d+\.\d+$/;
 
@@ -37,6 +46,11 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
   const [allowMismatch, setAllowMismatch] = React.useState(false);
   const [writing, setWriting] = React.useState(false);
   const ref = useScrolledIntoView<HTMLElement>('start');
+  const [diff, setDiff] = React.useState<{
+    folder: string;
+    diff: KernelAPI.IDiff | null;
+    error: string | null;
+  } | null>(null);
   const folderError =
     folder.startsWith('/') || folder.split('/').includes('..')
       ? trans.__('A folder inside the Jupyter root, e.g. exports.')
@@ -45,6 +59,28 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
     version && !VERSION.test(version)
       ? trans.__('A version looks like 1.2.3; empty: the next one.')
       : '';
+  React.useEffect(() => {
+    if (folderError || written) {
+      return; // after Write the written artifact is the newest: keep what was shown
+    }
+    let live = true;
+    const timer = setTimeout(() => {
+      props.onDiff(folder).then(
+        found => live && setDiff({ folder, diff: found, error: null }),
+        (error: unknown) =>
+          live &&
+          setDiff({
+            folder,
+            diff: null,
+            error: (error as Error).message ?? String(error)
+          })
+      );
+    }, DIFF_DELAY_MS);
+    return () => {
+      live = false;
+      clearTimeout(timer);
+    };
+  }, [folder, folderError]);
   const canWrite =
     !written &&
     !writing &&
@@ -132,6 +168,13 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
         </dd>
       </dl>
 
+      <ReleaseFacts
+        staged={staged}
+        variants={props.variants}
+        onVariant={props.onVariant}
+        trans={trans}
+      />
+
       {staged.warnings.length > 0 && (
         <details className="jp-ModelSave-warnings">
           <summary>
@@ -170,6 +213,16 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
           {trans.__('Download')}
         </button>
       </div>
+
+      {!folderError && (
+        <DiffView
+          diff={diff?.folder === folder ? diff.diff : undefined}
+          error={diff?.folder === folder ? diff.error : null}
+          name={staged.name}
+          folder={folder}
+          trans={trans}
+        />
+      )}
 
       <fieldset className="jp-ModelSave-destination" disabled={!!written}>
         <legend>{trans.__('Write to the Jupyter root')}</legend>

@@ -36,6 +36,7 @@ class ExportJob:
     # the live model's outputs on ``example``, computed once by ``stage``: the parity check's
     # "example" probe reuses them (cleared after the stage, so a later verify() runs the model)
     example_outputs: list[torch.Tensor] | None = None
+    precision: str = "fp32"  # of the artifact (``core/precision.py``); weight formats cast to it
 
 
 @dataclass
@@ -59,6 +60,8 @@ class ArtifactFormat:
     extension: ClassVar[str]  # of the file, or of the folder for multi-file artifacts
     description: ClassVar[str]
     needs_inputs: ClassVar[bool] = True  # weight formats save without running the model
+    # the precisions ``stage(precision=...)`` can make of a float32 model (``core/precision.py``)
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
 
     def matches(self, path: Path) -> bool:
         """Whether a file without a manifest looks like this format (by default: its extension)."""

@@ -49,6 +49,7 @@ class OnnxFormat(ArtifactFormat):
     description = (
         "ONNX graph (+ external data over 2 GB), checked with onnx.checker and ONNX Runtime"
     )
+    precisions = ("fp32", "fp16", "bf16", "int8")
 
     def export(self, job: ExportJob) -> Exported:
         large = job.external_data

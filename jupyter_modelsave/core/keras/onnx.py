@@ -27,6 +27,7 @@ MODEL_FILE = "model.onnx"
 class KerasOnnxFormat(OnnxFormat):
     frameworks: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
     description = "ONNX graph through tf2onnx, checked with onnx.checker and ONNX Runtime"
+    precisions = ("fp32",)  # precision variants: PyTorch models only, for now
 
     def export(self, job: Any) -> Exported:
         _tf.check_tf_backend(self.name)
