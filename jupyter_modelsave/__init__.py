@@ -45,6 +45,7 @@ _LAZY: dict[str, str] = {
     "from_base64": "jupyter_modelsave.core.transfer",
     "convert": "jupyter_modelsave.core.distributed.convert",
     "formats": "jupyter_modelsave.core.formats",
+    "precisions": "jupyter_modelsave.core.precision",
     # notebook widget (ipywidgets); the module is not named "widget", which would shadow jms.widget
     "ModelSaveWidget": "jupyter_modelsave.widgets",
     "widget": "jupyter_modelsave.widgets",
@@ -81,6 +82,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .core.formats import formats
     from .core.loading import load, load_into
     from .core.parity import OutputDiff, ParityReport
+    from .core.precision import precisions
     from .core.staging import StagedExport, export, stage
     from .core.transfer import from_base64, to_base64
     from .widgets import ModelSaveWidget, widget

@@ -4,7 +4,8 @@ The sidebar installs it with a silent, history-free execute of
 ``import jupyter_modelsave.kernel as _jms_kernel; _jms_kernel.install(...)`` and then opens a
 Comm on ``COMM_TARGET``. The messages, their fields and their JSON types are defined once in
 ``protocol.py`` (mirrored by ``src/protocol.ts``). Operations: ``models``, ``options``,
-``stage``, ``write``, ``discard``.
+``stage``, ``diff`` (the staged export against the newest artifact of its name in a folder),
+``write``, ``discard``.
 
 Every step is the core's, through the service the widget uses too (``service.py``); this module
 checks the JSON, answers it, and publishes staged files for the server extension (``_paths``).
@@ -172,6 +173,20 @@ class ModelSaveKernel:
                 ) from err
             raise
         return {"id": sid, **summary(staged), **files}
+
+    def diff(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``StagedExport.diff`` against a folder below the server's root (``{"diff": null}`` when
+        it holds no artifact of that name); paths relative to the root."""
+        args = check_fields("diff", args)
+        staged = self._staged(args.get("id"))
+        found = staged.diff(self._inside_root(args.get("folder") or ""))
+        if found is None:
+            return {"diff": None}
+        from .core.parity import _json_safe
+
+        path = Path(found["previous_path"])  # in `folder`, resolved inside the root
+        relative = path.relative_to(self.root_dir).as_posix()
+        return {"diff": _json_safe({**found, "previous_path": relative})}
 
     def write(self, args: dict[str, Any]) -> dict[str, Any]:
         """``StagedExport.write`` into a folder below the server's root; return root-relative paths."""
@@ -434,6 +449,9 @@ def summary(staged: Any) -> dict[str, Any]:
         "sha256": staged.sha256,
         "warnings": list(staged.warnings),
         "report": None if staged.report is None else staged.report.to_dict(),
+        "precision": staged.precision,
+        "variant": staged.variant,
+        "latency": staged.latency,
         "inputs": [s.to_dict() for s in staged.input_specs],
         "outputs": [s.to_dict() for s in staged.output_specs],
     }

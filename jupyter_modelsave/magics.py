@@ -21,12 +21,14 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import HTML, display
 
+from . import _release
 from ._codegen import defaults, export_call
 from ._display import human_size
 from .core.discovery import ModelInfo, find_models, start_recording
 from .core.errors import MissingInputError, ModelSaveError
 from .core.formats import describe
 from .core.frameworks import adapter, adapter_for
+from .core.localize.display import divergence_text
 
 
 def dynamic_spec(text: str) -> tuple[str, dict[int, str]]:
@@ -60,9 +62,22 @@ class ModelSaveMagics(Magics):
         help="dynamic axes of one input, e.g. input:0=batch,1=seq (repeat for more inputs)",
     )
     @argument("--input", metavar="EXPR", help="example inputs, evaluated in your namespace")
+    @argument(
+        "--generation",
+        action="store_true",
+        help="ONNX with past key values, checked on a greedy loop (transformers language models)",
+    )
     @argument("--atol", type=float, help="absolute parity tolerance (default: by dtype)")
     @argument("--rtol", type=float, help="relative parity tolerance (default: by dtype)")
     @argument("--no-parity", action="store_true", help="skip the parity check")
+    @argument(
+        "--precision",
+        metavar="P",
+        help="fp32, fp16, bf16 or int8 (default: the model's own; jms.precisions(format) lists "
+        "what this machine takes)",
+    )
+    @argument("--calibrate", action="store_true", help="int8: static, calibrated on the probes")
+    @argument("--no-latency", action="store_true", help="skip the latency measurement")
     @argument("--allow-mismatch", action="store_true", help="write even if parity fails")
     @argument("--overwrite", action="store_true", help="replace an existing file at DEST")
     @argument("--name", help="artifact name (default: the model's variable name)")
@@ -72,7 +87,8 @@ class ModelSaveMagics(Magics):
         """Without arguments: a table of the models in your namespace.
 
         With MODEL DEST: stage MODEL, show the parity report, write the artifact and its manifest
-        to DEST when parity passes, and print the path, the sha256 and the equivalent
+        to DEST when parity passes, and print the path, the sha256, the release check
+        (precision, size, latency, the diff against the previous version) and the equivalent
         ``jms.export(...)`` call.
         """
         start_recording()  # as %load_ext does (idempotent)
@@ -115,10 +131,14 @@ class ModelSaveMagics(Magics):
         try:
             if staged.report is not None:
                 display(HTML(staged.report._repr_html_()))
+                if text := divergence_text(staged.report):  # under the table: where it differs
+                    print(text)
             path = staged.write(args.dest, **write_options)
         finally:
             staged.discard()
         code = export_call(args.model, args.dest, args.input, **options, **write_options)
+        for label, text in _release.lines(staged, _previous(path)):
+            print(f"{label}: {text}")
         print(f"Wrote {path}\nsha256 {staged.sha256}\nEquivalent code: {code}")
 
     def _evaluate(self, what: str, expr: str) -> Any:
@@ -176,7 +196,26 @@ def stage_options(args: argparse.Namespace) -> dict[str, Any]:
             options["dynamic_axes"].setdefault(tensor, {}).update(axes)
     if args.no_parity:
         options["parity"] = False
+    if args.generation:
+        options["generation"] = True
+    if args.precision is not None:
+        options["precision"] = args.precision
+    if args.calibrate:
+        options["calibration"] = True
+    if args.no_latency:
+        options["latency"] = False
     return {k: v for k, v in options.items() if v is not None}
+
+
+def _previous(path: Any) -> dict[str, Any] | None:
+    """The ``previous`` entry ``write`` recorded in the manifest, if any."""
+    from .core.manifest import read_manifest
+
+    try:
+        entry = (read_manifest(path) or {}).get("previous")
+    except ModelSaveError:
+        return None
+    return entry if isinstance(entry, dict) else None
 
 
 class Progress:

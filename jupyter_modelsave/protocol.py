@@ -23,7 +23,7 @@ else:  # pragma: no cover - Python 3.10
 
 COMM_TARGET = "jupyter_modelsave"
 
-Op = Literal["models", "options", "stage", "write", "discard"]
+Op = Literal["models", "options", "stage", "diff", "write", "discard"]
 # input name -> {dim: axis name} (dims as JSON object keys: "0", "-1") or [dim, ...]
 DynamicAxesArg = dict[str, dict[str, str] | list[int]]
 
@@ -60,6 +60,8 @@ class ModelInfo(TypedDict):
     sharding: str | None
     guessed_input: TensorSpec | None
     guessed_expression: str | None
+    can_generate: bool  # generation=True applies (a transformers language model)
+    variants: bool  # precision variants can be staged from it (the format's ``precisions``)
     axes: list[AxisRow]
 
 
@@ -75,6 +77,8 @@ class FormatInfo(TypedDict):
     opsets: dict[str, list[int]]  # exporter -> [lowest, highest]
     folder: bool
     graph_view: bool
+    precisions: list[str]  # what ``stage(precision=)`` makes here (``jms.precisions``)
+    generation: bool  # holds ``generation=True`` exports
 
 
 class FrameworkInfo(TypedDict):
@@ -105,8 +109,53 @@ class Probe(TypedDict):
     outputs: list[OutputDiff]
 
 
+class LayerDiff(TypedDict):
+    """One compared module call (``parity.LayerDiff``): where the artifact starts to differ."""
+
+    module: str  # qualified name in the live model; "" for the model itself
+    class_name: str
+    call: int  # which call of the module (0: the first)
+    shape: list[int]
+    max_abs: float | str
+    max_rel: float | str
+    cosine: float | str
+    mismatch_fraction: float
+    passed: bool
+    source: str | None  # file:line of the module's forward code, when known
+    code: str | None
+    nodes: list[str]  # the ONNX nodes that compute it (empty for other formats)
+
+
+class OutputAgreement(TypedDict):
+    """A precision variant's task-level agreement on one output (``core/precision.py``)."""
+
+    metric: Literal["top1", "cosine", "shape"]
+    value: float | str | None
+    threshold: float | None
+    passed: bool
+    rows: NotRequired[int]  # top1: the rows pooled over every probe
+
+
+class Agreement(TypedDict):
+    element_wise: bool  # whether values were judged element-wise too
+    outputs: dict[str, OutputAgreement]
+
+
+class GreedyRun(TypedDict):
+    """A generation export's greedy loop against the live model's ``generate()``."""
+
+    name: str
+    prompt_lengths: list[int]
+    live_tokens: list[list[int]]
+    artifact_tokens: list[list[int]]
+    steps_compared: int
+    passed: bool
+    first_difference: int | None
+    near_tie: bool
+
+
 class Report(TypedDict):
-    """``ParityReport.to_dict()``."""
+    """``ParityReport.to_dict()`` (a generation export's: ``GenerationReport``'s)."""
 
     passed: bool
     atol: float
@@ -117,7 +166,36 @@ class Report(TypedDict):
     diagnosis: list[str]
     kind: Literal["outputs", "weights"]
     value_conversions: list[str]
+    first_divergence: LayerDiff | None  # localization (``core/localize``)
+    layers: list[LayerDiff]
+    localization: str | None
+    precision: str  # the precision judged: "fp32", "fp16", "bf16", "int8" (or the model's own)
+    agreement: Agreement | None  # a variant's
     outputs: list[OutputDiff]
+    steps: NotRequired[int]  # generation exports: greedy steps, and the runs
+    generation: NotRequired[list[GreedyRun]]
+
+
+# how a precision variant was made (``StagedExport.variant``; "from" is a Python keyword)
+Variant = TypedDict(
+    "Variant",
+    {"precision": str, "from": str, "method": str, "fp32_size_bytes": int | None,
+     "size_ratio": float | None},
+)  # fmt: skip
+
+
+class Latency(TypedDict):
+    """``StagedExport.latency`` (``core/latency.py``)."""
+
+    p50_ms: float
+    p95_ms: float
+    eager_p50_ms: float
+    eager_p95_ms: float
+    device: str
+    runtime: str
+    batch: int | None
+    runs: int
+    eager_runs: int
 
 
 class ModelsArgs(TypedDict):
@@ -148,6 +226,9 @@ class StageArgs(TypedDict):
     name: NotRequired[str | None]
     example: NotRequired[str | None]  # a Python expression; null: the last recorded call
     dynamic_axes: NotRequired[DynamicAxesArg | None]
+    generation: NotRequired[bool]  # ONNX with past key values, checked on a greedy loop
+    precision: NotRequired[str | None]  # "fp32", "fp16", "bf16", "int8"; null: the model's own
+    latency: NotRequired[bool]  # measure a graph artifact's latency (default true)
 
 
 class StagedReply(TypedDict):
@@ -160,11 +241,44 @@ class StagedReply(TypedDict):
     sha256: str
     warnings: list[str]
     report: Report | None
+    precision: str
+    variant: Variant | None
+    latency: Latency | None
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     file: str  # file names in the staging folder
     graph: str | None
     folder_artifact: bool
+
+
+class DiffArgs(TypedDict):
+    id: str
+    folder: NotRequired[str | None]  # relative to the server's root; null: the root
+
+
+class SignatureChange(TypedDict):
+    before: Any
+    after: Any
+
+
+class Diff(TypedDict):
+    """``StagedExport.diff(folder)``: against the newest artifact of the same name there."""
+
+    previous_version: str
+    previous_path: str  # relative to the server's root
+    previous_sha256: str
+    size_ratio: float | None
+    signature_changed: dict[str, SignatureChange]
+    max_abs: float | str | None
+    cosine: float | str | None
+    compared: Literal["outputs", "weights"] | None
+    worst: NotRequired[str]  # where the least cosine was seen
+    notes: list[str]
+    warnings: list[str]
+
+
+class DiffReply(TypedDict):
+    diff: Diff | None
 
 
 class WriteArgs(TypedDict):
@@ -224,6 +338,7 @@ OPERATIONS: dict[str, tuple[type, type]] = {
     "models": (ModelsArgs, ModelsReply),
     "options": (OptionsArgs, OptionsReply),
     "stage": (StageArgs, StagedReply),
+    "diff": (DiffArgs, DiffReply),
     "write": (WriteArgs, WrittenReply),
     "discard": (DiscardArgs, DiscardedReply),
 }

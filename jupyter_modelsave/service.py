@@ -3,9 +3,11 @@
 The sidebar's Comm handler (``kernel.py``) and the widget (``widgets.py``) both call it, on the
 user's namespace: the models with the rows their dynamic-axes editors start from (``models``), the
 frameworks and each format's capabilities (``options``), an example expression evaluated
-(``example``), a surface's choices (``protocol.StageArgs``) as ``jms.stage`` keyword arguments
-(``stage_options``: an option the chosen format does not take is left out, and so is an example
-guessed from the first layer for a format that needs none) and the stage itself (``stage``).
+(``example``), the choices a form offers for a model and format beyond the format's own
+(``offered``: precision variants, generation), a surface's choices (``protocol.StageArgs``) as
+``jms.stage`` keyword arguments (``stage_options``: an option the chosen format does not take is
+left out, and so is an example guessed from the first layer for a format that needs none) and the
+stage itself (``stage``).
 """
 
 from __future__ import annotations
@@ -106,12 +108,17 @@ class ModelSaveService:
 
     def stage_options(self, args: StageArgs) -> dict[str, Any]:
         """The ``jms.stage`` keyword arguments the choices describe (null ones left out; options
-        the chosen format does not take too: ``exporter``, ``opset``, ``dynamic_axes``)."""
+        the chosen format does not take too: ``exporter``, ``opset``, ``dynamic_axes``,
+        ``precision`` for a format of one precision, ``generation`` for a format that cannot hold
+        it). A generation export takes no dynamic axes and no precision (its graphs are fixed)."""
         takes = self._takes(args, self.model(args["model"]))
-        taken = {"opset": takes["opsets"], "dynamic_axes": takes["dynamic_axes"],
-                 "exporter": takes["exporters"]}  # fmt: skip
+        generation = bool(args.get("generation")) and takes["generation"]
+        taken = {"opset": takes["opsets"], "dynamic_axes": takes["dynamic_axes"] and not generation,
+                 "exporter": takes["exporters"], "generation": generation,
+                 "precision": len(takes["precisions"]) > 1 and not generation}  # fmt: skip
         # in the order of stage's parameters, so that generated code reads the same everywhere
-        keys = ("format", "opset", "dynamic_axes", "atol", "rtol", "exporter", "name")
+        keys = ("format", "opset", "dynamic_axes", "atol", "rtol", "exporter", "name",
+                "generation", "precision", "latency")  # fmt: skip
         options = {key: args.get(key) for key in keys if taken.get(key, True)}
         return {key: value for key, value in options.items() if value not in (None, {})}
 
@@ -129,7 +136,18 @@ class ModelSaveService:
         try:
             return describe(name, adapter_for(model).name)
         except InvalidOptionError:  # an unknown format: stage refuses it, naming the formats
-            return {"needs_inputs": True, "exporters": [], "opsets": {}, "dynamic_axes": True}
+            return {"needs_inputs": True, "exporters": [], "opsets": {}, "dynamic_axes": True,
+                    "precisions": [], "generation": False}  # fmt: skip
+
+
+def offered(info: ModelInfo, takes: dict[str, Any]) -> dict[str, Any]:
+    """What a form offers for a model in a format besides the format's capabilities ``takes``
+    (``protocol.FormatInfo``), as the sidebar's form does: ``variants``, the precisions to stage
+    a variant in (the format's, for a model they are made of; fp32 is its own), and
+    ``generation``, whether "for generation" applies (a model that can generate, in a format
+    that holds it)."""
+    return {"variants": [p for p in takes["precisions"] if p != "fp32"] if info.variants else [],
+            "generation": info.can_generate and takes["generation"]}  # fmt: skip
 
 
 def described(info: ModelInfo) -> dict[str, Any]:

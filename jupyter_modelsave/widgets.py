@@ -5,8 +5,8 @@ ipywidgets does: JupyterLab, Notebook 7, VS Code, and rendered notebooks with em
 state. Every step is a core call (``find_models``, ``stage``, ``StagedExport.write/discard``).
 
 It is a view over the service the sidebar's kernel side uses (``service.py``): the same model
-list, example evaluation, format capabilities (which options a format takes) and translation of
-the choices into ``jms.stage`` arguments.
+list, example evaluation, format capabilities (which options a format takes), choices offered
+(precision variants, generation) and translation of the choices into ``jms.stage`` arguments.
 
 Its ``state`` moves ``pick -> staging -> staged -> written`` (or back to ``pick`` on discard);
 a failed stage ends in ``error``, a failed write stays ``staged`` so the destination can be fixed.
@@ -29,13 +29,14 @@ from urllib.parse import quote
 import ipywidgets as w
 from traitlets import Unicode
 
+from . import _release
 from ._codegen import defaults, export_call
 from ._display import human_size
 from .core.discovery import ModelInfo, model_info, start_recording
-from .core.errors import InvalidOptionError
+from .core.errors import InvalidOptionError, ModelSaveError
 from .core.formats import describe, formats
 from .core.inputs import TensorSpec
-from .service import ModelSaveService, axis_rows
+from .service import ModelSaveService, axis_rows, offered
 
 _WIDE = {"description_width": "initial"}
 _LINK = "color: var(--jp-content-link-color, #1976d2); text-decoration: underline"
@@ -79,6 +80,11 @@ class ModelSaveWidget(w.VBox):
         self.format_picker = w.Dropdown(description="format", options=formats())
         self.format_picker.value = defaults()["format"]
         self.opset_picker = w.Dropdown(description="opset")
+        self.precision_picker = w.Dropdown(description="precision", options=[("model's own", None)])
+        # ONNX with past key values (issue 18): shown where ``service.offered`` says it applies
+        self.generation = w.Checkbox(
+            description="for generation (with cache)", indent=False, layout={"display": "none"}
+        )
         self.input_expr = w.Text(
             description="example input",
             placeholder="the last recorded call, or an expression",
@@ -93,6 +99,7 @@ class ModelSaveWidget(w.VBox):
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="")
         self.report = w.HTML()
         self.summary = w.HTML()
+        self.release = w.HTML()  # precision, size, latency, the diff against dest's last version
         self.dest = w.Text(value=dest, description="destination", style=_WIDE)
         self.allow_mismatch = w.Checkbox(description="write even if parity fails", indent=False)
         self.write_button = w.Button(description="Write", button_style="success", icon="save")
@@ -105,12 +112,15 @@ class ModelSaveWidget(w.VBox):
         super().__init__(
             children=[
                 w.HBox([self.model_picker, self.refresh_button, self.input_info]),
-                w.HBox([self.format_picker, self.opset_picker]),
+                w.HBox(
+                    [self.format_picker, self.opset_picker, self.precision_picker, self.generation]
+                ),
                 w.HBox([self.input_expr, self.atol, self.rtol]),
                 self.axes_box,
                 w.HBox([self.stage_button, self.progress]),
                 self.report,
                 self.summary,
+                self.release,
                 w.HBox([self.dest, self.allow_mismatch]),
                 w.HBox([self.write_button, self.discard_button, self.code_button]),
                 self.code,
@@ -127,6 +137,8 @@ class ModelSaveWidget(w.VBox):
         self.code_button.on_click(lambda _: self.show_code())
         self.model_picker.observe(lambda _: self._on_model_change(), "value")
         self.format_picker.observe(lambda _: self._follow_format(), "value")
+        self.generation.observe(lambda _: self._follow_format(), "value")
+        self.dest.observe(lambda _: self._show_release(), "value")
         self.input_expr.observe(lambda _: self._rebuild_axes(keep=True), "value")
         self.observe(lambda _: self._update_buttons(), "state")
         start_recording()
@@ -181,7 +193,8 @@ class ModelSaveWidget(w.VBox):
         """Stage the picked model with the chosen options; return the ``StagedExport`` or None."""
         self._drop_staged()
         self.state, self.error = "staging", ""
-        self.report.value = self.summary.value = self.result.value = self.error_box.value = ""
+        self.report.value = self.summary.value = self.release.value = ""
+        self.result.value = self.error_box.value = ""
         self.progress.bar_style, self.progress.value = "", 0.0
         try:
             self._model()
@@ -193,9 +206,12 @@ class ModelSaveWidget(w.VBox):
         self.staged = staged
         self.progress.bar_style = "success"
         if staged.report is not None:
-            self.report.value = staged.report._repr_html_()
+            self.report.value = staged.report._repr_html_() + _release.divergence_html(
+                staged.report
+            )
         self.summary.value = _summary_html(staged)
         self.state = "staged"
+        self._show_release()
         return staged
 
     def write(self) -> Path | None:
@@ -214,10 +230,14 @@ class ModelSaveWidget(w.VBox):
         self.state = "written"
         return path
 
+    def diff(self) -> dict[str, Any] | None:
+        """The staged export against the newest artifact of its name in ``dest`` (if a folder)."""
+        return None if self.staged is None else self.staged.diff(self.dest.value)
+
     def discard(self) -> None:
         """Delete the staged export and go back to picking."""
         self._drop_staged()
-        self.report.value = self.summary.value = self.error_box.value = ""
+        self.report.value = self.summary.value = self.release.value = self.error_box.value = ""
         self.progress.value, self.progress.bar_style = 0.0, ""
         self.error, self.state = "", "pick"
 
@@ -254,10 +274,15 @@ class ModelSaveWidget(w.VBox):
                 axes.setdefault(tensor, {})[dim] = name.value.strip()
         args = {"model": self.model_picker.value, "format": self.format_picker.value,
                 "opset": self.opset_picker.value, "example": self.input_expr.value,
-                "dynamic_axes": axes or None}  # fmt: skip
+                "dynamic_axes": axes or None, "precision": self.precision_picker.value,
+                "generation": self.generates()}  # fmt: skip
         for key, text in (("atol", self.atol), ("rtol", self.rtol)):
             args[key] = _number(key, text.value) if text.value.strip() else None
         return args
+
+    def generates(self) -> bool:
+        """Whether "for generation (with cache)" is offered (``service.offered``) and ticked."""
+        return self.generation.layout.display != "none" and self.generation.value
 
     def _expression(self) -> str | None:
         """The example-input expression to use (``ModelSaveService.expression``)."""
@@ -347,18 +372,35 @@ class ModelSaveWidget(w.VBox):
         self._follow_format()
 
     def _follow_format(self) -> None:
-        """Show the options the chosen format takes (its capabilities): opsets, dynamic axes."""
+        """Show the options the chosen format takes (its capabilities): opsets, dynamic axes;
+        and what ``service.offered`` offers for the model: precision variants, generation (a
+        ticked generation hides the dynamic axes: the graphs' are fixed)."""
         info = self._infos.get(self.model_picker.value)
         framework = info.framework if info is not None else "torch"
         takes = describe(self.format_picker.value, framework)
+        offers = offered(info, takes) if info is not None else {"variants": [], "generation": False}
         low, high = takes["opsets"].get("auto", (1, 0))
-        opsets = [("default", None), *((str(v), v) for v in range(high, low - 1, -1))]
-        if opsets != list(self.opset_picker.options):
-            current = self.opset_picker.value
-            self.opset_picker.options = opsets
-            self.opset_picker.value = current if current in dict(opsets).values() else None
+        _choose(self.opset_picker,
+                [("default", None), *((str(v), v) for v in range(high, low - 1, -1))])  # fmt: skip
+        _choose(
+            self.precision_picker, [("model's own", None), *((p, p) for p in offers["variants"])]
+        )
         self.opset_picker.layout.display = None if takes["opsets"] else "none"
-        self.axes_box.layout.display = None if takes["dynamic_axes"] else "none"
+        self.precision_picker.layout.display = None if offers["variants"] else "none"
+        self.generation.layout.display = None if offers["generation"] else "none"
+        dynamic = takes["dynamic_axes"] and not self.generates()
+        self.axes_box.layout.display = None if dynamic else "none"
+
+    def _show_release(self) -> None:
+        """Precision, size, latency and the diff against ``dest`` (its failure shown inline)."""
+        if self.staged is None:
+            self.release.value = ""
+            return
+        try:
+            previous, problem = self.diff(), ""
+        except ModelSaveError as err:
+            previous, problem = None, f"<p><i>{html.escape(f'{type(err).__name__}: {err}')}</i></p>"
+        self.release.value = _release.html(self.staged, previous) + problem
 
     def _progress(self, step: str, fraction: float) -> None:
         self.progress.value, self.progress.description = fraction, step
@@ -409,6 +451,14 @@ def file_browser_url(path: Path) -> str | None:
         return None
     relative = folder.relative_to(root).as_posix()
     return f"{base}lab/tree/{quote('' if relative == '.' else relative)}"
+
+
+def _choose(picker: w.Dropdown, options: list[tuple[str, Any]]) -> None:
+    """Give ``picker`` these options, keeping its value when it is still one of them."""
+    if options != list(picker.options):
+        current = picker.value
+        picker.options = options
+        picker.value = current if current in dict(options).values() else None
 
 
 def _user_namespace() -> dict[str, Any]:

@@ -3,6 +3,7 @@ import { MainAreaWidget } from '@jupyterlab/apputils';
 import { IFrame } from '@jupyterlab/ui-components';
 
 import { modelSaveIcon } from './icons';
+import { selectNodes } from './netronSelection';
 import { netronUrl, stagedUrl } from './urls';
 
 /**
@@ -28,16 +29,26 @@ export function createGraphView(
   return widget;
 }
 
-/** Open the graph view, or bring its existing tab to the front. */
-export function openGraph(
+/**
+ * Open the graph view, or bring its existing tab to the front; with `nodes`, select those
+ * nodes in the viewer and centre them once it has drawn the graph.
+ *
+ * Resolves to the number of nodes selected (0 without `nodes`).
+ */
+export async function openGraph(
   shell: JupyterFrontEnd.IShell,
   stagingId: string,
-  fileName: string
-): void {
+  fileName: string,
+  nodes: string[] = []
+): Promise<number> {
   const id = `jupyter-modelsave-graph-${stagingId}`;
-  const existing = document.getElementById(id);
-  if (!existing) {
+  if (!document.getElementById(id)) {
     shell.add(createGraphView(stagingId, fileName), 'main');
   }
   shell.activateById(id);
+  const frame = document.getElementById(id)?.querySelector('iframe');
+  if (!frame || nodes.length === 0) {
+    return 0;
+  }
+  return selectNodes(frame, nodes);
 }

@@ -10,7 +10,6 @@ import { INotebookTracker } from '@jupyterlab/notebook';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 
 import { ISidebarActions } from './components/ModelSavePanel';
-import { openGraph } from './graph';
 // eslint-disable-next-line jupyter/prefer-lazy-imports
 import { ModelSaveModel } from './model';
 import { PLUGIN_ID } from './tokens';
@@ -51,10 +50,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
       consoles
     });
     const actions: ISidebarActions = {
-      openGraph: staged => {
-        if (staged.graph) {
-          openGraph(app.shell, staged.id, staged.graph);
+      openGraph: async (staged, nodes) => {
+        if (!staged.graph) {
+          return 0;
         }
+        const { openGraph } = await import('./graph');
+        return openGraph(app.shell, staged.id, staged.graph, nodes);
       },
       downloadStaged: staged =>
         saveToComputer(stagedUrl(staged.id, 'artifact')),

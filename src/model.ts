@@ -179,6 +179,7 @@ export class ModelSaveModel implements IDisposable {
     if (!side || this._job.kind === 'staging') {
       return;
     }
+    this._lastStage = args;
     await this._discardCurrent();
     this._job = { kind: 'staging', step: 'prepare', fraction: 0 };
     this._writtenTo = null;
@@ -195,6 +196,40 @@ export class ModelSaveModel implements IDisposable {
     }
     this._emit();
     void this.refreshModels();
+  }
+
+  /** The precisions the review offers as variants of the staged export (not its own): the
+   * format's capabilities, for a model variants are made of. */
+  variants(staged: KernelAPI.IStagedReply): string[] {
+    const model = this.selected;
+    const format =
+      model &&
+      this._options?.frameworks[model.framework]?.formats[staged.format];
+    return model?.variants && format && this._lastStage
+      ? format.precisions.filter(p => p !== staged.precision)
+      : [];
+  }
+
+  /** Stage the last staged model again as another precision (the current export is dropped). */
+  async stageVariant(precision: string): Promise<void> {
+    if (this._lastStage) {
+      await this.stage({
+        ...this._lastStage,
+        precision: precision === 'fp32' ? null : precision
+      });
+    }
+  }
+
+  /** The staged export against the newest artifact of its name in `folder` (null: none). */
+  async diff(folder: string): Promise<KernelAPI.IDiff | null> {
+    if (this._job.kind !== 'staged' || !this._side) {
+      return null;
+    }
+    const reply = await this._side.request('diff', {
+      id: this._job.staged.id,
+      folder
+    });
+    return reply.diff;
   }
 
   /** Cancel a running stage by interrupting the kernel (the engine cleans up). */
@@ -433,6 +468,8 @@ export class ModelSaveModel implements IDisposable {
   private _options: KernelAPI.IOptionsReply | null = null;
   private _selected: string | null = null;
   private _job: JobState = { kind: 'idle' };
+  /** The arguments of the last stage, for staging its variants from the review. */
+  private _lastStage: KernelAPI.IStageArgs | null = null;
   private _writtenTo: KernelAPI.IWrittenReply | null = null;
   private _acceptError: KernelAPI.IErrorInfo | null = null;
   private _visible = false;

@@ -395,7 +395,7 @@ def test_onnx_external_data_holds_the_metadata_and_parity_maps_the_weights(monke
     monkeypatch.setattr(_ort, "session", spy)
     wide = nn.Sequential(nn.Linear(600, 600), nn.ReLU(), nn.Linear(600, 4))  # 1.4 MB: aligned
     staged = jms.stage(wide, torch.randn(2, 600), external_data=True, exporter=exporter,
-                       metadata={"note": "big"})  # fmt: skip
+                       metadata={"note": "big"}, latency=False)  # fmt: skip
     # Then the graph file alone (weights not loaded) carries the metadata, the weights are in
     # the one data file, and parity ran ORT on the mapped file
     proto = onnx.load(str(staged.path / "model.onnx"), load_external_data=False)

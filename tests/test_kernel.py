@@ -221,3 +221,65 @@ def test_the_graph_view_keeps_shapes_and_drops_data(
     ]
     assert all(not t.raw_data and not t.float_data for t in stripped.graph.initializer)
     assert len(stripped.graph.node) == len(full.graph.node)
+
+
+def test_options_offer_the_precisions_this_machine_takes_per_format(
+    side: jk.ModelSaveKernel,
+) -> None:
+    # (each format's capabilities carry them: jms.precisions, what the runtime runs of them)
+    formats = side.options({})["frameworks"]["torch"]["formats"]
+    precisions = {name: info["precisions"] for name, info in formats.items()}
+    assert precisions["safetensors"] == ["fp32", "fp16", "bf16"]
+    assert precisions["torchscript"] == ["fp32"]
+    assert {"fp32", "fp16", "int8"} <= set(precisions["onnx"])
+    assert precisions == {name: jms.precisions(name) for name in formats}
+
+
+def test_stage_a_variant_then_diff_it_against_the_folder_before_writing(
+    side: jk.ModelSaveKernel,
+) -> None:
+    called(side, "net", torch.randn(2, 3, 8, 8))
+    first = side.stage({"model": "net", "latency": False})
+    assert first["precision"] == "fp32" and first["latency"] is None
+    side.write(
+        {"id": first["id"], "folder": "exports", "overwrite": False, "allow_mismatch": False}
+    )
+    # When the fp16 variant is staged and compared with the folder
+    staged = side.stage({"model": "net", "precision": "fp16"})
+    assert staged["precision"] == "fp16" and staged["variant"]["from"] == "fp32"
+    assert staged["latency"]["runs"] >= 1 and staged["report"]["precision"] == "fp16"
+    diff = side.diff({"id": staged["id"], "folder": "exports"})["diff"]
+    # Then the diff names the previous version by its root-relative path, with the warnings
+    assert diff["previous_version"] == "1.0.0" and diff["previous_path"].startswith("exports/")
+    assert diff["signature_changed"]["precision"] == {"before": "fp32", "after": "fp16"}
+    assert any("precision changed" in w for w in diff["warnings"])
+    json.dumps(diff, allow_nan=False)  # the reply travels as plain JSON
+    assert side.diff({"id": staged["id"], "folder": "elsewhere"}) == {"diff": None}
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "says"),
+    [
+        ("stage", {"model": "net", "precision": 16}, "'precision' must be a string"),
+        ("stage", {"model": "net", "precision": "fp8"}, "is not one of fp32, fp16, bf16, int8"),
+        ("stage", {"model": "net", "latency": "no"}, "'latency' must be true or false"),
+        ("stage", {"model": "net", "latency": None}, "'latency' must be true or false"),
+        ("diff", {"id": "nope", "folder": "exports"}, "stage it again"),
+        ("diff", {"id": 3}, "'id' must be a string"),
+        ("diff", {"folder": "x"}, "needs the field 'id'"),
+    ],
+)
+def test_bad_precision_latency_and_diff_requests_are_refused(
+    side: jk.ModelSaveKernel, op: str, args: dict, says: str
+) -> None:
+    called(side, "net", torch.randn(2, 3, 8, 8))
+    reply = side.respond({"id": 1, "op": op, "args": args}, lambda message: None)
+    assert reply["ok"] is False and says in reply["error"]["message"]
+
+
+def test_diff_refuses_folders_outside_the_root(side: jk.ModelSaveKernel) -> None:
+    called(side, "net", torch.randn(2, 3, 8, 8))
+    staged = side.stage({"model": "net", "latency": False})
+    for folder in ("../outside", "/etc"):
+        with pytest.raises(InvalidOptionError):
+            side.diff({"id": staged["id"], "folder": folder})

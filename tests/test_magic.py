@@ -213,3 +213,33 @@ def test_the_table_offers_the_guess_for_a_model_never_called(shell, monkeypatch)
     shell.user_ns["mlp"] = models.mlp()
     shell.run_line_magic("modelsave", "")
     assert "none yet: run the model once, or --input &#x27;torch.randn(1, 8)&#x27;" in shown[0].data
+
+
+def test_precision_calibration_and_latency_flags_reach_stage():
+    args = _args("net out/ --precision int8 --calibrate --no-latency")
+    assert stage_options(args) == {"precision": "int8", "calibration": True, "latency": False}
+
+
+def test_an_fp16_export_prints_precision_size_latency_and_the_diff(shell, tmp_path, capsys):
+    torch.manual_seed(0)
+    shell.user_ns["net"] = models.SmallCNN()
+    shell.user_ns["example"] = torch.randn(4, 3, 16, 16)
+    shell.run_line_magic("modelsave", "net exports/ --input example")
+    capsys.readouterr()
+    shell.run_line_magic("modelsave", "net exports/ --input example --precision fp16")
+    out = capsys.readouterr().out.splitlines()
+    (artifact,) = (tmp_path / "exports").glob("net_v1.0.1_*.onnx")
+    manifest = json.loads((tmp_path / "exports" / f"{artifact.name}.json").read_text())
+    assert manifest["precision"] == "fp16" and manifest["previous"]["version"] == "1.0.0"
+    assert any(line.startswith("precision: fp16 from fp32: onnxruntime float16") for line in out)
+    assert any(line.startswith("latency: p50 ") and "eager p50" in line for line in out)
+    assert any(line.startswith("previous: version 1.0.0") for line in out)
+    assert "warning: precision changed since version 1.0.0: 'fp32' -> 'fp16'" in "\n".join(out)
+    assert out[-1].endswith("precision='fp16')")
+
+
+def test_an_unknown_precision_is_one_line_naming_the_precisions(shell):
+    shell.user_ns["net"] = models.mlp()
+    result = shell.run_cell("%modelsave net out/ --input torch.randn(1,8) --precision fp8")
+    assert isinstance(result.error_in_exec, jms.InvalidOptionError)
+    assert "fp32, fp16, bf16, int8" in str(result.error_in_exec)

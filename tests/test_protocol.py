@@ -49,6 +49,7 @@ def ts_interfaces() -> dict[str, dict[str, tuple[bool, str]]]:
     name -> (optional?, type)."""
     found: dict[str, dict[str, tuple[bool, str]]] = {}
     for name, body in re.findall(r"export interface (\w+) \{\n(.*?)\n  \}", TS, re.S):
+        body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)  # doc comments may hold any text
         body = re.sub(r";\s*\}", " }", " ".join(body.split()))  # prettier may wrap a long type
         fields = re.findall(r"(\w+)(\??): ((?:[^;{}]|\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\})+);", body)
         found[name] = {f: (optional == "?", kind.strip()) for f, optional, kind in fields}
@@ -83,7 +84,7 @@ def test_the_field_table_is_read_from_the_argument_types() -> None:
     assert protocol.FIELDS["stage"]["opset"] == "integer?"
     assert protocol.FIELDS["stage"]["dynamic_axes"] == "dynamic axes?"
     assert protocol.FIELDS["write"]["overwrite"] == "boolean"
-    assert {"overwrite", "allow_mismatch"} == protocol.OPTIONAL_NOT_NULL
+    assert {"overwrite", "allow_mismatch", "generation", "latency"} == protocol.OPTIONAL_NOT_NULL
 
 
 def conforms(value: Any, annotation: Any, where: str = "message") -> None:
@@ -129,7 +130,8 @@ def conforms(value: Any, annotation: Any, where: str = "message") -> None:
 
 @pytest.fixture
 def side(tmp_path: Path) -> jk.ModelSaveKernel:
-    namespace = {"net": models.SmallCNN(), "mlp": models.mlp(), "torch": torch}
+    namespace = {"net": models.SmallCNN(), "mlp": models.mlp(), "torch": torch,
+                 "branchy": models.DataDependentBranch()}  # fmt: skip
     return jk.ModelSaveKernel(namespace, tmp_path / "staging", tmp_path)
 
 
@@ -147,8 +149,18 @@ def test_every_message_the_kernel_side_sends_is_what_the_protocol_says(side, mon
     side.namespace["net"](torch.randn(2, 3, 8, 8))
     ask("options", {})
     staged = ask("stage", {"model": "net", "dynamic_axes": {"image": {"0": "batch"}}})
-    ask("stage", {"model": "mlp", "format": "safetensors"})
+    ask("stage", {"model": "mlp", "format": "safetensors", "precision": "fp16"})
     ask("write", {"id": staged["id"], "folder": "out"})
+    # (an fp16 variant: agreement and latency; compared with the version just written)
+    variant = ask("stage", {"model": "net", "precision": "fp16", "latency": True})
+    assert variant["variant"]["from"] == "fp32" and variant["latency"]["runs"] >= 1
+    assert variant["report"]["agreement"]["outputs"]
+    assert ask("diff", {"id": variant["id"], "folder": "out"})["diff"]["compared"] == "outputs"
+    assert ask("diff", {"id": variant["id"]}) == {"diff": None}
+    # (a branch baked into the graph: parity fails, and the report localizes it)
+    baked = ask("stage", {"model": "branchy", "example": "torch.rand(2, 4) + 2",
+                          "exporter": "torchscript"})  # fmt: skip
+    assert baked["report"]["first_divergence"] and baked["report"]["layers"]
     ask("discard", {"id": staged["id"]})
     side.respond({"id": 7, "op": "discard", "args": {"id": staged["id"]}}, sent.append)
     fake = type("Comm", (), {"on_msg": lambda s, f: None, "on_close": lambda s, f: None,

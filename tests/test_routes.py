@@ -267,6 +267,8 @@ def weights(jp_root_dir: Path) -> dict[str, Path]:
     files = {"bf16": folder / "bf16.safetensors", "noise": folder / "fp32.safetensors"}
     files["bf16"].write_bytes(WEIGHTS)
     files["noise"].write_bytes(NOISE)
+    for path in files.values():  # the download route serves written artifacts only
+        write_manifest(path)
     return files
 
 

@@ -302,3 +302,33 @@ def test_the_options_shown_follow_the_formats_capabilities():
     assert widget.options()["dynamic_axes"] == {"input": {0: "batch"}}
     widget.format_picker.value = "safetensors"
     assert widget.options() == {"format": "safetensors"}
+
+
+def test_the_precision_picker_follows_the_format_and_the_review_shows_the_release_check(
+    namespace, tmp_path
+):
+    widget = ModelSaveWidget("cnn", namespace=namespace, dest=f"{tmp_path}/")
+    # the precisions this machine takes for the format, after the model's own
+    assert [v for _, v in widget.precision_picker.options] == [
+        None, *(p for p in jms.precisions("onnx") if p != "fp32")
+    ]  # fmt: skip
+    widget.format_picker.value = "safetensors"
+    assert [v for _, v in widget.precision_picker.options] == [None, "fp16", "bf16"]
+    widget.format_picker.value = "torchscript"
+    assert [v for _, v in widget.precision_picker.options] == [None]
+    widget.format_picker.value = "onnx"
+    widget.stage()
+    first = widget.write()
+    # When the fp16 variant is staged into the same folder
+    widget.precision_picker.value = "fp16"
+    staged = widget.stage()
+    assert staged.precision == "fp16" and "precision='fp16'" in widget.code_text()
+    # Then the review shows precision, size, latency and the diff with its warnings
+    release = widget.release.value
+    assert "fp16 from fp32" in release and "x the fp32 artifact" in release
+    assert "latency" in release and "eager p50" in release
+    assert "version 1.0.0" in release and "precision changed since version 1.0.0" in release
+    assert widget.diff()["previous_path"] == str(first)
+    # and another destination without that name shows no diff
+    widget.dest.value = f"{tmp_path}/elsewhere/"
+    assert widget.diff() is None and "previous" not in widget.release.value

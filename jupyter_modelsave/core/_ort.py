@@ -16,13 +16,16 @@ def providers(prefer_cuda: bool = True) -> list[str]:
 
 
 def session(
-    path: Path | str,
+    path: Path | str | bytes,
     prefer_cuda: bool = True,
     map_weights: bool = False,
     spin: bool = True,
     untrusted: bool = False,
+    external_folder: Path | None = None,
 ) -> Any:
-    """An inference session for ``path``.
+    """An inference session for ``path`` (or a serialized model's bytes).
+
+    ``external_folder``: where the external data of a model given as bytes lies.
 
     ``untrusted``: without constant folding, which would compute constant subgraphs of any size
     while the session is created (see ``formats/_onnx_limits.py``).
@@ -45,9 +48,14 @@ def session(
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if external_folder is not None:
+        options.add_session_config_entry(
+            "session.model_external_initializers_file_folder_path", str(external_folder)
+        )
     extra: dict[str, Any] = {}
     if untrusted:
         from .formats._onnx_limits import DISABLED_OPTIMIZERS
 
         extra["disabled_optimizers"] = DISABLED_OPTIMIZERS
-    return ort.InferenceSession(str(path), options, providers=providers(prefer_cuda), **extra)
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, options, providers=providers(prefer_cuda), **extra)

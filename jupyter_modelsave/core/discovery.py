@@ -44,6 +44,11 @@ class ModelInfo:
     # without a recorded call: an example input guessed from the first layer (``example_guess``)
     guessed_input: TensorSpec | None = None
     guessed_expression: str | None = None
+    # generation=True applies (a transformers language model; issue 18, core/generation)
+    can_generate: bool = False
+    # stage(precision=...) makes variants of it (a float32 model of a framework with the release
+    # check, on one process; which precisions: the format's ``Capabilities.precisions``)
+    variants: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)

@@ -42,6 +42,7 @@ class ExportJob:
     # (atol, rtol) of outputs judged other than the report's tolerances (by their own dtype)
     output_tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)
     progress: Progress | None = None  # the stage's, for exporters that report their own steps
+    precision: str = "fp32"  # of the artifact (``core/precision.py``); weight formats cast to it
 
     @property
     def adapter(self) -> Adapter:

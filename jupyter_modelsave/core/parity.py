@@ -43,6 +43,24 @@ class OutputDiff:
 
 
 @dataclass
+class LayerDiff:
+    """How far one module's output in the artifact is from the live model's (``localize``)."""
+
+    module: str  # qualified name in the live model; "" for the model itself
+    class_name: str
+    call: int  # which call of the module on the probe (0: the first)
+    shape: list[int]
+    max_abs: float
+    max_rel: float
+    cosine: float
+    mismatch_fraction: float
+    passed: bool
+    source: str | None = None  # file:line of the module's forward code, when known
+    code: str | None = None  # the text of that line
+    nodes: list[str] = field(default_factory=list)  # artifact nodes that compute it (ONNX)
+
+
+@dataclass
 class ProbeResult:
     name: str
     passed: bool
@@ -63,6 +81,15 @@ class ParityReport:
     kind: str = "outputs"  # "outputs" (values compared) or "weights" (bitwise round trip)
     # where the exporter turned tensor values into Python constants: fails the report
     value_conversions: list[str] = field(default_factory=list)
+    # where the artifact starts to differ (``core/localize``): filled when parity fails, or by
+    # ``staged.localize()``; ``localization`` says it in plain words
+    first_divergence: LayerDiff | None = None
+    layers: list[LayerDiff] = field(default_factory=list)
+    localization: str | None = None
+    # the artifact's precision ("fp32", "fp16", "bf16", "int8"; see core/precision.py) and, for
+    # a variant, the task-level agreement it was judged by
+    precision: str = "fp32"
+    agreement: dict[str, Any] | None = None
 
     @property
     def outputs(self) -> list[OutputDiff]:
@@ -87,10 +114,24 @@ class ParityReport:
         )
         if self.value_conversions:
             text += f": the exporter baked in tensor values ({self.value_conversions[0]})"
-        return text
+        if self.agreement is not None:
+            text += _agreement_text(self.agreement)
+        return f"{self.precision} {text}" if self.precision != "fp32" else text
 
     def _repr_html_(self) -> str:
         return report_html(self)
+
+
+def _agreement_text(agreement: dict[str, Any]) -> str:
+    """ ", top-1 agreement 98.4%, cosine 0.9993": the worst value of each agreement metric."""
+    worst: dict[str, float] = {}
+    for result in agreement["outputs"].values():
+        if result["value"] is not None:
+            worst[result["metric"]] = min(worst.get(result["metric"], 1.0), result["value"])
+    parts = [f"top-1 agreement {worst['top1']:.1%}"] if "top1" in worst else []
+    parts += [f"cosine {worst['cosine']:.4f}"] if "cosine" in worst else []
+    judged = "" if agreement["element_wise"] else ", judged by agreement"
+    return f", {', '.join(parts)}{judged}" if parts else judged
 
 
 def _badness(out: OutputDiff) -> tuple:
@@ -332,9 +373,14 @@ def report_html(report: ParityReport) -> str:
     )  # fmt: skip
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.diagnosis)
     tf32 = "on" if report.tf32 else "off"
+    where = ""
+    if report.localization is not None or report.layers:  # the first diverging module first
+        from .localize.display import localization_html
+
+        where = localization_html(report)
     return (
         f'<div class="jms-parity"><p style="{style}"><b>{mark} {html.escape(report.summary())}</b>'
-        f" &middot; reference on {html.escape(report.reference_device)}, TF32 {tf32}</p>"
+        f" &middot; reference on {html.escape(report.reference_device)}, TF32 {tf32}</p>{where}"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         + (f"<ul>{notes}</ul>" if notes else "")
         + "</div>"

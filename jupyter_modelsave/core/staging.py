@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import functools
+import os
 import shutil
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import artifacts, hashing, trust
+from . import precision as variants
 from ._capture import first_line
 from .discovery import recording_paused
 from .errors import ExportError, InvalidOptionError, ModelSaveError, ParityError, WriteError, shown
@@ -30,6 +32,7 @@ from .formats.base import ArtifactFormat, producer
 from .frameworks import adapter_for
 from .inputs import ExampleInputs, TensorSpec
 from .job import Exported, ExportJob
+from .latency import check_latency
 from .options import (
     check_artifact_name,
     check_destination,
@@ -88,7 +91,16 @@ class StagedExport:
         self.tolerances = tolerances  # (atol, rtol) of the last parity check
         self._job = job
         self._verify_again = lambda atol, rtol: fmt.verify(exported, job, atol, rtol, no_progress)
+        self._localize = functools.partial(_localized, fmt.name, exported, job)
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(job.workdir), True)
+        # the release check (``core/precision.py``, ``latency.py``, ``diff.py``); ``stage`` sets them
+        self.precision = job.precision
+        self.variant: dict[str, Any] | None = None  # how a variant was made, and its size vs fp32
+        self.latency: dict[str, Any] | None = None
+        self._parts = (fmt, exported, job)  # what ``diff`` runs and loads
+        self._diffs: dict[tuple, dict[str, Any]] = {}
+        # tolerances given to stage or verify: an int8 variant is then judged element-wise too
+        self._judging = {"element_wise": False}
 
     @property
     def discarded(self) -> bool:
@@ -107,12 +119,32 @@ class StagedExport:
             atol = self.tolerances[0] if atol is None else check_tolerance("atol", atol)
             rtol = self.tolerances[1] if rtol is None else check_tolerance("rtol", rtol)
             self._job.output_tolerances = {}
+            self._judging["element_wise"] = True
         atol, rtol = (self.tolerances[0] if atol is None else atol,
                       self.tolerances[1] if rtol is None else rtol)  # fmt: skip
         with typed_errors("parity check", self.format):
             self.report = self._verify_again(atol, rtol)
+            self._localize(self.report, quietly=True)
         self.tolerances = (atol, rtol)
         return self.report
+
+    @_unrecorded
+    def localize(self) -> ParityReport:
+        """Find the first module of the live model whose output differs in the artifact.
+
+        Fills ``report.layers``, ``report.first_divergence`` and ``report.localization`` (done
+        by ``stage`` and ``verify`` already when parity fails) and returns the report. See
+        ``core/localize``.
+        """
+        if self.discarded:
+            raise InvalidOptionError("This export was discarded; stage it again to localize it.")
+        if self.report is None:
+            raise InvalidOptionError(
+                "This export was staged with parity=False: nothing to localize. Call "
+                "staged.verify() first."
+            )
+        with typed_errors("localization", self.format):
+            return self._localize(self.report)
 
     def write(self, dest: str | Path, *, name: str | None = None, version: str | None = None,
               overwrite: bool = False, allow_mismatch: bool = False) -> Path:  # fmt: skip
@@ -136,11 +168,19 @@ class StagedExport:
             )
         name = check_artifact_name(name if name is not None else self.name)
         try:
+            previous = None
+            if artifacts.is_folder_destination(os.path.expanduser(str(dest)), self._extension):
+                previous = self.diff(dest, name=name)
             target, version, auto = artifacts.destination_path(
                 dest, name, version, self.sha256, self._extension
             )
+            manifest = self.manifest(name, version)
+            if previous is not None:
+                from .diff import for_manifest
+
+                manifest["previous"] = for_manifest(previous)
             return artifacts.write_artifact(
-                self.path, target, self.manifest(name, version), overwrite=overwrite, auto=auto
+                self.path, target, manifest, overwrite=overwrite, auto=auto
             )
         except ModelSaveError:
             raise
@@ -152,6 +192,27 @@ class StagedExport:
     def discard(self) -> None:
         """Delete the staged files now (they are also deleted when this object is collected)."""
         self._cleanup()
+
+    @_unrecorded
+    def diff(self, dest: str | Path, *, name: str | None = None) -> dict[str, Any] | None:
+        """What changed since the newest artifact named ``name`` (default: this one's) in the
+        folder ``dest``: size ratio, signature changes, outputs (or weights) compared on the
+        same probes, warnings (see ``core/diff.py``). None when the folder holds no such artifact.
+        """
+        from .diff import compare, previous_artifact
+
+        if self.discarded:
+            raise InvalidOptionError("This export was discarded; stage it again to compare it.")
+        dest = check_destination(dest)
+        name = check_artifact_name(name if name is not None else self.name)
+        previous = previous_artifact(dest, name)
+        if previous is None:
+            return None
+        key = (str(previous.path), previous.sha256, name)
+        if key not in self._diffs:
+            with typed_errors("comparison with the previous version", self.format):
+                self._diffs[key] = compare(self, previous)
+        return self._diffs[key]
 
     def manifest(self, name: str, version: str) -> dict[str, Any]:
         return {
@@ -176,6 +237,9 @@ class StagedExport:
             "parity": None if self.report is None else self.report.to_dict(),
             "warnings": self.warnings,
             "metadata": self.metadata,
+            "precision": self.precision,
+            "variant": self.variant,
+            "latency": self.latency,
         }
 
     def __repr__(self) -> str:
@@ -211,6 +275,10 @@ def stage(
     name: str | None = None,
     external_data: bool | None = None,
     progress: Progress | None = None,
+    generation: bool = False,
+    precision: str | None = None,
+    latency: bool | dict[str, Any] = True,
+    calibration: Any = None,
     **format_options: Any,
 ) -> StagedExport:
     """Export ``model`` into a private work folder and check parity against the live model.
@@ -221,9 +289,23 @@ def stage(
     pass. ``device``: export a copy of a PyTorch model on that device (the live model never
     moves); default, where the model lives. See the README for every option. Other keyword
     arguments are options of the chosen format (``format_options``).
+    ``generation=True``: ONNX graphs with past key values for a transformers language model,
+    checked on a greedy loop (``core.generation.staging.stage_generation``).
+
+    The release check (models of adapters with ``release_check``: PyTorch's): ``precision``
+    ("fp32", "fp16", "bf16", "int8"; default the model's own) stages a variant judged against
+    the live model (``core/precision.py``; ``calibration=True`` or a list of inputs: static
+    int8); ``latency`` (True, False, or ``{"max_runs", "max_seconds"}``) measures a graph
+    artifact against the model eager (``core/latency.py``).
     """
     adapter = adapter_for(model)
-    if (collective := adapter.collective(model)) is not None:  # every rank stages it together
+    generation = check_flag("generation", generation)
+    if generation or not adapter.release_check:
+        _refuse_variant(
+            precision, calibration, "generation exports" if generation else adapter.noun
+        )
+    if not generation and (collective := adapter.collective(model)) is not None:
+        _refuse_variant(precision, calibration, "sharded models")  # every rank stages it together
         return collective.stage(model, example_inputs, format=format, opset=opset,
                                 dynamic_axes=dynamic_axes, input_names=input_names,
                                 output_names=output_names, parity=parity, atol=atol, rtol=rtol,
@@ -241,7 +323,26 @@ def stage(
     if clash:
         raise InvalidOptionError(f"metadata keys {clash} are reserved; rename them.")
     name = check_artifact_name(name if name is not None else _guess_name(model))
+    if generation:  # ONNX with past key values: graphs of fixed names, a greedy-loop parity
+        from .generation.staging import stage_generation
+
+        fixed = {"dynamic_axes": dynamic_axes, "input_names": input_names,
+                 "output_names": output_names}  # fmt: skip
+        return stage_generation(model, example_inputs, fmt, opset=opset, exporter=own["exporter"],
+                                external_data=own["external_data"], metadata=meta, name=name,
+                                atol=atol, rtol=rtol, parity=parity, device=device,
+                                progress=progress, fixed=fixed, **format_options)  # fmt: skip
     fmt_options = fmt.check_options(format_options)
+    own_precision = variants.own_precision(model)
+    precision = variants.check(precision, fmt, own_precision)
+    calibration = variants.check_calibration(calibration, precision)
+    graph = fmt.capabilities.kind == "graph"
+    budget = check_latency(latency) if adapter.release_check else None
+    variant = precision != own_precision
+    judging = {"element_wise": atol is not None or rtol is not None}
+    if variant and graph:  # a variant is judged by its precision's tolerances by default
+        rule_atol, rule_rtol = variants.tolerances(precision)
+        atol, rtol = (rule_atol if atol is None else atol, rule_rtol if rtol is None else rtol)
     given = adapter.example(model, example_inputs, fmt.capabilities.needs_inputs)
     model, example = adapter.placed(model, given and given.inputs, device)
     runs = example is not None  # else a weight format without inputs: nothing to run or name
@@ -264,7 +365,7 @@ def stage(
                                   out_names)  # fmt: skip
         job = ExportJob(model, example, in_names, out_names, axes, opset, own["exporter"], meta,
                         Path(), own["external_data"], fmt_options, live if runs else None,
-                        adapter.name, progress=progress)  # fmt: skip
+                        adapter.name, progress=progress, precision=precision)  # fmt: skip
         tolerances = _tolerances(job, adapter.reference_dtypes(model, live), atol, rtol, notes)
 
         def build(workdir: Path) -> StagedExport:
@@ -272,17 +373,71 @@ def stage(
             progress("export", 0.1)
             with adapter.kept(model, exporting=True), typed_errors("export", fmt.name):
                 exported = fmt.export(job)
+            made = None
+            if variant:
+                progress(f"{precision} variant", 0.5)
+                with typed_errors(f"{precision} conversion", fmt.name):
+                    exported, made = variants.make(fmt, exported, job, calibration)
+
+            def check(a: float, r: float, steps: Progress) -> ParityReport:
+                if not variant:
+                    report = fmt.verify(exported, job, a, r, steps)
+                else:
+                    report = variants.verify(fmt, exported, job, a, r, steps, precision,
+                                             judging["element_wise"])  # fmt: skip
+                report.precision = precision  # the report says what it judged
+                return report
+
             report = None
             if parity:
                 progress("parity", 0.6)
                 with typed_errors("parity check", fmt.name):
-                    report = fmt.verify(exported, job, *tolerances, progress)
+                    report = check(*tolerances, progress)
+                    _localized(fmt.name, exported, job, report, progress, quietly=True)
             job.example_outputs = None  # a later verify() runs the model as it is then
+            warnings = [*notes, *exported.warnings]
+            measured = None
+            if budget is not None and runs and graph:
+                progress("latency", 0.95)
+                measured = _latency(fmt, exported, job, budget, warnings)
             specs = [adapter.spec(n, v) for n, v in zip(out_names, live)]
-            return StagedExport(fmt, exported, job, report, name, [*notes, *exported.warnings],
-                                specs, tolerances)  # fmt: skip
+            staged = StagedExport(fmt, exported, job, report, name, warnings, specs, tolerances)
+            staged.variant, staged.latency, staged._judging = made, measured, judging
+            staged._verify_again = lambda a, r: check(a, r, no_progress)
+            return staged
 
         return in_work_folder(build, progress)
+
+
+def _localized(format_name: str, exported: Exported, job: ExportJob, report: ParityReport,
+               progress: Progress = no_progress, *, quietly: bool = False) -> ParityReport:  # fmt: skip
+    """``core.localize``: on request (``quietly=False``), or after a failed parity check."""
+    from .localize import after_failed_parity, localize
+
+    if quietly:
+        after_failed_parity(format_name, exported, job, report, progress)
+        return report
+    return localize(format_name, exported, job, report, progress)
+
+
+def _refuse_variant(precision: Any, calibration: Any, what: str) -> None:
+    if precision not in (None, "fp32") or calibration not in (None, False):
+        raise InvalidOptionError(
+            f"precision variants are made for PyTorch models on one process; {what} take "
+            "precision='fp32' (their own) only. Stage the variant from a float32 PyTorch model."
+        )
+
+
+def _latency(fmt: ArtifactFormat, exported: Exported, job: ExportJob, budget: Any,
+             warnings: list[str]) -> dict[str, Any] | None:  # fmt: skip
+    """The measured latency, or None with a warning saying why it could not be measured."""
+    from .latency import measure
+
+    try:
+        return measure(fmt, exported, job, budget)
+    except Exception as err:  # the artifact's runtime; parity already vouched for the artifact
+        warnings.append(f"latency not measured: {type(err).__name__}: {first_line(err)}")
+        return None
 
 
 def _declared_axes(names: list[str], declared: list[list[int]]) -> tuple[Any, str]:
@@ -356,6 +511,9 @@ def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: st
     if name is None:
         name = _guess_name(model)
     if (collective := adapter_for(model).collective(model)) is not None:  # staged beside dest
+        _refuse_variant(options.pop("precision", None), options.pop("calibration", None),
+                        "sharded models")  # fmt: skip
+        options.pop("latency", None)  # weights only: nothing to time
         return collective.export(model, dest, example_inputs, name=name, version=version,
                                  overwrite=overwrite, allow_mismatch=allow_mismatch, **options)  # fmt: skip
     staged = stage(model, example_inputs, name=name, **options)

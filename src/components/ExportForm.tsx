@@ -30,6 +30,10 @@ interface IFormState {
   atol: string;
   rtol: string;
   name: string;
+  /** "For generation (with cache)": ONNX with past key values. */
+  generation: boolean;
+  /** '' : the model's own precision. */
+  precision: string;
 }
 
 type Errors = Partial<Record<string, string>>;
@@ -40,6 +44,19 @@ function opsetRange(
   exporter: string
 ): number[] | null {
   return format.opsets[exporter] ?? Object.values(format.opsets)[0] ?? null;
+}
+
+/** What the form offers besides the format's capabilities (as `service.py::offered`): the
+ * precision variants (the format's, for a model they are made of; fp32 is its own) and "for
+ * generation" (a model that can generate, in a format that holds it). */
+export function offered(
+  model: KernelAPI.IModelInfo,
+  format: KernelAPI.IFormatInfo
+): { variants: string[]; generation: boolean } {
+  return {
+    variants: model.variants ? format.precisions.filter(p => p !== 'fp32') : [],
+    generation: model.can_generate && format.generation
+  };
 }
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -78,7 +95,9 @@ function initialState(model: KernelAPI.IModelInfo): IFormState {
     guess: model.last_input ? '' : (model.guessed_expression ?? ''),
     atol: '',
     rtol: '',
-    name: SAFE_NAME.test(model.name) ? model.name : 'model'
+    name: SAFE_NAME.test(model.name) ? model.name : 'model',
+    generation: false,
+    precision: ''
   };
 }
 
@@ -119,7 +138,8 @@ export function validate(
   state: IFormState,
   format: KernelAPI.IFormatInfo,
   framework: KernelAPI.IFrameworkInfo,
-  trans: TranslationBundle
+  trans: TranslationBundle,
+  generation = false
 ): Errors {
   const errors: Errors = {};
   const opsets = opsetRange(format, state.exporter);
@@ -137,7 +157,12 @@ export function validate(
       );
     }
   });
-  if (state.exampleMode === 'expression' && !state.expression.trim()) {
+  // a generation export without a prompt uses a random one
+  if (
+    state.exampleMode === 'expression' &&
+    !state.expression.trim() &&
+    !generation
+  ) {
     errors.expression = trans.__(
       'Give a Python expression, e.g. %1.',
       framework.example_hint
@@ -158,13 +183,14 @@ export function validate(
 }
 
 /**
- * The `stage` arguments of a valid form. Every choice is sent: the kernel leaves out what the
- * format does not take (`service.py::stage_options`), and an expression guessed from the first
- * layer for a format that needs no inputs.
+ * The `stage` arguments of a valid form. Every choice offered is sent: the kernel leaves out what
+ * the format does not take (`service.py::stage_options`), and an expression guessed from the
+ * first layer for a format that needs no inputs.
  */
 function stageArgs(
   model: KernelAPI.IModelInfo,
-  state: IFormState
+  state: IFormState,
+  offers: ReturnType<typeof offered>
 ): KernelAPI.IStageArgs {
   const axes: { [input: string]: { [dim: string]: string } } = {};
   for (const row of state.axes.filter(r => r.enabled)) {
@@ -179,7 +205,11 @@ function stageArgs(
     example: state.exampleMode === 'expression' ? state.expression : null,
     atol: state.atol.trim() ? Number(state.atol) : null,
     rtol: state.rtol.trim() ? Number(state.rtol) : null,
-    dynamic_axes: Object.keys(axes).length > 0 ? axes : null
+    dynamic_axes: Object.keys(axes).length > 0 ? axes : null,
+    generation: offers.generation && state.generation,
+    precision: offers.variants.includes(state.precision)
+      ? state.precision
+      : null
   };
 }
 
@@ -200,7 +230,9 @@ export function ExportForm({
   // what the kernel says of the model's framework and of the chosen format's capabilities
   const framework = options.frameworks[model.framework];
   const format = framework.formats[state.format];
-  const errors = validate(state, format, framework, trans);
+  const offers = offered(model, format);
+  const generation = offers.generation && state.generation;
+  const errors = validate(state, format, framework, trans, generation);
   const valid = Object.keys(errors).length === 0;
   const update = (patch: Partial<IFormState>) =>
     setState(s => ({ ...s, ...patch }));
@@ -224,7 +256,7 @@ export function ExportForm({
       onSubmit={event => {
         event.preventDefault();
         if (valid && !disabled) {
-          onStage(stageArgs(model, state));
+          onStage(stageArgs(model, state, offers));
         }
       }}
     >
@@ -236,6 +268,28 @@ export function ExportForm({
           options={model.formats}
         />
       </Field>
+
+      {offers.variants.length > 0 && (
+        <Field
+          id={id('precision')}
+          label={trans.__('Precision')}
+          hint={trans.__(
+            'A variant, checked against the live model with tolerances by precision.'
+          )}
+        >
+          <HTMLSelect
+            id={id('precision')}
+            value={
+              offers.variants.includes(state.precision) ? state.precision : ''
+            }
+            onChange={e => update({ precision: e.target.value })}
+            options={[
+              { value: '', label: trans.__('model’s own (fp32)') },
+              ...offers.variants.map(p => ({ value: p, label: p }))
+            ]}
+          />
+        </Field>
+      )}
 
       {format.exporters.length > 1 && (
         <Field
@@ -277,7 +331,24 @@ export function ExportForm({
           />
         </Field>
       )}
-      {format.dynamic_axes && (
+      {offers.generation && (
+        <div className="jp-ModelSave-generation">
+          <label>
+            <input
+              type="checkbox"
+              checked={state.generation}
+              onChange={e => update({ generation: e.target.checked })}
+            />
+            {trans.__('For generation (with cache)')}
+          </label>
+          <small className="jp-ModelSave-hint">
+            {trans.__(
+              'Past key values in, present out; checked on a greedy loop against generate().'
+            )}
+          </small>
+        </div>
+      )}
+      {format.dynamic_axes && !generation && (
         <fieldset className="jp-ModelSave-axes">
           <legend>{trans.__('Dynamic axes')}</legend>
           {state.axes.length === 0 ? (
@@ -361,7 +432,13 @@ export function ExportForm({
             type="text"
             className="jp-mod-styled jp-ModelSave-code"
             aria-label={trans.__('Example input expression')}
-            placeholder={trans.__('e.g. %1', framework.example_hint)}
+            placeholder={
+              generation
+                ? trans.__(
+                    'token ids, e.g. tokenizer(text).input_ids; empty: random'
+                  )
+                : trans.__('e.g. %1', framework.example_hint)
+            }
             value={state.expression}
             aria-invalid={!!errors.expression}
             onChange={e => update({ expression: e.target.value })}

@@ -14,7 +14,11 @@ import { StageProgress } from './StageProgress';
 
 /** What the sidebar can do besides changing the model (they need the app). */
 export interface ISidebarActions {
-  openGraph: (staged: KernelAPI.IStagedReply) => void;
+  /** Open the graph; with `nodes`, select and centre them. Resolves to the count selected. */
+  openGraph: (
+    staged: KernelAPI.IStagedReply,
+    nodes?: string[]
+  ) => Promise<number>;
   downloadStaged: (staged: KernelAPI.IStagedReply) => void;
   downloadWritten: (path: string) => void;
 }
@@ -136,11 +140,14 @@ function Body({ model, actions, trans }: IModelSavePanelProps): JSX.Element {
           defaultFolder={exportsFolder(model.kernel?.path ?? '')}
           written={model.writtenTo}
           error={model.acceptError}
-          onGraph={() => actions.openGraph(job.staged)}
+          onGraph={nodes => actions.openGraph(job.staged, nodes)}
           onDownload={() => actions.downloadStaged(job.staged)}
           onDownloadWritten={actions.downloadWritten}
           onWrite={args => model.write(args)}
           onDiscard={() => void model.discard()}
+          onDiff={folder => model.diff(folder)}
+          variants={model.variants(job.staged)}
+          onVariant={precision => void model.stageVariant(precision)}
           trans={trans}
         />
       )}

@@ -54,6 +54,9 @@ export function ParityTable({ report, trans }: IParityTableProps): JSX.Element {
           </li>
         ))}
       </ul>
+      {report.generation && report.generation.length > 0 && (
+        <GreedyTokens runs={report.generation} trans={trans} />
+      )}
       <div className="jp-ModelSave-reportMeta">
         {trans.__(
           'atol %1 · rtol %2 · reference on %3 · TF32 %4',
@@ -64,5 +67,47 @@ export function ParityTable({ report, trans }: IParityTableProps): JSX.Element {
         )}
       </div>
     </div>
+  );
+}
+
+interface IGreedyTokensProps {
+  runs: KernelAPI.IGreedyRun[];
+  trans: TranslationBundle;
+}
+
+/** A generation export's greedy runs: the live model's and the artifact's tokens, row by row. */
+function GreedyTokens({ runs, trans }: IGreedyTokensProps): JSX.Element {
+  return (
+    <table
+      className="jp-ModelSave-greedy"
+      aria-label={trans.__('Greedy generation')}
+    >
+      <thead>
+        <tr>
+          <th scope="col">{trans.__('Greedy run')}</th>
+          <th scope="col">{trans.__('generate()')}</th>
+          <th scope="col">{trans.__('Artifact')}</th>
+        </tr>
+      </thead>
+      <tbody>
+        {runs.map(run =>
+          run.live_tokens.map((live, row) => {
+            const got = run.artifact_tokens[row] ?? [];
+            const same = live.join(' ') === got.join(' ');
+            return (
+              <tr key={`${run.name}-${row}`} data-passed={same}>
+                <th scope="row">{`${run.name} [${row}]`}</th>
+                <td>
+                  <code>{live.join(' ')}</code>
+                </td>
+                <td className="jp-ModelSave-verdict" data-passed={same}>
+                  <code>{got.join(' ')}</code>
+                </td>
+              </tr>
+            );
+          })
+        )}
+      </tbody>
+    </table>
   );
 }

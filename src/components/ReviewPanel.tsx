@@ -5,8 +5,10 @@ import * as React from 'react';
 
 import { formatBytes } from '../format';
 import { KernelAPI } from '../protocol';
+import { DivergencePanel } from './DivergencePanel';
 import { ParityTable } from './ParityTable';
 import { useScrolledIntoView } from './scroll';
+import { DiffView, ReleaseFacts } from './ReleaseCheck';
 
 export interface IReviewPanelProps {
   staged: KernelAPI.IStagedReply;
@@ -14,13 +16,22 @@ export interface IReviewPanelProps {
   defaultFolder: string;
   written: KernelAPI.IWrittenReply | null;
   error: KernelAPI.IErrorInfo | null;
-  onGraph: () => void;
+  /** Open the graph; with `nodes`, select and centre them. Resolves to the count selected. */
+  onGraph: (nodes?: string[]) => Promise<number>;
   onDownload: () => void;
   onDownloadWritten: (path: string) => void;
   onWrite: (args: Omit<KernelAPI.IWriteArgs, 'id'>) => Promise<void>;
   onDiscard: () => void;
+  /** The staged export against the newest artifact of its name in a folder (null: none). */
+  onDiff: (folder: string) => Promise<KernelAPI.IDiff | null>;
+  /** Precisions offered as variants of this export, and how to stage one. */
+  variants: string[];
+  onVariant: (precision: string) => void;
   trans: TranslationBundle;
 }
+
+/** Wait this long after the folder was typed before comparing with it. */
+const DIFF_DELAY_MS = 400;
 
 const VERSION = /^\d+\.\d+\.\d+$/;
 
@@ -35,6 +46,11 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
   const [allowMismatch, setAllowMismatch] = React.useState(false);
   const [writing, setWriting] = React.useState(false);
   const ref = useScrolledIntoView<HTMLElement>('start');
+  const [diff, setDiff] = React.useState<{
+    folder: string;
+    diff: KernelAPI.IDiff | null;
+    error: string | null;
+  } | null>(null);
   const folderError =
     folder.startsWith('/') || folder.split('/').includes('..')
       ? trans.__('A folder inside the Jupyter root, e.g. exports.')
@@ -43,6 +59,28 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
     version && !VERSION.test(version)
       ? trans.__('A version looks like 1.2.3; empty: the next one.')
       : '';
+  React.useEffect(() => {
+    if (folderError || written) {
+      return; // after Write the written artifact is the newest: keep what was shown
+    }
+    let live = true;
+    const timer = setTimeout(() => {
+      props.onDiff(folder).then(
+        found => live && setDiff({ folder, diff: found, error: null }),
+        (error: unknown) =>
+          live &&
+          setDiff({
+            folder,
+            diff: null,
+            error: (error as Error).message ?? String(error)
+          })
+      );
+    }, DIFF_DELAY_MS);
+    return () => {
+      live = false;
+      clearTimeout(timer);
+    };
+  }, [folder, folderError]);
   const canWrite =
     !written &&
     !writing &&
@@ -75,6 +113,15 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
       </div>
 
       {report && <ParityTable report={report} trans={trans} />}
+
+      {report && (report.localization || report.first_divergence) && (
+        <DivergencePanel
+          report={report}
+          hasGraph={!!staged.graph}
+          onShowNodes={nodes => props.onGraph(nodes)}
+          trans={trans}
+        />
+      )}
 
       {report && report.diagnosis.length > 0 && (
         <ul
@@ -121,6 +168,13 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
         </dd>
       </dl>
 
+      <ReleaseFacts
+        staged={staged}
+        variants={props.variants}
+        onVariant={props.onVariant}
+        trans={trans}
+      />
+
       {staged.warnings.length > 0 && (
         <details className="jp-ModelSave-warnings">
           <summary>
@@ -139,7 +193,7 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
           <button
             type="button"
             className="jp-Button jp-mod-styled"
-            onClick={props.onGraph}
+            onClick={() => void props.onGraph()}
           >
             {trans.__('Graph')}
           </button>
@@ -159,6 +213,16 @@ export function ReviewPanel(props: IReviewPanelProps): JSX.Element {
           {trans.__('Download')}
         </button>
       </div>
+
+      {!folderError && (
+        <DiffView
+          diff={diff?.folder === folder ? diff.diff : undefined}
+          error={diff?.folder === folder ? diff.error : null}
+          name={staged.name}
+          folder={folder}
+          trans={trans}
+        />
+      )}
 
       <fieldset className="jp-ModelSave-destination" disabled={!!written}>
         <legend>{trans.__('Write to the Jupyter root')}</legend>

@@ -451,7 +451,10 @@ VALID_FIELDS = {
         "opset": {"integer", "null"}, "atol": {"integer", "fraction", "null"},
         "rtol": {"integer", "fraction", "null"}, "name": {"string", "null"},
         "example": {"string", "null"}, "dynamic_axes": {"object", "null"},
+        "generation": {"boolean"},
+        "precision": {"string", "null"}, "latency": {"boolean"},
     }),
+    "diff": ({"id": "SID", "folder": "out"}, {"id": {"string"}, "folder": {"string", "null"}}),
     "write": ({"id": "SID", "folder": "out"}, {
         "id": {"string"}, "folder": {"string", "null"}, "name": {"string", "null"},
         "version": {"string", "null"}, "overwrite": {"boolean"},

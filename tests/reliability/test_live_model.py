@@ -323,6 +323,7 @@ def test_ctrl_c_during_any_forward_call_of_stage_leaves_the_model_as_it_was(fmt,
     model.head.register_forward_pre_hook(pre_hook)
     before = _snapshot(model)
     options = {"exporter": "torchscript"} if fmt == "onnx" else {}  # the dynamo one is cached
+    options["latency"] = {"max_runs": 2, "max_seconds": 600}  # a fixed count of eager calls
     jms.stage(model, X, format=fmt, **options).discard()
     total = calls["n"]
     assert total >= 4  # the reference run, the export, three parity probes (some traced)

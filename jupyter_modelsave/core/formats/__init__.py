@@ -58,7 +58,7 @@ def capabilities(framework: str) -> dict[str, dict[str, Any]]:
 
 def describe(name: str, framework: str) -> dict[str, Any]:
     """A format as JSON (``protocol.FormatInfo``): extension, description, its
-    ``Capabilities``, and per exporter the opsets it takes."""
+    ``Capabilities``, per exporter the opsets it takes, and the precisions this machine makes."""
     fmt = get_format(name, framework)
     caps = fmt.capabilities
     return {
@@ -67,6 +67,7 @@ def describe(name: str, framework: str) -> dict[str, Any]:
         **dataclasses.asdict(caps),
         "exporters": list(caps.exporters),
         "opsets": _opsets(framework, caps.exporters) if caps.opsets else {},
+        "precisions": list(fmt.precisions_here()),
     }
 
 

@@ -30,6 +30,10 @@ class Capabilities:
     opsets: bool = False  # takes ``opset`` (its range: the framework's, ``Adapter.opsets``)
     folder: bool = False  # the artifact can be a folder (else always one file)
     graph_view: bool = False  # Netron can show its graph (the sidebar's graph view)
+    # the precisions ``stage(precision=...)`` can make of a float32 model (``core/precision.py``;
+    # ``ArtifactFormat.precisions_here``: those this machine's runtime runs)
+    precisions: tuple[str, ...] = ("fp32",)
+    generation: bool = False  # holds ``generation=True`` exports (``core/generation``)
 
 
 WEIGHTS = Capabilities(kind="weights", needs_inputs=False, dynamic_axes=False)
@@ -45,6 +49,10 @@ class ArtifactFormat:
         """Whether this process can export to this format (Keras' SavedModel and ONNX need
         Keras' TensorFlow backend); the surfaces offer only the formats that are."""
         return True
+
+    def precisions_here(self) -> tuple[str, ...]:
+        """The ``capabilities.precisions`` this machine's runtime runs (by default: all)."""
+        return self.capabilities.precisions
 
     def graph_view(self, path: Path) -> bytes:
         """The artifact at ``path`` as a file that shows its graph without the weights

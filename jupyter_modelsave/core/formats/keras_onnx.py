@@ -24,7 +24,8 @@ MODEL_FILE = "model.onnx"
 
 class KerasOnnxFormat(NeedsTFBackend, OnnxFormat):
     description = "ONNX graph through tf2onnx, checked with onnx.checker and ONNX Runtime"
-    capabilities = Capabilities(opsets=True, graph_view=True)  # one file: no external data
+    # one file (no external data); precision variants and generation: PyTorch models only
+    capabilities = Capabilities(opsets=True, graph_view=True)
 
     def export(self, job: ExportJob) -> Exported:
         require("tf2onnx", "Exporting a Keras/TensorFlow model to ONNX")

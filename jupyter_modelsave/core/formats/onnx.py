@@ -49,7 +49,15 @@ class OnnxFormat(ArtifactFormat):
     description = (
         "ONNX graph (+ external data over 2 GB), checked with onnx.checker and ONNX Runtime"
     )
-    capabilities = Capabilities(exporters=EXPORTERS, opsets=True, folder=True, graph_view=True)
+    capabilities = Capabilities(exporters=EXPORTERS, opsets=True, folder=True, graph_view=True,
+                                precisions=("fp32", "fp16", "bf16", "int8"), generation=True)  # fmt: skip
+
+    def precisions_here(self) -> tuple[str, ...]:
+        """bf16 only where ONNX Runtime has bf16 kernels (not its CPU provider)."""
+        from ..precision import ort_has_bf16
+
+        here = self.capabilities.precisions
+        return here if ort_has_bf16() else tuple(p for p in here if p != "bf16")
 
     def export(self, job: ExportJob) -> Exported:
         large = job.external_data
@@ -87,10 +95,13 @@ class OnnxFormat(ArtifactFormat):
         return run
 
     def graph_view(self, path: Path) -> bytes:
-        """An ONNX copy whose initializers keep name, dtype and dims but hold no data."""
+        """An ONNX copy whose initializers keep name, dtype and dims but hold no data (of a
+        generation export's seq2seq folder: the decoder's)."""
         import onnx
 
-        model = onnx.load(str(_model_file(path)), load_external_data=False)
+        from ..generation import graph_file
+
+        model = onnx.load(str(graph_file(path)), load_external_data=False)
         for tensor in model.graph.initializer:
             for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
                           "uint64_data", "string_data", "external_data"):  # fmt: skip
@@ -102,8 +113,13 @@ class OnnxFormat(ArtifactFormat):
         """An ORT session; an untrusted file is checked first and opened without constant
         folding, so its memory stays bounded (``_onnx_limits.py``)."""
         from .. import _ort
+        from ..generation import is_seq2seq_folder
         from ._onnx_limits import check_sparse
 
+        if is_seq2seq_folder(path):  # a generation export's encoder and decoder (issue 18)
+            from ..generation.loading import load_seq2seq
+
+            return load_seq2seq(self, path, map_location, trusted)
         if not trusted:
             check_sparse(_model_file(path))
         cuda = str(map_location).startswith("cuda")

@@ -41,7 +41,8 @@ class SafetensorsFormat(WeightsFormat):
     name = "safetensors"
     extension = ".safetensors"
     description = "state_dict in safetensors (sharded above max_shard_size), tied weights kept"
-    capabilities = dataclasses.replace(WEIGHTS, folder=True)
+    # fp16/bf16: a cast copy of the floating tensors
+    capabilities = dataclasses.replace(WEIGHTS, folder=True, precisions=("fp32", "fp16", "bf16"))
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         unknown = set(options) - {"max_shard_size"}
@@ -53,7 +54,9 @@ class SafetensorsFormat(WeightsFormat):
 
     def export(self, job: ExportJob) -> Exported:
         """Write the state dict in one pass (``_safetensors_writer``), hashing while writing."""
-        tensors, aliases = saveable_tensors(job.model.state_dict())
+        from ..precision import cast_state_dict
+
+        tensors, aliases = saveable_tensors(cast_state_dict(job.model.state_dict(), job.precision))
         shards = split_shards(tensors, job.format_options["max_shard_size"])
         extra = {"aliases": aliases, "metadata": job.metadata}
         if len(shards) == 1:

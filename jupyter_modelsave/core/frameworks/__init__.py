@@ -107,6 +107,9 @@ class Adapter:
     records_calls: ClassVar[bool] = False
     # the options only this framework takes, with their defaults (others refuse them)
     own_options: ClassVar[dict[str, Any]] = {}
+    # the release check's precision variants and latency (``core/precision.py``, ``latency.py``)
+    # are made for its models; others take their own precision only, and are not timed
+    release_check: ClassVar[bool] = False
 
     def info(self) -> dict[str, Any]:
         """What the surfaces show about the framework (sent to the sidebar with the options)."""

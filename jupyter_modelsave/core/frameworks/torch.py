@@ -65,6 +65,7 @@ class TorchAdapter(Adapter):
     example_help = EXAMPLE_INPUTS_HELP
     example_hint = "torch.randn(1, 3, 224, 224)"
     records_calls = True
+    release_check = True
     own_options = {"device": None, "exporter": "auto", "external_data": None}
 
     def collective(self, model: Any) -> Any:
@@ -159,6 +160,7 @@ class TorchAdapter(Adapter):
         from ..discovery import ModelInfo, last_inputs
         from ..distributed import sharding_note
         from ..example_guess import guess_example
+        from ..generation import can_generate
 
         tensors = [*model.parameters(), *model.buffers()]
         params = list(model.parameters())
@@ -168,6 +170,7 @@ class TorchAdapter(Adapter):
         )
         last = last_inputs(model)
         guess = guess_example(model) if last is None else None
+        sharding = sharding_note(tensors)
         return ModelInfo(
             name=name,
             class_name=type(model).__name__,
@@ -179,9 +182,11 @@ class TorchAdapter(Adapter):
             last_input=None if last is None else last.specs,
             framework=self.name,
             formats=formats,
-            sharding=sharding_note(tensors),
+            sharding=sharding,
             guessed_input=None if guess is None else guess.spec,
             guessed_expression=None if guess is None else guess.expression,
+            can_generate=can_generate(model),
+            variants=sharding is None and self.float_dtype(model) == "float32",
         )
 
     def load_into(self, model: torch.nn.Module, path: Path, fmt: Any, *, strict: bool,
