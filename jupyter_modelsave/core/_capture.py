@@ -108,13 +108,10 @@ def _native_output(lines: list[str]) -> Iterator[None]:
     global _native_depth
     with _NATIVE_LOCK:
         _native_depth += 1
-        if _native_depth > 1:
-            try:
-                yield
-            finally:
-                _native_depth -= 1
-            return
         try:
+            if _native_depth > 1:
+                yield
+                return
             with tempfile.TemporaryFile(mode="w+b") as sink:
                 saved = _redirect_fds(sink.fileno())
                 try:
@@ -141,18 +138,14 @@ def _redirect_fds(target: int) -> list[tuple[int, int]]:
 
 
 def _restore_fds(saved: list[tuple[int, int]]) -> None:
-    _flush_c_stdio()
-    for fd, copy in saved:
-        os.dup2(copy, fd)
-        os.close(copy)
-
-
-def _flush_c_stdio() -> None:
-    """Flush C's stdio buffers, so native output lands before the descriptors go back."""
+    """Flush C's stdio buffers (so native output lands first), then put the descriptors back."""
     import ctypes
 
     with contextlib.suppress(Exception):
         ctypes.CDLL(None).fflush(None)
+    for fd, copy in saved:
+        os.dup2(copy, fd)
+        os.close(copy)
 
 
 _CONVERSION = re.compile(

@@ -83,13 +83,9 @@ def recording_paused() -> Iterator[None]:
         _PAUSED.depth = depth
 
 
-def _record_last_input(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-    """Forward pre-hook of ``watch``: remember this call's inputs (replacing the previous)."""
-    _record(module, args, kwargs)
-
-
 def _record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-    """Remember ``module``'s call with these inputs, unless it is not a real call of the user's.
+    """Remember ``module``'s call with these inputs (replacing the previous), unless it is not a
+    real call of the user's (also ``watch``'s forward pre-hook).
 
     Only calls whose positional arguments are all tensors (keyword tensors are kept, other
     keywords ignored) are recorded; calls made by ``stage`` (``recording_paused``) and calls under
@@ -280,7 +276,7 @@ def watch(model: Any) -> None:
     if not isinstance(model, torch.nn.Module):
         raise NotAModelError(f"jms.watch needs a torch.nn.Module, got {type(model).__name__}.")
     if model not in _HOOKS:
-        _HOOKS[model] = model.register_forward_pre_hook(_record_last_input, with_kwargs=True)
+        _HOOKS[model] = model.register_forward_pre_hook(_record, with_kwargs=True)
 
 
 def unwatch(model: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,15 +29,11 @@ class TensorSpec:
 
     @classmethod
     def of(cls, name: str, tensor: torch.Tensor) -> TensorSpec:
-        return cls(name, tuple(tensor.shape), _dtype_name(tensor.dtype), str(tensor.device))
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        return cls(name, tuple(tensor.shape), dtype, str(tensor.device))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "device": self.device,
-        }
+        return {**dataclasses.asdict(self), "shape": list(self.shape)}
 
 
 @dataclass
@@ -70,10 +67,6 @@ class ExampleInputs:
 
     def to(self, device: torch.device) -> ExampleInputs:
         return self.replaced([t.to(device) for t in self.tensors])
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def normalize_inputs(model: torch.nn.Module, example_inputs: Any) -> ExampleInputs:

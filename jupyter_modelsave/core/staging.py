@@ -50,17 +50,6 @@ from .verify import Progress, live_outputs, no_progress
 from .version import __version__
 
 
-def _unrecorded(function: Callable) -> Callable:
-    """Run ``function`` with last-input recording paused: its forward calls are jms's own."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with recording_paused():
-            return function(*args, **kwargs)
-
-    return wrapper
-
-
 class StagedExport:
     """An exported artifact waiting in a private work folder, with its parity report."""
 
@@ -106,7 +95,7 @@ class StagedExport:
     def discarded(self) -> bool:
         return not self._cleanup.alive
 
-    @_unrecorded
+    @recording_paused()  # its forward calls are jms's own, not the user's
     def verify(self, *, atol: float | None = None, rtol: float | None = None) -> ParityReport:
         """Check parity again (e.g. with other tolerances) without exporting again.
 
@@ -115,20 +104,19 @@ class StagedExport:
         """
         if self.discarded:
             raise InvalidOptionError("This export was discarded; stage it again to verify it.")
-        if atol is not None or rtol is not None:  # given: for every output
-            atol = self.tolerances[0] if atol is None else check_tolerance("atol", atol)
-            rtol = self.tolerances[1] if rtol is None else check_tolerance("rtol", rtol)
+        given = atol is not None or rtol is not None
+        atol = self.tolerances[0] if atol is None else check_tolerance("atol", atol)
+        rtol = self.tolerances[1] if rtol is None else check_tolerance("rtol", rtol)
+        if given:  # for every output
             self._job.output_tolerances = {}
             self._judging["element_wise"] = True
-        atol, rtol = (self.tolerances[0] if atol is None else atol,
-                      self.tolerances[1] if rtol is None else rtol)  # fmt: skip
         with typed_errors("parity check", self.format):
             self.report = self._verify_again(atol, rtol)
             self._localize(self.report, quietly=True)
         self.tolerances = (atol, rtol)
         return self.report
 
-    @_unrecorded
+    @recording_paused()
     def localize(self) -> ParityReport:
         """Find the first module of the live model whose output differs in the artifact.
 
@@ -193,7 +181,7 @@ class StagedExport:
         """Delete the staged files now (they are also deleted when this object is collected)."""
         self._cleanup()
 
-    @_unrecorded
+    @recording_paused()
     def diff(self, dest: str | Path, *, name: str | None = None) -> dict[str, Any] | None:
         """What changed since the newest artifact named ``name`` (default: this one's) in the
         folder ``dest``: size ratio, signature changes, outputs (or weights) compared on the
@@ -256,7 +244,7 @@ class StagedExport:
         return f"<div><code>{head}</code>{'' if self.report is None else self.report._repr_html_()}</div>"
 
 
-@_unrecorded
+@recording_paused()
 def stage(
     model: Any,
     example_inputs: Any = None,

@@ -19,13 +19,14 @@ from .frameworks import adapter_for
 from .inputs import DERIVED_PROBES, ExampleInputs, make_probes
 from .job import Progress
 from .options import shared_dimensions
-from .parity import OutputDiff, ParityReport, ProbeResult, compare_output, diagnose
+from .parity import OutputDiff, ParityReport, ProbeResult, compare_output, diagnose, failed_output
 
 if TYPE_CHECKING:
     from .frameworks import Adapter
     from .job import ExportJob
 
 ArtifactRunner = Callable[[ExampleInputs], dict[str, np.ndarray]]
+_MISSING = "missing from the artifact"
 
 
 def no_progress(step: str, fraction: float) -> None:
@@ -182,7 +183,7 @@ def _compare_probe(name: str, job: ExportJob, live: list[Any], got: dict[str, np
             live_array = job.adapter.to_numpy(value)
             outputs.append(compare_output(out_name, live_array, got.pop(out_name), *tolerances))
         else:
-            outputs.append(_missing(out_name, value.shape))
+            outputs.append(failed_output(out_name, value.shape, _MISSING))
         live[index] = None  # free it before the next one
     return ProbeResult(name, all(o.passed for o in outputs), outputs)
 
@@ -197,7 +198,7 @@ def weights_parity(model: Any, reloaded: dict[str, Any],
     for name, value in live.items():
         got = reloaded.get(name)
         if got is None:
-            diffs.append(_missing(name, value.shape))
+            diffs.append(failed_output(name, value.shape, _MISSING))
             continue
         same_dtype = got.dtype == value.dtype
         same_shape = tuple(got.shape) == tuple(value.shape)
@@ -217,12 +218,6 @@ def weights_parity(model: Any, reloaded: dict[str, Any],
               if not d.passed]  # fmt: skip
     return ParityReport(passed, 0.0, 0.0, [ProbeResult("round trip", passed, diffs)],
                         adapter.device_of(model), False, notes, kind="weights")  # fmt: skip
-
-
-def _missing(name: str, shape: Any) -> OutputDiff:
-    inf = float("inf")
-    return OutputDiff(name, list(shape), inf, inf, 1.0, 0.0, inf,
-                      shape_mismatch="missing from the artifact", passed=False)  # fmt: skip
 
 
 def probes_for(job: ExportJob) -> dict[str, ExampleInputs]:
