@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,7 @@ class StagedExport:
         self.name = name
         self.warnings = warnings
         self.metadata = job.metadata
-        self.input_specs = [
-            TensorSpec(n, s.shape, s.dtype, s.device)
-            for n, s in zip(job.input_names, job.example.specs)
-        ]
+        self.input_specs = dataclasses.replace(job.example, names=job.input_names).specs
         self.output_specs = output_specs
         self.dynamic_axes = job.dynamic_axes
         self.size_bytes = hashing.size_of(self.path)
@@ -461,22 +458,17 @@ def _tolerances(job: ExportJob, dtypes: list[str], atol: float | None, rtol: flo
     return loosest
 
 
-@contextlib.contextmanager
-def typed_errors(step: str, format_name: str) -> Iterator[None]:
+def typed_errors(step: str, format_name: str) -> contextlib.AbstractContextManager[None]:
     """Raise what is not already a ``ModelSaveError`` (nor ``MemoryError``) as ``ExportError``.
 
     The formats turn the errors they expect into messages of their own; this is the net under
     them, so no raw exception from an exporter or a runtime leaves ``stage``.
     """
-    try:
-        yield
-    except (ModelSaveError, MemoryError):
-        raise
-    except Exception as err:
-        raise ExportError(
-            f"The {step} of the {format_name} artifact failed: {type(err).__name__}: "
-            f"{first_line(err)}. Try another format or exporter, or report the model."
-        ) from err
+    from .errors import raised_as
+
+    before = f"The {step} of the {format_name} artifact failed: "
+    after = ". Try another format or exporter, or report the model."
+    return raised_as(ExportError, before, after, MemoryError)
 
 
 def in_work_folder(build: Callable[[Path], StagedExport], progress: Progress) -> StagedExport:

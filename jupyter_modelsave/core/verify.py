@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._capture import first_line
-from .errors import ExportError, InvalidOptionError, ModelSaveError
+from .errors import ExportError, InvalidOptionError, raised_as
 from .frameworks import adapter_for
 from .inputs import DERIVED_PROBES, ExampleInputs, make_probes
 from .job import Progress
@@ -115,31 +115,27 @@ def _conversion_notes(conversions: list[str]) -> list[str]:
 
 def artifact_runner(make: Callable[[], ArtifactRunner], format_name: str) -> ArtifactRunner:
     """``make()``, with a failure to open the staged artifact raised as ``ExportError``."""
-    try:
+    before = f"The staged {format_name} artifact could not be opened for the parity check: "
+    after = (
+        ". The exporter wrote a file its own runtime refuses; try another exporter or opset, or "
+        "report the model to the exporter."
+    )
+    with raised_as(ExportError, before, after):  # ORT, torch.jit.load, torch.export.load: any type
         return make()
-    except ModelSaveError:
-        raise
-    except Exception as err:  # ORT, torch.jit.load, torch.export.load: many unrelated types
-        raise ExportError(
-            f"The staged {format_name} artifact could not be opened for the parity check: "
-            f"{type(err).__name__}: {first_line(err)}. The exporter wrote a file its own runtime "
-            "refuses; try another exporter or opset, or report the model to the exporter."
-        ) from err
 
 
 def _run_on_probe(run: ArtifactRunner, name: str, probe: ExampleInputs) -> dict[str, np.ndarray]:
     """The artifact's outputs on one probe; its failure is an ``ExportError`` naming the probe."""
-    try:
+    before = (
+        f"The staged artifact failed on the parity probe {name!r} ({_shapes_text(probe)}), "
+        "where the live model runs: "
+    )
+    after = (
+        ". The exported graph does not accept every input the model does; if the probe resizes "
+        "a dynamic axis, the exporter fixed that axis."
+    )
+    with raised_as(ExportError, before, after):  # ORT, TorchScript, torch.export, TF: any type
         return run(probe)
-    except ModelSaveError:
-        raise
-    except Exception as err:  # the artifact's runtime: ORT, TorchScript, torch.export, TF
-        raise ExportError(
-            f"The staged artifact failed on the parity probe {name!r} "
-            f"({_shapes_text(probe)}), where the live model runs: {type(err).__name__}: "
-            f"{first_line(err)}. The exported graph does not accept every input the model does; "
-            "if the probe resizes a dynamic axis, the exporter fixed that axis."
-        ) from err
 
 
 def _shapes_text(inputs: ExampleInputs) -> str:
