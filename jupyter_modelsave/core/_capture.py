@@ -52,15 +52,9 @@ def captured_output() -> Iterator[list[str]]:
     finally:
         for lg, (handlers, propagate) in zip(loggers, saved):
             lg.handlers, lg.propagate = handlers, propagate
-        texts = [_warning_text(w) for w in caught]
-        texts += out.getvalue().splitlines()
-        texts += _without_graph_dumps(native)
-        seen: set[str] = set()
-        for text in texts:
-            text = strip_ansi(text).strip()
-            if text and text not in seen and not any(n in text for n in _NOISE):
-                seen.add(text)
-                lines.append(text)
+        texts = [_warning_text(w) for w in caught] + out.getvalue().splitlines()
+        cleaned = (strip_ansi(t).strip() for t in texts + _without_graph_dumps(native))
+        lines += dict.fromkeys(t for t in cleaned if t and not any(n in t for n in _NOISE))
 
 
 def _exporter_loggers() -> list[logging.Logger]:
@@ -169,8 +163,7 @@ def value_conversions(lines: list[str]) -> list[str]:
         match = _CONVERSION.search(line)
         if match and not match.group(2).startswith(torch_dir):
             found.append(
-                f"tracing turned a tensor into a Python {match.group(1)} at "
-                f"{match.group(2)}:{match.group(3)}"
+                "tracing turned a tensor into a Python {} at {}:{}".format(*match.groups())
             )
         elif not match and any(marker in line for marker in DATA_DEPENDENT):
             found.append("torch.export stopped at a data-dependent branch (a Python `if` on "

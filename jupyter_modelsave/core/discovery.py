@@ -182,16 +182,13 @@ def start_recording() -> None:
         return
     if _RECORDER:
         return
-    from torch.compiler import is_compiling
-    from torch.nn.modules.module import (
-        register_module_forward_hook,
-        register_module_forward_pre_hook,
-    )
+    import torch
+    from torch.nn.modules import module
 
     global _is_compiling
-    _is_compiling = is_compiling
-    _RECORDER.append(register_module_forward_pre_hook(_entered))
-    _RECORDER.append(register_module_forward_hook(_left, with_kwargs=True, always_call=True))
+    _is_compiling = torch.compiler.is_compiling
+    _RECORDER.append(module.register_module_forward_pre_hook(_entered))
+    _RECORDER.append(module.register_module_forward_hook(_left, with_kwargs=True, always_call=True))
     _reset_depth_before_each_cell()
 
 
@@ -320,8 +317,7 @@ def find_models(
     for name, value in list(namespace.items()):
         if name.startswith("_") or id(value) in candidates or isinstance(value, type):
             continue
-        framework = framework_of(value)
-        if framework is not None:
+        if (framework := framework_of(value)) is not None:
             candidates[id(value)] = (name, value, framework)
     nested = {
         id(sub) for _, model, fw in candidates.values() for sub in adapter(fw).submodels(model)

@@ -445,9 +445,8 @@ def _tolerances(job: ExportJob, dtypes: list[str], atol: float | None, rtol: flo
     dtype (``Adapter.reference_dtypes``). The report shows the loosest used; ``notes`` names
     the outputs judged otherwise.
     """
-    defaults = [default_tolerances(d) for d in dtypes] or [
-        default_tolerances(job.adapter.float_dtype(job.model))  # no outputs ran: the weights'
-    ]
+    dtypes = dtypes or [job.adapter.float_dtype(job.model)]  # no outputs ran: the weights'
+    defaults = [default_tolerances(d) for d in dtypes]
     used = [(a if atol is None else atol, r if rtol is None else rtol) for a, r in defaults]
     loosest = max(used)
     job.output_tolerances = {n: t for n, t in zip(job.output_names, used) if t != loosest}

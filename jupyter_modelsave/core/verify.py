@@ -164,8 +164,7 @@ def _live_on_probe(job: ExportJob, probe_name: str, probe: ExampleInputs) -> lis
     known = job.example_outputs
     if probe_name == "example" and known is not None:
         return list(known)
-    context = _probe_context(probe_name, job)
-    return live_outputs(job.adapter, job.model, probe, context)[1]
+    return live_outputs(job.adapter, job.model, probe, _probe_context(probe_name, job))[1]
 
 
 def _compare_probe(name: str, job: ExportJob, live: list[Any], got: dict[str, np.ndarray],

@@ -73,6 +73,7 @@ class KerasAdapter(Adapter):
     example_help = EXAMPLE_HELP
     example_hint = "np.zeros((1, 224, 224, 3), 'float32')"
     spreads_tuples = False  # a tuple example is one argument (a list of inputs), not several
+    call_options: dict[str, Any] = {"training": False}  # of every call: inference
 
     def check_ready(self, model: Any, runs: bool) -> None:
         if not runs and not getattr(model, "built", True):
@@ -124,7 +125,7 @@ class KerasAdapter(Adapter):
         return ExampleInputs(tensors, {}, names, layout)
 
     def call(self, model: Any, inputs: Any) -> Any:
-        return model(*inputs.layout.pack([t.numpy() for t in inputs.tensors]), training=False)
+        return model(*inputs.layout.pack([t.numpy() for t in inputs.tensors]), **self.call_options)
 
     def flatten(self, output: Any) -> tuple[list[str], list[Any]]:
         """Names as for PyTorch: ``output``, ``output_<i>`` for a sequence, a dict's (sorted) keys."""
@@ -199,12 +200,10 @@ class KerasAdapter(Adapter):
         return low, high, "tf2onnx and onnx"
 
     def versions(self) -> dict[str, str]:
-        found = {}
-        for module in ("keras", "tensorflow"):
-            version = getattr(sys.modules.get(module), "__version__", None)
-            if version:
-                found[module] = str(version)
-        return found
+        found = {
+            m: getattr(sys.modules.get(m), "__version__", None) for m in ("keras", "tensorflow")
+        }
+        return {m: str(v) for m, v in found.items() if v}
 
     def submodels(self, model: Any) -> list[Any]:
         found: list[Any] = []
@@ -307,9 +306,7 @@ class TFModuleAdapter(KerasAdapter):
     noun = "tf.Module objects"
     call_name = "__call__()"
     spreads_tuples = True
-
-    def call(self, model: Any, inputs: Any) -> Any:
-        return model(*inputs.layout.pack([t.numpy() for t in inputs.tensors]))
+    call_options: dict[str, Any] = {}
 
     def submodels(self, model: Any) -> list[Any]:
         return list(model.submodules)
