@@ -225,8 +225,7 @@ def _left(module: Any, args: tuple, *rest: Any) -> None:
 
 def _reset_depth_before_each_cell() -> None:
     """In IPython, start each cell at depth 0: Ctrl-C inside a forward skips torch's exit hooks."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
+    shell = ipython_shell()
     if shell is not None and _reset_depth not in shell.events.callbacks["pre_run_cell"]:
         shell.events.register("pre_run_cell", _reset_depth)
 
@@ -347,8 +346,11 @@ def _described(name: str, model: Any, framework: str) -> ModelInfo:
 
 
 def _default_namespace() -> dict[str, Any]:
-    ipython_module = sys.modules.get("IPython")
-    shell = ipython_module.get_ipython() if ipython_module is not None else None
-    if shell is not None:
-        return shell.user_ns
-    return sys._getframe(2).f_globals
+    shell = ipython_shell()
+    return shell.user_ns if shell is not None else sys._getframe(2).f_globals
+
+
+def ipython_shell() -> Any:
+    """IPython's running shell, or None (without importing IPython)."""
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython is not None else None

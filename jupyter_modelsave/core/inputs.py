@@ -148,14 +148,15 @@ def make_probes(
     """
     gen = torch.Generator().manual_seed(seed)
     shapes = [tuple(t.shape) for t in example.tensors]
+
+    def drawn(sizes: list[Any], matched: bool = True) -> ExampleInputs:
+        pairs = zip(example.tensors, sizes)
+        return example.replaced([_random_like(t, tuple(s), gen, matched=matched) for t, s in pairs])
+
     probes = {
         "example": example,
-        "random normal": example.replaced(
-            [_random_like(t, s, gen, matched=False) for t, s in zip(example.tensors, shapes)]
-        ),
-        "random matched": example.replaced(
-            [_random_like(t, s, gen, matched=True) for t, s in zip(example.tensors, shapes)]
-        ),
+        "random normal": drawn(shapes, matched=False),
+        "random matched": drawn(shapes),
         **derived_from_example(example),
     }
     for axis, places in dynamic_dims.items():
@@ -163,10 +164,7 @@ def make_probes(
         for index, dim in places:
             size = resized[index][dim]
             resized[index][dim] = size - 1 if size > 1 else 2
-        tensors = [
-            _random_like(t, tuple(s), gen, matched=True) for t, s in zip(example.tensors, resized)
-        ]
-        probes[f"{axis}={resized[places[0][0]][places[0][1]]}"] = example.replaced(tensors)
+        probes[f"{axis}={resized[places[0][0]][places[0][1]]}"] = drawn(resized)
     return probes
 
 

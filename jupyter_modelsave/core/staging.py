@@ -25,7 +25,7 @@ from typing import Any
 from . import artifacts, hashing, trust
 from . import precision as variants
 from ._capture import first_line
-from .discovery import recording_paused
+from .discovery import ipython_shell, recording_paused
 from .errors import ExportError, InvalidOptionError, ModelSaveError, ParityError, WriteError, shown
 from .formats import get_format
 from .formats.base import ArtifactFormat, producer
@@ -73,7 +73,6 @@ class StagedExport:
         self.file_hashes = exported.file_hashes or hashing.file_hashes(self.path)
         self.sha256 = hashing.combined_sha256(self.path, self.file_hashes)
         self._extension = fmt.extension
-        self._workdir = job.workdir
         self.tolerances = tolerances  # (atol, rtol) of the last parity check
         self._job = job
         self._verify_again = lambda atol, rtol: fmt.verify(exported, job, atol, rtol, no_progress)
@@ -529,11 +528,8 @@ def _versions(framework: dict[str, str]) -> dict[str, str]:
 
 def _guess_name(model: Any) -> str:
     """The first public name bound to ``model`` in IPython's namespace or the caller's scope."""
-    namespaces = []
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    if shell is not None:
-        namespaces.append(shell.user_ns)
+    shell = ipython_shell()
+    namespaces = [] if shell is None else [shell.user_ns]
     frame = sys._getframe(1)
     while frame is not None and frame.f_globals.get("__name__", "").startswith("jupyter_modelsave"):
         frame = frame.f_back
