@@ -122,9 +122,8 @@ def _native_output(lines: list[str]) -> Iterator[None]:
 def _redirect_fds(target: int) -> list[tuple[int, int]]:
     saved = []
     for stream, fd in ((sys.__stdout__, 1), (sys.__stderr__, 2)):
-        with contextlib.suppress(Exception):
-            if stream is not None:
-                stream.flush()
+        with contextlib.suppress(Exception):  # None (no console) has no flush either
+            stream.flush()
         with contextlib.suppress(OSError):
             saved.append((fd, os.dup(fd)))
             os.dup2(target, fd)

@@ -202,10 +202,9 @@ class _Running:
 
     def __init__(self, atol: float, rtol: float) -> None:
         self.atol, self.rtol = atol, rtol
-        self.bad = 0
+        self.bad = self.top1 = 0
         self.max_abs = self.max_rel = self.min_atol = 0.0
         self.aa = self.bb = self.ab = 0.0  # for the cosine similarity
-        self.top1 = 0
 
     def add(self, live: np.ndarray, artifact: np.ndarray, rows: bool) -> None:
         ref = live.astype(np.float64).ravel()

@@ -486,8 +486,7 @@ def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: st
            version: str | None = None, overwrite: bool = False, allow_mismatch: bool = False,
            **options: Any) -> Path:  # fmt: skip
     """``stage`` then ``write``; raises ``ParityError`` when parity fails unless ``allow_mismatch``."""
-    if name is None:
-        name = _guess_name(model)
+    name = name if name is not None else _guess_name(model)
     if (collective := adapter_for(model).collective(model)) is not None:  # staged beside dest
         _refuse_variant(options.pop("precision", None), options.pop("calibration", None),
                         "sharded models")  # fmt: skip
