@@ -385,7 +385,15 @@ def _original_name(entry: str) -> str:
 
 def _writer_alive(entry: str) -> bool:
     pid = entry.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
-    return not pid.isdigit() or _alive(int(pid))
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _put_back(tmp: Path, original: Path) -> bool:
@@ -410,13 +418,3 @@ def _recorded_sha256(manifest: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

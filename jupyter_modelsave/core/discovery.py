@@ -51,11 +51,9 @@ class ModelInfo:
     variants: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        data["last_input"] = (
-            None if self.last_input is None else [s.to_dict() for s in self.last_input]
-        )
-        data["guessed_input"] = None if self.guessed_input is None else self.guessed_input.to_dict()
+        last, guess = self.last_input, self.guessed_input
+        data = {**self.__dict__, "guessed_input": None if guess is None else guess.to_dict()}
+        data["last_input"] = None if last is None else [s.to_dict() for s in last]
         return data
 
 
