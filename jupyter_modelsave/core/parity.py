@@ -178,7 +178,7 @@ def compare_output(
     return diff
 
 
-def failed_output(name: str, shape: Any, why: str) -> OutputDiff:
+def failed_output(name: str, shape: Any, why: str = "missing from the artifact") -> OutputDiff:
     """An output whose values could not be compared: ``why`` (shapes differ, output missing)."""
     inf = math.inf
     return OutputDiff(name, list(shape), inf, inf, 1.0, 0.0, inf, shape_mismatch=why, passed=False)

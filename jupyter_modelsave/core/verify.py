@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from .job import ExportJob
 
 ArtifactRunner = Callable[[ExampleInputs], dict[str, np.ndarray]]
-_MISSING = "missing from the artifact"
 
 
 def no_progress(step: str, fraction: float) -> None:
@@ -178,7 +177,7 @@ def _compare_probe(name: str, job: ExportJob, live: list[Any], got: dict[str, np
             live_array = job.adapter.to_numpy(value)
             outputs.append(compare_output(out_name, live_array, got.pop(out_name), *tolerances))
         else:
-            outputs.append(failed_output(out_name, value.shape, _MISSING))
+            outputs.append(failed_output(out_name, value.shape))
         live[index] = None  # free it before the next one
     return ProbeResult(name, all(o.passed for o in outputs), outputs)
 
@@ -193,7 +192,7 @@ def weights_parity(model: Any, reloaded: dict[str, Any],
     for name, value in live.items():
         got = reloaded.get(name)
         if got is None:
-            diffs.append(failed_output(name, value.shape, _MISSING))
+            diffs.append(failed_output(name, value.shape))
             continue
         same_dtype = got.dtype == value.dtype
         same_shape = tuple(got.shape) == tuple(value.shape)
