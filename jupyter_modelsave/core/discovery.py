@@ -51,11 +51,9 @@ class ModelInfo:
     variants: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        data["last_input"] = (
-            None if self.last_input is None else [s.to_dict() for s in self.last_input]
-        )
-        data["guessed_input"] = None if self.guessed_input is None else self.guessed_input.to_dict()
+        last, guess = self.last_input, self.guessed_input
+        data = {**self.__dict__, "guessed_input": None if guess is None else guess.to_dict()}
+        data["last_input"] = None if last is None else [s.to_dict() for s in last]
         return data
 
 
@@ -83,13 +81,9 @@ def recording_paused() -> Iterator[None]:
         _PAUSED.depth = depth
 
 
-def _record_last_input(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-    """Forward pre-hook of ``watch``: remember this call's inputs (replacing the previous)."""
-    _record(module, args, kwargs)
-
-
 def _record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-    """Remember ``module``'s call with these inputs, unless it is not a real call of the user's.
+    """Remember ``module``'s call with these inputs (replacing the previous), unless it is not a
+    real call of the user's (also ``watch``'s forward pre-hook).
 
     Only calls whose positional arguments are all tensors (keyword tensors are kept, other
     keywords ignored) are recorded; calls made by ``stage`` (``recording_paused``) and calls under
@@ -186,16 +180,13 @@ def start_recording() -> None:
         return
     if _RECORDER:
         return
-    from torch.compiler import is_compiling
-    from torch.nn.modules.module import (
-        register_module_forward_hook,
-        register_module_forward_pre_hook,
-    )
+    import torch
+    from torch.nn.modules import module
 
     global _is_compiling
-    _is_compiling = is_compiling
-    _RECORDER.append(register_module_forward_pre_hook(_entered))
-    _RECORDER.append(register_module_forward_hook(_left, with_kwargs=True, always_call=True))
+    _is_compiling = torch.compiler.is_compiling
+    _RECORDER.append(module.register_module_forward_pre_hook(_entered))
+    _RECORDER.append(module.register_module_forward_hook(_left, with_kwargs=True, always_call=True))
     _reset_depth_before_each_cell()
 
 
@@ -232,8 +223,7 @@ def _left(module: Any, args: tuple, *rest: Any) -> None:
 
 def _reset_depth_before_each_cell() -> None:
     """In IPython, start each cell at depth 0: Ctrl-C inside a forward skips torch's exit hooks."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
+    shell = ipython_shell()
     if shell is not None and _reset_depth not in shell.events.callbacks["pre_run_cell"]:
         shell.events.register("pre_run_cell", _reset_depth)
 
@@ -280,7 +270,7 @@ def watch(model: Any) -> None:
     if not isinstance(model, torch.nn.Module):
         raise NotAModelError(f"jms.watch needs a torch.nn.Module, got {type(model).__name__}.")
     if model not in _HOOKS:
-        _HOOKS[model] = model.register_forward_pre_hook(_record_last_input, with_kwargs=True)
+        _HOOKS[model] = model.register_forward_pre_hook(_record, with_kwargs=True)
 
 
 def unwatch(model: Any) -> None:
@@ -324,8 +314,7 @@ def find_models(
     for name, value in list(namespace.items()):
         if name.startswith("_") or id(value) in candidates or isinstance(value, type):
             continue
-        framework = framework_of(value)
-        if framework is not None:
+        if (framework := framework_of(value)) is not None:
             candidates[id(value)] = (name, value, framework)
     nested = {
         id(sub) for _, model, fw in candidates.values() for sub in adapter(fw).submodels(model)
@@ -355,8 +344,11 @@ def _described(name: str, model: Any, framework: str) -> ModelInfo:
 
 
 def _default_namespace() -> dict[str, Any]:
-    ipython_module = sys.modules.get("IPython")
-    shell = ipython_module.get_ipython() if ipython_module is not None else None
-    if shell is not None:
-        return shell.user_ns
-    return sys._getframe(2).f_globals
+    shell = ipython_shell()
+    return shell.user_ns if shell is not None else sys._getframe(2).f_globals
+
+
+def ipython_shell() -> Any:
+    """IPython's running shell, or None (without importing IPython)."""
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython is not None else None

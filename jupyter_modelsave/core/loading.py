@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import hashing, trust
-from ._capture import first_line
-from .errors import IntegrityError, InvalidOptionError, ModelSaveError, StateDictMismatchError
+from .errors import IntegrityError, InvalidOptionError, StateDictMismatchError, raised_as
 from .formats import format_for_path, get_format
 from .formats.base import ArtifactFormat
 from .frameworks import adapter_for
@@ -179,14 +178,9 @@ def check_fits(model: torch.nn.Module, weights: dict[str, Any], strict: bool, pa
 def readable(path: Path, what: str, read: Callable[[], Any]) -> Any:
     """``read()``, turning the many errors of damaged or foreign files into one ``IntegrityError``.
 
-    ``ModelSaveError``s (``UnsafeArtifactError`` among them) pass through unchanged.
+    ``ModelSaveError``s (``UnsafeArtifactError`` among them) pass through unchanged; torch.load,
+    zipfile, safetensors and ORT each raise their own types.
     """
-    try:
+    after = "). It is damaged or not what its name says; export it again."
+    with raised_as(IntegrityError, f"{path} cannot be read as {what} (", after):
         return read()
-    except ModelSaveError:
-        raise
-    except Exception as err:  # torch.load, zipfile, safetensors and ORT each raise their own
-        raise IntegrityError(
-            f"{path} cannot be read as {what} ({type(err).__name__}: {first_line(err)}). It is damaged or "
-            "not what its name says; export it again."
-        ) from err

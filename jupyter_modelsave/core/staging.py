@@ -18,14 +18,14 @@ import shutil
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import artifacts, hashing, trust
 from . import precision as variants
 from ._capture import first_line
-from .discovery import recording_paused
+from .discovery import ipython_shell, recording_paused
 from .errors import ExportError, InvalidOptionError, ModelSaveError, ParityError, WriteError, shown
 from .formats import get_format
 from .formats.base import ArtifactFormat, producer
@@ -50,17 +50,6 @@ from .verify import Progress, live_outputs, no_progress
 from .version import __version__
 
 
-def _unrecorded(function: Callable) -> Callable:
-    """Run ``function`` with last-input recording paused: its forward calls are jms's own."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with recording_paused():
-            return function(*args, **kwargs)
-
-    return wrapper
-
-
 class StagedExport:
     """An exported artifact waiting in a private work folder, with its parity report."""
 
@@ -76,10 +65,7 @@ class StagedExport:
         self.name = name
         self.warnings = warnings
         self.metadata = job.metadata
-        self.input_specs = [
-            TensorSpec(n, s.shape, s.dtype, s.device)
-            for n, s in zip(job.input_names, job.example.specs)
-        ]
+        self.input_specs = dataclasses.replace(job.example, names=job.input_names).specs
         self.output_specs = output_specs
         self.dynamic_axes = job.dynamic_axes
         self.size_bytes = hashing.size_of(self.path)
@@ -87,7 +73,6 @@ class StagedExport:
         self.file_hashes = exported.file_hashes or hashing.file_hashes(self.path)
         self.sha256 = hashing.combined_sha256(self.path, self.file_hashes)
         self._extension = fmt.extension
-        self._workdir = job.workdir
         self.tolerances = tolerances  # (atol, rtol) of the last parity check
         self._job = job
         self._verify_again = lambda atol, rtol: fmt.verify(exported, job, atol, rtol, no_progress)
@@ -106,7 +91,7 @@ class StagedExport:
     def discarded(self) -> bool:
         return not self._cleanup.alive
 
-    @_unrecorded
+    @recording_paused()  # its forward calls are jms's own, not the user's
     def verify(self, *, atol: float | None = None, rtol: float | None = None) -> ParityReport:
         """Check parity again (e.g. with other tolerances) without exporting again.
 
@@ -115,20 +100,19 @@ class StagedExport:
         """
         if self.discarded:
             raise InvalidOptionError("This export was discarded; stage it again to verify it.")
-        if atol is not None or rtol is not None:  # given: for every output
-            atol = self.tolerances[0] if atol is None else check_tolerance("atol", atol)
-            rtol = self.tolerances[1] if rtol is None else check_tolerance("rtol", rtol)
+        given = atol is not None or rtol is not None
+        atol = self.tolerances[0] if atol is None else check_tolerance("atol", atol)
+        rtol = self.tolerances[1] if rtol is None else check_tolerance("rtol", rtol)
+        if given:  # for every output
             self._job.output_tolerances = {}
             self._judging["element_wise"] = True
-        atol, rtol = (self.tolerances[0] if atol is None else atol,
-                      self.tolerances[1] if rtol is None else rtol)  # fmt: skip
         with typed_errors("parity check", self.format):
             self.report = self._verify_again(atol, rtol)
             self._localize(self.report, quietly=True)
         self.tolerances = (atol, rtol)
         return self.report
 
-    @_unrecorded
+    @recording_paused()
     def localize(self) -> ParityReport:
         """Find the first module of the live model whose output differs in the artifact.
 
@@ -193,7 +177,7 @@ class StagedExport:
         """Delete the staged files now (they are also deleted when this object is collected)."""
         self._cleanup()
 
-    @_unrecorded
+    @recording_paused()
     def diff(self, dest: str | Path, *, name: str | None = None) -> dict[str, Any] | None:
         """What changed since the newest artifact named ``name`` (default: this one's) in the
         folder ``dest``: size ratio, signature changes, outputs (or weights) compared on the
@@ -256,7 +240,7 @@ class StagedExport:
         return f"<div><code>{head}</code>{'' if self.report is None else self.report._repr_html_()}</div>"
 
 
-@_unrecorded
+@recording_paused()
 def stage(
     model: Any,
     example_inputs: Any = None,
@@ -460,9 +444,8 @@ def _tolerances(job: ExportJob, dtypes: list[str], atol: float | None, rtol: flo
     dtype (``Adapter.reference_dtypes``). The report shows the loosest used; ``notes`` names
     the outputs judged otherwise.
     """
-    defaults = [default_tolerances(d) for d in dtypes] or [
-        default_tolerances(job.adapter.float_dtype(job.model))  # no outputs ran: the weights'
-    ]
+    dtypes = dtypes or [job.adapter.float_dtype(job.model)]  # no outputs ran: the weights'
+    defaults = [default_tolerances(d) for d in dtypes]
     used = [(a if atol is None else atol, r if rtol is None else rtol) for a, r in defaults]
     loosest = max(used)
     job.output_tolerances = {n: t for n, t in zip(job.output_names, used) if t != loosest}
@@ -473,22 +456,17 @@ def _tolerances(job: ExportJob, dtypes: list[str], atol: float | None, rtol: flo
     return loosest
 
 
-@contextlib.contextmanager
-def typed_errors(step: str, format_name: str) -> Iterator[None]:
+def typed_errors(step: str, format_name: str) -> contextlib.AbstractContextManager[None]:
     """Raise what is not already a ``ModelSaveError`` (nor ``MemoryError``) as ``ExportError``.
 
     The formats turn the errors they expect into messages of their own; this is the net under
     them, so no raw exception from an exporter or a runtime leaves ``stage``.
     """
-    try:
-        yield
-    except (ModelSaveError, MemoryError):
-        raise
-    except Exception as err:
-        raise ExportError(
-            f"The {step} of the {format_name} artifact failed: {type(err).__name__}: "
-            f"{first_line(err)}. Try another format or exporter, or report the model."
-        ) from err
+    from .errors import raised_as
+
+    before = f"The {step} of the {format_name} artifact failed: "
+    after = ". Try another format or exporter, or report the model."
+    return raised_as(ExportError, before, after, MemoryError)
 
 
 def in_work_folder(build: Callable[[Path], StagedExport], progress: Progress) -> StagedExport:
@@ -508,8 +486,7 @@ def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: st
            version: str | None = None, overwrite: bool = False, allow_mismatch: bool = False,
            **options: Any) -> Path:  # fmt: skip
     """``stage`` then ``write``; raises ``ParityError`` when parity fails unless ``allow_mismatch``."""
-    if name is None:
-        name = _guess_name(model)
+    name = name if name is not None else _guess_name(model)
     if (collective := adapter_for(model).collective(model)) is not None:  # staged beside dest
         _refuse_variant(options.pop("precision", None), options.pop("calibration", None),
                         "sharded models")  # fmt: skip
@@ -550,11 +527,8 @@ def _versions(framework: dict[str, str]) -> dict[str, str]:
 
 def _guess_name(model: Any) -> str:
     """The first public name bound to ``model`` in IPython's namespace or the caller's scope."""
-    namespaces = []
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    if shell is not None:
-        namespaces.append(shell.user_ns)
+    shell = ipython_shell()
+    namespaces = [] if shell is None else [shell.user_ns]
     frame = sys._getframe(1)
     while frame is not None and frame.f_globals.get("__name__", "").startswith("jupyter_modelsave"):
         frame = frame.f_back

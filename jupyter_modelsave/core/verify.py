@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._capture import first_line
-from .errors import ExportError, InvalidOptionError, ModelSaveError
+from .errors import ExportError, InvalidOptionError, raised_as
 from .frameworks import adapter_for
 from .inputs import DERIVED_PROBES, ExampleInputs, make_probes
 from .job import Progress
 from .options import shared_dimensions
-from .parity import OutputDiff, ParityReport, ProbeResult, compare_output, diagnose
+from .parity import OutputDiff, ParityReport, ProbeResult, compare_output, diagnose, failed_output
 
 if TYPE_CHECKING:
     from .frameworks import Adapter
@@ -114,31 +114,27 @@ def _conversion_notes(conversions: list[str]) -> list[str]:
 
 def artifact_runner(make: Callable[[], ArtifactRunner], format_name: str) -> ArtifactRunner:
     """``make()``, with a failure to open the staged artifact raised as ``ExportError``."""
-    try:
+    before = f"The staged {format_name} artifact could not be opened for the parity check: "
+    after = (
+        ". The exporter wrote a file its own runtime refuses; try another exporter or opset, or "
+        "report the model to the exporter."
+    )
+    with raised_as(ExportError, before, after):  # ORT, torch.jit.load, torch.export.load: any type
         return make()
-    except ModelSaveError:
-        raise
-    except Exception as err:  # ORT, torch.jit.load, torch.export.load: many unrelated types
-        raise ExportError(
-            f"The staged {format_name} artifact could not be opened for the parity check: "
-            f"{type(err).__name__}: {first_line(err)}. The exporter wrote a file its own runtime "
-            "refuses; try another exporter or opset, or report the model to the exporter."
-        ) from err
 
 
 def _run_on_probe(run: ArtifactRunner, name: str, probe: ExampleInputs) -> dict[str, np.ndarray]:
     """The artifact's outputs on one probe; its failure is an ``ExportError`` naming the probe."""
-    try:
+    before = (
+        f"The staged artifact failed on the parity probe {name!r} ({_shapes_text(probe)}), "
+        "where the live model runs: "
+    )
+    after = (
+        ". The exported graph does not accept every input the model does; if the probe resizes "
+        "a dynamic axis, the exporter fixed that axis."
+    )
+    with raised_as(ExportError, before, after):  # ORT, TorchScript, torch.export, TF: any type
         return run(probe)
-    except ModelSaveError:
-        raise
-    except Exception as err:  # the artifact's runtime: ORT, TorchScript, torch.export, TF
-        raise ExportError(
-            f"The staged artifact failed on the parity probe {name!r} "
-            f"({_shapes_text(probe)}), where the live model runs: {type(err).__name__}: "
-            f"{first_line(err)}. The exported graph does not accept every input the model does; "
-            "if the probe resizes a dynamic axis, the exporter fixed that axis."
-        ) from err
 
 
 def _shapes_text(inputs: ExampleInputs) -> str:
@@ -167,8 +163,7 @@ def _live_on_probe(job: ExportJob, probe_name: str, probe: ExampleInputs) -> lis
     known = job.example_outputs
     if probe_name == "example" and known is not None:
         return list(known)
-    context = _probe_context(probe_name, job)
-    return live_outputs(job.adapter, job.model, probe, context)[1]
+    return live_outputs(job.adapter, job.model, probe, _probe_context(probe_name, job))[1]
 
 
 def _compare_probe(name: str, job: ExportJob, live: list[Any], got: dict[str, np.ndarray],
@@ -182,7 +177,7 @@ def _compare_probe(name: str, job: ExportJob, live: list[Any], got: dict[str, np
             live_array = job.adapter.to_numpy(value)
             outputs.append(compare_output(out_name, live_array, got.pop(out_name), *tolerances))
         else:
-            outputs.append(_missing(out_name, value.shape))
+            outputs.append(failed_output(out_name, value.shape))
         live[index] = None  # free it before the next one
     return ProbeResult(name, all(o.passed for o in outputs), outputs)
 
@@ -197,7 +192,7 @@ def weights_parity(model: Any, reloaded: dict[str, Any],
     for name, value in live.items():
         got = reloaded.get(name)
         if got is None:
-            diffs.append(_missing(name, value.shape))
+            diffs.append(failed_output(name, value.shape))
             continue
         same_dtype = got.dtype == value.dtype
         same_shape = tuple(got.shape) == tuple(value.shape)
@@ -217,12 +212,6 @@ def weights_parity(model: Any, reloaded: dict[str, Any],
               if not d.passed]  # fmt: skip
     return ParityReport(passed, 0.0, 0.0, [ProbeResult("round trip", passed, diffs)],
                         adapter.device_of(model), False, notes, kind="weights")  # fmt: skip
-
-
-def _missing(name: str, shape: Any) -> OutputDiff:
-    inf = float("inf")
-    return OutputDiff(name, list(shape), inf, inf, 1.0, 0.0, inf,
-                      shape_mismatch="missing from the artifact", passed=False)  # fmt: skip
 
 
 def probes_for(job: ExportJob) -> dict[str, ExampleInputs]:

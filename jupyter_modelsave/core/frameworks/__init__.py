@@ -105,8 +105,6 @@ class Adapter:
     example_hint: ClassVar[str]  # an example-input expression for placeholders
     # whether ``ModelInfo.last_input`` is a recorded call (else: the model's declared inputs)
     records_calls: ClassVar[bool] = False
-    # the options only this framework takes, with their defaults (others refuse them)
-    own_options: ClassVar[dict[str, Any]] = {}
     # the release check's precision variants and latency (``core/precision.py``, ``latency.py``)
     # are made for its models; others take their own precision only, and are not timed
     release_check: ClassVar[bool] = False
@@ -123,7 +121,7 @@ class Adapter:
 
     def check_options(self, **options: Any) -> dict[str, Any]:
         """The framework's own options checked; another framework's, given, are refused."""
-        wrong = [k for k, v in options.items() if k not in self.own_options and v != _DEFAULTS[k]]
+        wrong = [k for k, v in options.items() if v != _DEFAULTS[k]]
         if wrong:
             raise InvalidOptionError(
                 f"{', '.join(wrong)} apply to PyTorch models only; leave them out for a "
@@ -218,5 +216,5 @@ class Adapter:
         raise NotImplementedError
 
 
-# the framework-specific options of ``stage`` and their defaults
+# the framework-specific options of ``stage`` (PyTorch's) and their defaults
 _DEFAULTS = {"device": None, "exporter": "auto", "external_data": None}

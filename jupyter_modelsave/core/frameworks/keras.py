@@ -73,6 +73,7 @@ class KerasAdapter(Adapter):
     example_help = EXAMPLE_HELP
     example_hint = "np.zeros((1, 224, 224, 3), 'float32')"
     spreads_tuples = False  # a tuple example is one argument (a list of inputs), not several
+    call_options: dict[str, Any] = {"training": False}  # of every call: inference
 
     def check_ready(self, model: Any, runs: bool) -> None:
         if not runs and not getattr(model, "built", True):
@@ -124,7 +125,7 @@ class KerasAdapter(Adapter):
         return ExampleInputs(tensors, {}, names, layout)
 
     def call(self, model: Any, inputs: Any) -> Any:
-        return model(*inputs.layout.pack([t.numpy() for t in inputs.tensors]), training=False)
+        return model(*inputs.layout.pack([t.numpy() for t in inputs.tensors]), **self.call_options)
 
     def flatten(self, output: Any) -> tuple[list[str], list[Any]]:
         """Names as for PyTorch: ``output``, ``output_<i>`` for a sequence, a dict's (sorted) keys."""
@@ -199,12 +200,10 @@ class KerasAdapter(Adapter):
         return low, high, "tf2onnx and onnx"
 
     def versions(self) -> dict[str, str]:
-        found = {}
-        for module in ("keras", "tensorflow"):
-            version = getattr(sys.modules.get(module), "__version__", None)
-            if version:
-                found[module] = str(version)
-        return found
+        found = {
+            m: getattr(sys.modules.get(m), "__version__", None) for m in ("keras", "tensorflow")
+        }
+        return {m: str(v) for m, v in found.items() if v}
 
     def submodels(self, model: Any) -> list[Any]:
         found: list[Any] = []
@@ -234,26 +233,10 @@ class KerasAdapter(Adapter):
             device=self.device_of(model),
             dtype=",".join(float_dtypes) or "none",
             training=False,  # Keras has no global mode: jms calls it with training=False
-            last_input=self.declared_specs(model),
+            last_input=declared_specs(model),
             framework=self.name,
             formats=formats,
         )
-
-    def declared_specs(self, model: Any) -> Any:
-        """The specs of the example ``declared_example`` would make (None: no declared inputs)."""
-        from ..inputs import TensorSpec
-
-        inputs = _declared_inputs(model)
-        if not inputs:
-            return None
-        names = declared_input_names(model)
-        if not names:
-            names = ["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))]
-        return [
-            TensorSpec(n, tuple(DEFAULT_BATCH if s is None else int(s) for s in t.shape),
-                       _dtype_name(getattr(t, "dtype", "float32")), "cpu")
-            for n, t in zip(names, inputs)
-        ]  # fmt: skip
 
     def load_into(self, model: Any, path: Path, fmt: Any, *, strict: bool, map_location: Any,
                   trusted: bool) -> None:  # fmt: skip
@@ -307,9 +290,7 @@ class TFModuleAdapter(KerasAdapter):
     noun = "tf.Module objects"
     call_name = "__call__()"
     spreads_tuples = True
-
-    def call(self, model: Any, inputs: Any) -> Any:
-        return model(*inputs.layout.pack([t.numpy() for t in inputs.tensors]))
+    call_options: dict[str, Any] = {}
 
     def submodels(self, model: Any) -> list[Any]:
         return list(model.submodules)
@@ -376,7 +357,7 @@ def device_name(device: str) -> str:
 def declared_input_names(model: Any) -> list[str]:
     """The names of a functional/Sequential model's ``keras.Input``s (else none)."""
     names = [getattr(i, "name", None) for i in _declared_inputs(model)]
-    return [n for n in names if n] if all(n and n.isidentifier() for n in names) else []
+    return names if all(n and n.isidentifier() for n in names) else []
 
 
 def declared_none_dims(model: Any) -> list[list[int]]:
@@ -384,17 +365,31 @@ def declared_none_dims(model: Any) -> list[list[int]]:
     return [[d for d, size in enumerate(t.shape) if size is None] for t in _declared_inputs(model)]
 
 
-def declared_example(model: Any) -> Any:
-    """Random normal inputs of a functional/Sequential model's declared shapes (None -> 2)."""
+def declared_specs(model: Any) -> Any:
+    """The specs of a functional/Sequential model's declared inputs, None dims as 2, named as the
+    example of ``declared_example`` is (None: no declared inputs)."""
+    from ..inputs import TensorSpec
+
     inputs = _declared_inputs(model)
     if not inputs:
         return None
+    names = declared_input_names(model)
+    if not names:
+        names = ["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))]
+    return [
+        TensorSpec(n, tuple(DEFAULT_BATCH if s is None else int(s) for s in t.shape),
+                   _dtype_name(getattr(t, "dtype", "float32")), "cpu")
+        for n, t in zip(names, inputs)
+    ]  # fmt: skip
+
+
+def declared_example(model: Any) -> Any:
+    """Random normal inputs of a functional/Sequential model's declared shapes (None -> 2)."""
+    specs = declared_specs(model)
+    if specs is None:
+        return None
     rng = np.random.default_rng(0)
-    arrays = []
-    for tensor in inputs:
-        shape = [DEFAULT_BATCH if s is None else int(s) for s in tensor.shape]
-        dtype = np.dtype(str(getattr(tensor, "dtype", "float32")))
-        arrays.append(rng.standard_normal(shape).astype(dtype))
+    arrays = [rng.standard_normal(s.shape).astype(np.dtype(s.dtype)) for s in specs]
     return arrays[0] if len(arrays) == 1 else arrays
 
 

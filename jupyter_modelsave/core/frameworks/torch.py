@@ -66,7 +66,6 @@ class TorchAdapter(Adapter):
     example_hint = "torch.randn(1, 3, 224, 224)"
     records_calls = True
     release_check = True
-    own_options = {"device": None, "exporter": "auto", "external_data": None}
 
     def collective(self, model: Any) -> Any:
         from ..distributed import collective_flow
