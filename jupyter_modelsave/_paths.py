@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-from .core.artifacts import copy_tree
+from .core.artifacts import _alive, copy_tree
 from .core.errors import WriteError
 
 INDEX_FILE = "index.json"
@@ -181,15 +181,7 @@ def process_running(pid: Any) -> bool:
     try:
         import psutil
     except ImportError:  # pragma: no cover - psutil comes with ipykernel
-        if os.name == "nt":
-            return True  # no safe probe: keep the folder
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # another user's process
-            return True
-        return True
+        return os.name == "nt" or _alive(pid)  # Windows: no safe probe, keep the folder
     return psutil.pid_exists(pid)
 
 

@@ -49,6 +49,7 @@ from ._paths import (
     write_private,
 )
 from .core.errors import InvalidOptionError, WriteError, shown
+from .core.job import Progress
 from .core.version import __version__
 from .protocol import COMM_TARGET, FIELDS, OPERATIONS, OPTIONAL_NOT_NULL
 from .service import ModelSaveService
@@ -63,13 +64,6 @@ MAX_ERROR_CHARS = 2000
 SAFE_INTEGER = 2**53 - 1
 # Artifacts above this size are shown in Netron from a copy without weights (shapes kept).
 GRAPH_FULL_BYTES = 32 * 1024**2
-
-Progress = Callable[[str, float], None]
-
-
-def _no_progress(step: str, fraction: float) -> None:
-    """Silent progress callback."""
-
 
 _AXIS_KEY = re.compile(r"-?[0-9]{1,4}")  # a dim as JSON object keys carry it: "0", "-1"
 
@@ -104,11 +98,7 @@ class ModelSaveKernel:
     def namespace(self) -> dict[str, Any]:
         return self.service.namespace
 
-    @namespace.setter
-    def namespace(self, namespace: dict[str, Any]) -> None:
-        self.service.namespace = namespace
-
-    def handle(self, op: str, args: dict[str, Any], progress: Progress = _no_progress) -> Any:
+    def handle(self, op: str, args: dict[str, Any], progress: Progress | None = None) -> Any:
         """Run one operation; raises ``ModelSaveError`` for the user's mistakes."""
         if op not in self.OPERATIONS:
             raise InvalidOptionError(
@@ -156,7 +146,7 @@ class ModelSaveKernel:
         check_fields("options", args)
         return dict(self.service.options())
 
-    def stage(self, args: dict[str, Any], progress: Progress = _no_progress) -> dict[str, Any]:
+    def stage(self, args: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
         """Stage the named model (``service.stage``), publish it for the server, summarise it."""
         staged = self.service.stage(check_fields("stage", args), progress)  # type: ignore[arg-type]
         sid = new_staging_id()
@@ -178,7 +168,7 @@ class ModelSaveKernel:
         """``StagedExport.diff`` against a folder below the server's root (``{"diff": null}`` when
         it holds no artifact of that name); paths relative to the root."""
         args = check_fields("diff", args)
-        staged = self._staged(args.get("id"))
+        staged = self._staged(args["id"])
         found = staged.diff(self._inside_root(args.get("folder") or ""))
         if found is None:
             return {"diff": None}
@@ -191,7 +181,7 @@ class ModelSaveKernel:
     def write(self, args: dict[str, Any]) -> dict[str, Any]:
         """``StagedExport.write`` into a folder below the server's root; return root-relative paths."""
         args = check_fields("write", args)
-        staged = self._staged(args.get("id"))
+        staged = self._staged(args["id"])
         folder = self._inside_root(args.get("folder") or "")
         path = staged.write(
             f"{folder}{os.sep}",
@@ -208,9 +198,8 @@ class ModelSaveKernel:
 
         An id this kernel did not stage (or already discarded) is refused; nothing is touched.
         """
-        args = check_fields("discard", args)
-        sid = args.get("id")
-        staged = self.staged.pop(sid, None) if isinstance(sid, str) else None
+        sid = check_fields("discard", args)["id"]
+        staged = self.staged.pop(sid, None)
         if staged is None:
             raise InvalidOptionError(
                 f"Nothing to discard: {shown(sid)} is not a staged export of this kernel (already "
@@ -230,8 +219,8 @@ class ModelSaveKernel:
 
     # --- helpers ---
 
-    def _staged(self, sid: Any) -> Any:
-        staged = self.staged.get(sid) if isinstance(sid, str) else None
+    def _staged(self, sid: str) -> Any:
+        staged = self.staged.get(sid)
         if staged is None:
             raise InvalidOptionError(
                 "This staged export is gone (discarded, or the kernel restarted); stage it again."
@@ -266,11 +255,8 @@ def _kind(value: Any) -> str:
 def _request_id(message: Any) -> str | int | None:
     """The request's id, echoed in the reply; None when it has none the sidebar could have sent."""
     rid = message.get("id") if isinstance(message, dict) else None
-    if isinstance(rid, str) and len(rid) <= 200 and rid.isascii():
-        return rid
-    if type(rid) is int and abs(rid) <= SAFE_INTEGER:
-        return rid
-    return None
+    text = isinstance(rid, str) and len(rid) <= 200 and rid.isascii()
+    return rid if text or _is_json("integer", rid) else None
 
 
 def _parse(message: Any) -> tuple[str, dict[str, Any]]:
@@ -334,8 +320,6 @@ def check_fields(op: str, args: dict[str, Any]) -> dict[str, Any]:
         if field not in args or (value is None and optional):
             if not (optional or field in OPTIONAL_NOT_NULL):
                 raise InvalidOptionError(f"{op!r} needs the field {field!r} ({kind}).")
-            if field in args and field in OPTIONAL_NOT_NULL:
-                raise _wrong_type(op, field, kind, value)
             continue
         if kind == "dynamic axes":
             checked[field] = _dynamic_axes(value)
@@ -499,28 +483,24 @@ def install(staging_dir: str | None = None, root_dir: str | None = None) -> Mode
     from comm import get_comm_manager
     from IPython import get_ipython
 
+    from .core.discovery import start_recording
+
     shell = get_ipython()
     if shell is None:
         raise RuntimeError("jupyter_modelsave.kernel.install() must run inside an IPython kernel.")
-    _record_calls()
+    # from the sidebar's first connection on, every model's last call is recorded, so a model
+    # run before the sidebar was opened is listed with its inputs at the next call
+    start_recording()
     if _INSTANCE is None:
         _INSTANCE = ModelSaveKernel(shell.user_ns, staging_dir, root_dir)
         get_comm_manager().register_target(COMM_TARGET, _on_comm_open)
     else:
-        _INSTANCE.namespace = shell.user_ns
+        _INSTANCE.service.namespace = shell.user_ns
         if staging_dir:
             _INSTANCE.staging_dir = Path(staging_dir)
         if root_dir:
             _INSTANCE.root_dir = Path(root_dir).resolve()
     return _INSTANCE
-
-
-def _record_calls() -> None:
-    """From the sidebar's first connection on, every model's last call is recorded, so a model
-    run before the sidebar was opened is listed with its inputs at the next call."""
-    from .core.discovery import start_recording
-
-    start_recording()
 
 
 def _on_comm_open(comm: Any, open_msg: dict[str, Any]) -> None:

@@ -164,15 +164,11 @@ def accepts_gzip(headers: Any) -> bool:
         token, _, params = item.strip().partition(";")
         if token.strip().lower() in ("gzip", "*"):
             quality = params.strip().removeprefix("q=").strip()
-            return quality == "" or _quality(quality) > 0
+            try:
+                return quality == "" or float(quality) > 0
+            except ValueError:
+                return False
     return False
-
-
-def _quality(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return 0.0
 
 
 @cache
@@ -201,15 +197,13 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 
 def http_error(err: Exception) -> web.HTTPError:
     """The one mapping from errors to JSON HTTP errors (``APIHandler.write_error`` renders it)."""
-    status = 500
-    if isinstance(err, FileNotFoundError):
-        status = 404
-    elif isinstance(err, PermissionError):
-        status = 403
-    elif isinstance(err, (IsADirectoryError, InvalidOptionError)):
-        status = 400
-    elif isinstance(err, IntegrityError):
-        status = 409
+    statuses = (
+        (FileNotFoundError, 404),
+        (PermissionError, 403),
+        ((IsADirectoryError, InvalidOptionError), 400),
+        (IntegrityError, 409),
+    )
+    status = next((code for kinds, code in statuses if isinstance(err, kinds)), 500)
     return web.HTTPError(status, str(err), reason=type(err).__name__)
 
 
@@ -243,6 +237,11 @@ class CredentialsRequired:
     def options(self, *args: str) -> Any:
         return super().options(*args)  # type: ignore[misc]
 
+    @tornado.web.authenticated
+    def head(self, *args: str) -> Any:
+        """The ``get`` of a page or an API; tornado sends the headers only."""
+        return self.get(*args)  # type: ignore[attr-defined]
+
 
 class HealthHandler(CredentialsRequired, APIHandler):
     """``GET /modelsave/health``: the package version, so the sidebar can check the server side."""
@@ -250,10 +249,6 @@ class HealthHandler(CredentialsRequired, APIHandler):
     @tornado.web.authenticated
     def get(self) -> None:
         self.finish(json.dumps({"status": "ok", "version": __version__}))
-
-    @tornado.web.authenticated
-    def head(self) -> None:
-        self.get()  # tornado sends the headers only
 
 
 class ConfigHandler(CredentialsRequired, APIHandler):
@@ -263,10 +258,6 @@ class ConfigHandler(CredentialsRequired, APIHandler):
     def get(self) -> None:
         state = service(self)
         self.finish(json.dumps({"staging_dir": state.staging_dir, "root_dir": state.root_dir}))
-
-    @tornado.web.authenticated
-    def head(self) -> None:
-        self.get()
 
 
 class _FileHandler(CredentialsRequired, APIHandler, web.StaticFileHandler):
@@ -280,6 +271,14 @@ class _FileHandler(CredentialsRequired, APIHandler, web.StaticFileHandler):
 
     def resolve(self, *args: str) -> Path:
         raise NotImplementedError
+
+    @tornado.web.authenticated
+    async def get(self, *args: str) -> None:  # type: ignore[override]
+        await self._send(*args)
+
+    @tornado.web.authenticated
+    async def head(self, *args: str) -> None:  # type: ignore[override]
+        await self._send(*args, include_body=False)
 
     async def _send(self, *args: str, include_body: bool = True) -> None:
         try:
@@ -382,14 +381,6 @@ class StagedHandler(_FileHandler):
         self.disposition = "attachment" if which == "artifact" else "inline"
         return service(self).staged_file(sid, which)
 
-    @tornado.web.authenticated
-    async def get(self, sid: str, which: str) -> None:  # type: ignore[override]
-        await self._send(sid, which)
-
-    @tornado.web.authenticated
-    async def head(self, sid: str, which: str) -> None:  # type: ignore[override]
-        await self._send(sid, which, include_body=False)
-
 
 class DownloadHandler(_FileHandler):
     """``GET /modelsave/download/<path>``: a written artifact below the server's root."""
@@ -397,14 +388,6 @@ class DownloadHandler(_FileHandler):
     def resolve(self, relative: str) -> Path:  # type: ignore[override]
         allow_hidden = bool(self.contents_manager.allow_hidden)
         return service(self).root_file(relative, allow_hidden=allow_hidden)
-
-    @tornado.web.authenticated
-    async def get(self, relative: str) -> None:  # type: ignore[override]
-        await self._send(relative)
-
-    @tornado.web.authenticated
-    async def head(self, relative: str) -> None:  # type: ignore[override]
-        await self._send(relative, include_body=False)
 
 
 # --- Netron ---
@@ -440,10 +423,6 @@ class NetronPageHandler(CredentialsRequired, _NetronPolicy, JupyterHandler):
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.set_header("Cache-Control", "no-cache")
         self.finish(netron_index())
-
-    @tornado.web.authenticated
-    def head(self) -> None:
-        self.get()
 
 
 class NetronAssetHandler(CredentialsRequired, _NetronPolicy, JupyterHandler, web.StaticFileHandler):

@@ -12,7 +12,6 @@ stage itself (``stage``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._codegen import defaults
@@ -21,6 +20,7 @@ from .core.errors import InvalidOptionError, shown
 from .core.example_guess import evaluate_example, guess_example
 from .core.formats import capabilities, describe
 from .core.frameworks import adapter, adapter_for, imported
+from .core.job import Progress
 from .core.options import DEFAULT_TOLERANCES, default_axis_name
 from .core.version import __version__
 from .protocol import AxisRow, ModelsReply, OptionsReply, StageArgs
@@ -122,7 +122,7 @@ class ModelSaveService:
         options = {key: args.get(key) for key in keys if taken.get(key, True)}
         return {key: value for key, value in options.items() if value not in (None, {})}
 
-    def stage(self, args: StageArgs, progress: Callable[[str, float], None]) -> Any:
+    def stage(self, args: StageArgs, progress: Progress | None) -> Any:
         """``jms.stage`` the named model as the choices say; named after its variable."""
         from .core.staging import stage
 
