@@ -75,9 +75,8 @@ def _looked_up(relative: str, look_up: Callable[[], Any]) -> Any:
     """``look_up()``, with the errors of a path that names nothing turned into a 404."""
     try:
         return look_up()
-    except RuntimeError:  # Python < 3.13: a symlink loop in Path.resolve
-        raise _missing(relative) from None
-    except UnicodeEncodeError:  # a lone surrogate: no file has this name
+    # Python < 3.13: a symlink loop in Path.resolve; a lone surrogate: no file has this name
+    except (RuntimeError, UnicodeEncodeError):
         raise _missing(relative) from None
     except OSError as err:
         if err.errno in _NO_SUCH_PATH:

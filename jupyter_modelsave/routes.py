@@ -88,11 +88,6 @@ class ModelSave(Configurable):
     def _default_staging_dir(self) -> str:
         return str(default_staging_dir())
 
-    def prepare_staging(self) -> list[str]:
-        """Make the staging folder private and remove stale exports; return the removed ids."""
-        private_dir(self.staging_dir)
-        return remove_stale(self.staging_dir)
-
     def staged_file(self, sid: str, which: str) -> Path:
         """The staged artifact (``which="artifact"``) or its graph view, by staging id."""
         if not STAGING_ID.match(sid):
@@ -107,12 +102,6 @@ class ModelSave(Configurable):
         if not isinstance(name, str):
             raise FileNotFoundError(f"This staged export has no {which} file.")
         return inside(folder, name, folders=which == "artifact")
-
-    def root_file(self, relative: str, *, allow_hidden: bool = False) -> Path:
-        """A written artifact below the root, or its manifest (``_served.written_artifact``)."""
-        return written_artifact(
-            self.root_dir, relative, allow_hidden=allow_hidden, sha256=self.sha256
-        )
 
     def sha256(self, path: Path) -> str:
         stat = path.stat()
@@ -386,8 +375,10 @@ class DownloadHandler(_FileHandler):
     """``GET /modelsave/download/<path>``: a written artifact below the server's root."""
 
     def resolve(self, relative: str) -> Path:  # type: ignore[override]
-        allow_hidden = bool(self.contents_manager.allow_hidden)
-        return service(self).root_file(relative, allow_hidden=allow_hidden)
+        state, allow_hidden = service(self), bool(self.contents_manager.allow_hidden)
+        return written_artifact(
+            state.root_dir, relative, allow_hidden=allow_hidden, sha256=state.sha256
+        )
 
 
 # --- Netron ---
@@ -442,8 +433,9 @@ def setup_route_handlers(web_app: Any) -> None:
     state = ModelSave(config=web_app.settings.get("config"))
     state.root_dir = str(web_app.settings.get("server_root_dir") or ".")
     web_app.settings[SETTINGS_KEY] = state
-    try:
-        removed = state.prepare_staging()
+    try:  # make the staging folder private, remove the exports of kernels that are gone
+        private_dir(state.staging_dir)
+        removed = remove_stale(state.staging_dir)
     except (OSError, StagingFolderError) as err:  # the kernel side reports it when it stages
         get_logger().warning("jupyter_modelsave: staging folder unusable: %s", err)
     else:

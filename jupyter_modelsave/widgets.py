@@ -96,7 +96,7 @@ class ModelSaveWidget(w.VBox):
         self.rtol = w.Text(description="rtol", placeholder="by dtype", layout={"width": "12em"})
         self.axes_box = w.VBox()
         self.stage_button = w.Button(description="Stage", button_style="primary", icon="cogs")
-        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="")
+        self.progress = w.FloatProgress(max=1.0)
         self.report = w.HTML()
         self.summary = w.HTML()
         self.release = w.HTML()  # precision, size, latency, the diff against dest's last version
@@ -197,7 +197,11 @@ class ModelSaveWidget(w.VBox):
         self.result.value = self.error_box.value = ""
         self.progress.bar_style, self.progress.value = "", 0.0
         try:
-            self._model()
+            if self.model_picker.value is None:
+                raise InvalidOptionError(
+                    "No model picked. Define a model (torch.nn.Module, keras.Model or tf.Module) "
+                    "in the notebook, then press the refresh button."
+                )
             staged = self._service.stage(self._args(), self._progress)
         except Exception as err:
             self.progress.bar_style = "danger"
@@ -258,14 +262,6 @@ class ModelSaveWidget(w.VBox):
 
     # --- internals ---
 
-    def _model(self) -> Any:
-        if self.model_picker.value is None:
-            raise InvalidOptionError(
-                "No model picked. Define a model (torch.nn.Module, keras.Model or tf.Module) in "
-                "the notebook, then press the refresh button."
-            )
-        return self._service.model(self.model_picker.value)
-
     def _args(self) -> dict[str, Any]:
         """The choices as the sidebar sends them (``protocol.StageArgs``)."""
         axes: dict[str, dict[int, str]] = {}
@@ -289,11 +285,6 @@ class ModelSaveWidget(w.VBox):
         if self.model_picker.value is None:
             return self.input_expr.value.strip() or None
         return self._service.expression(self._args())
-
-    def _input_specs(self) -> list[TensorSpec] | None:
-        if self.model_picker.value is None:
-            return None
-        return self._service.example_specs(self.model_picker.value, self.input_expr.value)
 
     def _on_model_change(self) -> None:
         self.discard()
@@ -329,10 +320,11 @@ class ModelSaveWidget(w.VBox):
 
         ``keep``: rows for the same input and dimension keep their checkbox and name.
         """
+        model, specs = self.model_picker.value, None
         try:
-            specs = self._input_specs()
+            if model is not None:
+                specs = self._service.example_specs(model, self.input_expr.value)
         except Exception as err:
-            specs = None
             self._fail(err, self.state)
         else:
             self.error_box.value = self.error = ""
@@ -350,7 +342,7 @@ class ModelSaveWidget(w.VBox):
         rows = [w.HBox([box, name]) for _, _, box, name in self.axes]
         title = "dynamic axes (tick the dimensions that may change size)"
         self.axes_box.children = [w.Label(title), *rows] if rows else []
-        self.input_info.value = _inputs_html(specs, self.model_picker.value, self._guessed_layer())
+        self.input_info.value = _inputs_html(specs, model, self._guessed_layer())
 
     def _guessed_layer(self) -> str | None:
         """The layer the shown example was guessed from, while the guess is in the input field."""
