@@ -17,26 +17,19 @@ from .core.localize.display import divergence_text
 
 def lines(staged: Any, previous: dict[str, Any] | None = None) -> list[tuple[str, str]]:
     """``(label, text)`` pairs: precision, size, latency and, when given, the diff."""
-    found = [("precision", precision_text(staged)), ("size", size_text(staged))]
+    variant, size = staged.variant, human_size(staged.size_bytes)
+    precision = f"{staged.precision} (the model's own)"
+    if variant is not None:
+        precision = f"{staged.precision} from {variant['from']}: {variant['method']}"
+    if ratio := (variant or {}).get("size_ratio"):
+        size = f"{size} ({ratio:.2f}x the fp32 artifact)"
+    found = [("precision", precision), ("size", size)]
     if staged.latency is not None:
         found.append(("latency", latency_text(staged.latency)))
     if previous is not None:
         found.append(("previous", previous_text(previous)))
         found += [("warning", w) for w in previous.get("warnings", [])]
     return found
-
-
-def precision_text(staged: Any) -> str:
-    variant = staged.variant
-    if variant is None:
-        return f"{staged.precision} (the model's own)"
-    return f"{staged.precision} from {variant['from']}: {variant['method']}"
-
-
-def size_text(staged: Any) -> str:
-    text = human_size(staged.size_bytes)
-    ratio = (staged.variant or {}).get("size_ratio")
-    return f"{text} ({ratio:.2f}x the fp32 artifact)" if ratio else text
 
 
 def latency_text(latency: dict[str, Any]) -> str:

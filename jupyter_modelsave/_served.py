@@ -75,8 +75,7 @@ def _looked_up(relative: str, look_up: Callable[[], Any]) -> Any:
     """``look_up()``, with the errors of a path that names nothing turned into a 404."""
     try:
         return look_up()
-    # Python < 3.13: a symlink loop in Path.resolve; a lone surrogate: no file has this name
-    except (RuntimeError, UnicodeEncodeError):
+    except (RuntimeError, UnicodeEncodeError):  # a symlink loop (Python < 3.13), a lone surrogate
         raise _missing(relative) from None
     except OSError as err:
         if err.errno in _NO_SUCH_PATH:

@@ -492,14 +492,13 @@ def install(staging_dir: str | None = None, root_dir: str | None = None) -> Mode
     # run before the sidebar was opened is listed with its inputs at the next call
     start_recording()
     if _INSTANCE is None:
-        _INSTANCE = ModelSaveKernel(shell.user_ns, staging_dir, root_dir)
+        _INSTANCE = ModelSaveKernel(shell.user_ns)
         get_comm_manager().register_target(COMM_TARGET, _on_comm_open)
-    else:
-        _INSTANCE.service.namespace = shell.user_ns
-        if staging_dir:
-            _INSTANCE.staging_dir = Path(staging_dir)
-        if root_dir:
-            _INSTANCE.root_dir = Path(root_dir).resolve()
+    _INSTANCE.service.namespace = shell.user_ns
+    if staging_dir:
+        _INSTANCE.staging_dir = Path(staging_dir)
+    if root_dir:
+        _INSTANCE.root_dir = Path(root_dir).resolve()
     return _INSTANCE
 
 

@@ -276,19 +276,17 @@ class _FileHandler(CredentialsRequired, APIHandler, web.StaticFileHandler):
             raise http_error(err) from None
         if self.file.is_dir():
             await self._send_zip(self.file, include_body)
-            return
-        if self._gzip_helps():
+        elif self._gzip_helps():
             await self._send_gzip(self.file, include_body)
-            return
-        self.root = str(self.file.parent)
-        await web.StaticFileHandler.get(self, self.file.name, include_body=include_body)
+        else:
+            self.root = str(self.file.parent)
+            await web.StaticFileHandler.get(self, self.file.name, include_body=include_body)
 
     def _gzip_helps(self) -> bool:
         """Send gzip when the browser accepts it, no Range was asked for (a resume gets the file's
         own bytes, 206) and a sample of the file compresses (``compressible``)."""
-        if not service(self).compress_downloads or "Range" in self.request.headers:
-            return False
-        if not accepts_gzip(self.request.headers):
+        headers = self.request.headers
+        if not service(self).compress_downloads or "Range" in headers or not accepts_gzip(headers):
             return False
         assert self.file is not None
         stat = self.file.stat()

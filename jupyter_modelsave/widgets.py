@@ -514,11 +514,10 @@ def _summary_html(staged: Any) -> str:
 
 
 def _written_html(path: Path) -> str:
-    url = file_browser_url(path)
-    link = (
-        f' &middot; <a href="{html.escape(url)}" target="_blank" rel="noopener" style="{_LINK}">'
-        "show in the file browser</a>"
-        if url
-        else ""
+    url, wrote = file_browser_url(path), f"<b>Wrote</b> <code>{html.escape(str(path))}</code>"
+    if not url:
+        return wrote
+    return (
+        f'{wrote} &middot; <a href="{html.escape(url)}" target="_blank" rel="noopener" '
+        f'style="{_LINK}">show in the file browser</a>'
     )
-    return f"<b>Wrote</b> <code>{html.escape(str(path))}</code>{link}"
