@@ -2,29 +2,22 @@
 
 The sidebar installs it with a silent, history-free execute of
 ``import jupyter_modelsave.kernel as _jms_kernel; _jms_kernel.install(...)`` and then opens a
-Comm on ``COMM_TARGET``. The messages, their fields and their JSON types are defined once in
-``protocol.py`` (mirrored by ``src/protocol.ts``). Operations: ``models``, ``options``,
-``stage``, ``diff`` (the staged export against the newest artifact of its name in a folder),
-``write``, ``discard``.
-
-Every step is the core's, through the service the widget uses too (``service.py``); this module
-checks the JSON, answers it, and publishes staged files for the server extension (``_paths``).
-A staging runs on the kernel's main thread, so the sidebar cancels it by interrupting the kernel
-(``KeyboardInterrupt``, answered as ``Cancelled``).
+Comm on ``COMM_TARGET``. The operations (``protocol.Op``), their fields and JSON types are
+defined once in ``protocol.py`` (mirrored by ``src/protocol.ts``). Every step is the core's,
+through the service the widget uses too (``service.py``); this module checks the JSON, answers
+it, and publishes staged files for the server extension (``_paths``).
 
 Robustness: a message that is not a JSON object, exceeds ``MAX_MESSAGE_BYTES``, is nested deeper
 than ``MAX_DEPTH``, names no known operation, has ``args`` that are not an object, has a field
 the operation does not take or a value of another JSON type than ``protocol.FIELDS`` says (flags
-are JSON booleans: ``"false"`` is refused, never read as true), or comes out of order (write or discard of
-an id that was never staged or is already discarded) gets an error reply (``InvalidOptionError``)
-and changes nothing. Whatever a step raises (the example expression included: ``SystemExit``,
-``GeneratorExit``, any ``BaseException``), the request gets exactly one reply; only a
-``KeyboardInterrupt`` (the sidebar's Cancel) is answered as ``Cancelled``. Every message sent is
-plain JSON that jupyter_client's packer takes as is: the request id is echoed only when the
-sidebar could have sent it (a string of at most 200 ASCII characters, or an integer within
-JavaScript's safe range), and error messages are cut to ``MAX_ERROR_CHARS`` with unencodable
-characters escaped. Published exports are removed on discard, when the Comm that staged them
-closes, and when the kernel process exits (``atexit``).
+are JSON booleans: ``"false"`` is refused, never read as true), or comes out of order (an id
+never staged or already discarded) gets an error reply (``InvalidOptionError``) and changes
+nothing. Whatever a step raises (the example expression's ``SystemExit`` or any
+``BaseException`` included), the request gets exactly one reply; a staging runs on the kernel's
+main thread, so the sidebar cancels it by interrupting the kernel (``KeyboardInterrupt``,
+answered as ``Cancelled``). Every message sent is plain JSON that jupyter_client's packer takes
+as is (``_request_id``, ``_text``). Published exports are removed on discard, when the Comm that
+staged them closes, and when the kernel process exits (``atexit``).
 """
 
 from __future__ import annotations
@@ -253,7 +246,8 @@ def _kind(value: Any) -> str:
 
 
 def _request_id(message: Any) -> str | int | None:
-    """The request's id, echoed in the reply; None when it has none the sidebar could have sent."""
+    """The request's id, echoed in the reply; None unless the sidebar could have sent it (a
+    string of at most 200 ASCII characters, or an integer within JavaScript's safe range)."""
     rid = message.get("id") if isinstance(message, dict) else None
     text = isinstance(rid, str) and len(rid) <= 200 and rid.isascii()
     return rid if text or _is_json("integer", rid) else None
@@ -322,11 +316,10 @@ def check_fields(op: str, args: dict[str, Any]) -> dict[str, Any]:
                 raise InvalidOptionError(f"{op!r} needs the field {field!r} ({kind}).")
             continue
         if kind == "dynamic axes":
-            checked[field] = _dynamic_axes(value)
+            value = _dynamic_axes(value)
         elif not _is_json(kind, value):
             raise _wrong_type(op, field, kind, value)
-        else:
-            checked[field] = value
+        checked[field] = value
     return checked
 
 

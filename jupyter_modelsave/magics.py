@@ -118,11 +118,7 @@ class ModelSaveMagics(Magics):
         example = None if args.input is None else self._evaluate("--input", args.input)
         options = stage_options(args)
         refuse_options_not_taken(options, model)
-        write_options = {
-            "version": args.version,
-            "overwrite": args.overwrite,
-            "allow_mismatch": args.allow_mismatch,
-        }
+        write_options = {k: getattr(args, k) for k in ("version", "overwrite", "allow_mismatch")}
         with Progress(self.shell) as progress:
             try:
                 staged = jms.stage(model, example, progress=progress, **options)
