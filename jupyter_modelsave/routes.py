@@ -1,17 +1,11 @@
 """The Jupyter server extension: HTTP handlers under ``<base_url>/modelsave/``.
 
-The server handles files only; the model lives in the kernel (``kernel.py``). Routes:
-
-- ``health``: the package version; ``config``: the staging and root folders the sidebar passes
-  to the kernel side;
-- ``netron/``: Netron's own static viewer from the installed ``netron`` package, with a patched
-  ``index.html`` (no analytics, no consent prompt, no expiry), a Content-Security-Policy that
-  limits every fetch to this server, and only this server's graphs opened (``_netron``);
-- ``staged/<id>/artifact`` and ``staged/<id>/graph``: a staged export's bytes, by its opaque id,
-  from the staging folder only (``_paths``);
-- ``download/<path>``: an artifact jupyter_modelsave wrote below the server's root (its
-  manifest beside it describes it), or that manifest; nothing else, hidden paths only with
-  ``ContentsManager.allow_hidden`` (``_served.written_artifact``).
+The server handles files only; the model lives in the kernel (``kernel.py``). Routes: ``health``
+and ``config`` (the folders the sidebar passes to the kernel side); ``netron/``, Netron's viewer
+from the installed ``netron`` package, patched and confined to this server (``_netron``);
+``staged/<id>/artifact|graph``, a staged export's bytes by its opaque id, from the staging folder
+only (``_paths``); ``download/<path>``, below the server's root only an artifact jupyter_modelsave
+wrote or its manifest (``_served.written_artifact``, hidden paths as ``/files/`` treats them).
 
 Files are streamed by tornado's ``StaticFileHandler`` (chunks, ``Content-Length``, ``Range`` ->
 206) with ``Content-Disposition`` and ``X-Content-SHA256`` added. A folder artifact (ONNX with
