@@ -46,17 +46,14 @@ def guard_script() -> str:
     return GUARD_FILE.read_text(encoding="utf-8")
 
 
-def _source_hash(script: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
-
-
 @cache
 def csp() -> str:
     """The Content-Security-Policy of the page and of every asset (a worker gets its own)."""
+    guard = base64.b64encode(hashlib.sha256(guard_script().encode()).digest()).decode()
     return "; ".join(
         [
             "default-src 'self'",
-            f"script-src 'self' {_source_hash(guard_script())}",
+            f"script-src 'self' 'sha256-{guard}'",
             "style-src 'self' 'unsafe-inline'",
             "img-src 'self' data:",
             "connect-src 'self'",

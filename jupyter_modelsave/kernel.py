@@ -241,10 +241,6 @@ class ModelSaveKernel:
         return target
 
 
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 def _request_id(message: Any) -> str | int | None:
     """The request's id, echoed in the reply; None unless the sidebar could have sent it (a
     string of at most 200 ASCII characters, or an integer within JavaScript's safe range)."""
@@ -344,7 +340,7 @@ def _wrong_type(op: str, field: str, kind: str, value: Any) -> InvalidOptionErro
             f"{shown(value)}."
         )
     return InvalidOptionError(
-        f"{op}: {field!r} must be {expected.get(kind, 'a string')}, got {_json_kind(value)} "
+        f"{op}: {field!r} must be {expected.get(kind, 'a string')}, got {_kind(value)} "
         f"{shown(value)}."
     )
 
@@ -389,7 +385,7 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _json_kind(value: Any) -> str:
+def _kind(value: Any) -> str:
     names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
              list: "a list", dict: "an object", type(None): "null"}  # fmt: skip
     return names.get(type(value), type(value).__name__)

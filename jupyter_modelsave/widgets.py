@@ -299,8 +299,7 @@ class ModelSaveWidget(w.VBox):
         field (editable); a guess shown earlier (untouched) goes when the model has a call."""
         info = self._infos.get(self.model_picker.value)
         guess = info.guessed_expression if info is not None else None
-        untouched = self.input_expr.value.strip() in ("", self._guessed)
-        if untouched:
+        if self.input_expr.value.strip() in ("", self._guessed):  # untouched
             self._guessed = guess or ""
             self.input_expr.value = self._guessed
 
