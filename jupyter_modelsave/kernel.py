@@ -160,9 +160,8 @@ class ModelSaveKernel:
     def diff(self, args: dict[str, Any]) -> dict[str, Any]:
         """``StagedExport.diff`` against a folder below the server's root (``{"diff": null}`` when
         it holds no artifact of that name); paths relative to the root."""
-        args = check_fields("diff", args)
-        staged = self._staged(args["id"])
-        found = staged.diff(self._inside_root(args.get("folder") or ""))
+        _, staged, folder = self._target("diff", args)
+        found = staged.diff(folder)
         if found is None:
             return {"diff": None}
         from .core.parity import _json_safe
@@ -173,9 +172,7 @@ class ModelSaveKernel:
 
     def write(self, args: dict[str, Any]) -> dict[str, Any]:
         """``StagedExport.write`` into a folder below the server's root; return root-relative paths."""
-        args = check_fields("write", args)
-        staged = self._staged(args["id"])
-        folder = self._inside_root(args.get("folder") or "")
+        args, staged, folder = self._target("write", args)
         path = staged.write(
             f"{folder}{os.sep}",
             name=args.get("name") or None,
@@ -212,18 +209,20 @@ class ModelSaveKernel:
 
     # --- helpers ---
 
-    def _staged(self, sid: str) -> Any:
-        staged = self.staged.get(sid)
+    def _target(self, op: str, args: dict[str, Any]) -> tuple[dict[str, Any], Any, Path]:
+        """The checked arguments of ``diff`` or ``write``, their staged export, their folder."""
+        args = check_fields(op, args)
+        staged = self.staged.get(args["id"])
         if staged is None:
             raise InvalidOptionError(
                 "This staged export is gone (discarded, or the kernel restarted); stage it again."
             )
-        return staged
+        return args, staged, self._inside_root(args.get("folder") or "")
 
-    def _inside_root(self, folder: Any) -> Path:
+    def _inside_root(self, folder: str) -> Path:
         """An existing-or-new folder inside the server's root; refuses absolute paths and ``..``,
         NUL bytes, backslashes and names the file system cannot hold."""
-        if not isinstance(folder, str) or Path(folder).is_absolute():
+        if Path(folder).is_absolute():
             raise InvalidOptionError(
                 f"Folder {shown(folder)} must be relative to the Jupyter root, e.g. 'exports'."
             )
