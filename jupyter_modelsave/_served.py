@@ -55,8 +55,7 @@ def inside(folder: Path, relative: str, *, folders: bool = False) -> Path:
     """
     if "\x00" in relative or "\\" in relative:
         raise OutsideError(f"{relative!r} is refused: NUL bytes and backslashes are not allowed.")
-    parts = Path(relative).parts
-    if not relative or Path(relative).is_absolute() or ".." in parts:
+    if not relative or Path(relative).is_absolute() or ".." in Path(relative).parts:
         raise OutsideError(
             f"{relative!r} is refused: paths outside the served folder are not allowed."
         )

@@ -299,19 +299,12 @@ class _FileHandler(CredentialsRequired, APIHandler, web.StaticFileHandler):
         loop = asyncio.get_running_loop()
         packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         with open(path, "rb") as source:
-
-            def next_chunk() -> tuple[bytes, bool]:
-                """(compressed bytes, whether the file is done); deflate may hold bytes back."""
-                block = source.read(GZIP_CHUNK)
-                return (packer.compress(block), False) if block else (packer.flush(), True)
-
-            done = False
-            while not done:
-                chunk, done = await loop.run_in_executor(None, next_chunk)
-                if chunk:
+            while block := await loop.run_in_executor(None, source.read, GZIP_CHUNK):
+                # deflate may hold bytes back (an empty chunk) until the next block or the flush
+                if chunk := await loop.run_in_executor(None, packer.compress, block):
                     self.write(chunk)
                     await self.flush()
-        self.finish()
+        self.finish(await loop.run_in_executor(None, packer.flush))
 
     async def _send_zip(self, folder: Path, include_body: bool) -> None:
         """Stream ``folder`` as an uncompressed zip, one chunk of a file at a time."""

@@ -114,8 +114,7 @@ class ModelSaveService:
         # in the order of stage's parameters, so that generated code reads the same everywhere
         keys = ("format", "opset", "dynamic_axes", "atol", "rtol", "exporter", "name",
                 "generation", "precision", "latency")  # fmt: skip
-        options = {key: args.get(key) for key in keys if taken.get(key, True)}
-        return {key: value for key, value in options.items() if value not in (None, {})}
+        return {k: args[k] for k in keys if taken.get(k, True) and args.get(k) not in (None, {})}
 
     def stage(self, args: StageArgs, progress: Progress | None) -> Any:
         """``jms.stage`` the named model as the choices say; named after its variable."""
