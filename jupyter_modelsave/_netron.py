@@ -87,13 +87,10 @@ def netron_index() -> str:
 
 
 def own_graph_url(url: str, *, base_url: str, host: str, scheme: str) -> bool:
-    """Whether ``url`` (a ``?url=`` value) names one of this server's graphs or artifacts.
-
-    Absolute URLs must name this server (``scheme://host``); the path must be
-    ``<base_url>modelsave/staged/<id>/graph`` or ``<base_url>modelsave/download/<path>`` without
-    ``.``/``..`` segments, encoded separators, backslashes or control characters; no query, no
-    fragment, no credentials.
-    """
+    """Whether ``url`` (a ``?url=`` value) names one of this server's graphs or artifacts (see
+    the module docstring): absolute URLs name this server (``scheme://host``); no ``.``/``..``
+    segments, encoded separators, backslashes or control characters; no query, fragment or
+    credentials."""
     if _UNSAFE.search(url):
         return False
     parts = urlsplit(url)

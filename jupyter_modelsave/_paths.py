@@ -59,11 +59,9 @@ def default_staging_dir() -> Path:
 
 
 def private_dir(path: str | Path) -> Path:
-    """Create ``path`` (mode 0700) or check an existing one; return it.
-
-    Refuses a folder that belongs to another user; tightens the mode of one of ours to 0700. For
-    the default location the per-user parent in the shared temp folder gets the same treatment.
-    """
+    """Create ``path`` (mode 0700) or check an existing one; return it. Refuses a folder that
+    belongs to another user; tightens the mode of one of ours to 0700. For the default location
+    the per-user parent in the shared temp folder gets the same treatment."""
     path = Path(path)
     if path == default_staging_dir():
         _private_one(path.parent)
@@ -91,10 +89,8 @@ def _private_one(path: Path) -> Path:
 
 
 def open_private(path: str | Path) -> IO[bytes]:
-    """A new file opened for writing, mode 0600 from its creation (umask-independent).
-
-    Refuses to follow a symlink or to reuse an existing name.
-    """
+    """A new file opened for writing, mode 0600 from its creation (umask-independent); refuses
+    to follow a symlink or to reuse an existing name."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY
     fd = os.open(path, flags, 0o600)
     try:
@@ -186,10 +182,8 @@ def process_running(pid: Any) -> bool:
 
 
 def remove_stale(staging_dir: str | Path) -> list[str]:
-    """Delete published exports whose owning process is gone; return their ids.
-
-    Only folders named like a staging id are considered; anything else in the folder is left alone.
-    """
+    """Delete published exports whose owning process is gone; return their ids. Only folders
+    named like a staging id are considered; anything else in the folder is left alone."""
     removed = []
     try:
         entries = list(os.scandir(staging_dir))

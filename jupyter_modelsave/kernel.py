@@ -106,10 +106,8 @@ class ModelSaveKernel:
         return getattr(self, op)(args)
 
     def respond(self, message: Any, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Answer one request through ``send``: progress events, then exactly one reply.
-
-        Never raises (but for ``send`` itself): a bad message gets an error reply. Returns the reply.
-        """
+        """Answer one request through ``send``: progress events, then exactly one reply (returned).
+        Never raises (but for ``send`` itself): a bad message gets an error reply."""
         rid = _request_id(message)
 
         def progress(step: str, fraction: float) -> None:
@@ -184,10 +182,8 @@ class ModelSaveKernel:
         return {"path": relative, "manifest": f"{relative}.json"}
 
     def discard(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Drop a staged export of this kernel: the core's work folder and the published copy.
-
-        An id this kernel did not stage (or already discarded) is refused; nothing is touched.
-        """
+        """Drop a staged export of this kernel: the core's work folder and the published copy. An
+        id this kernel did not stage (or already discarded) is refused; nothing is touched."""
         sid = check_fields("discard", args)["id"]
         staged = self.staged.pop(sid, None)
         if staged is None:
@@ -289,12 +285,9 @@ def _deeper_than(value: Any, limit: int) -> bool:
 
 
 def check_fields(op: str, args: dict[str, Any]) -> dict[str, Any]:
-    """``args`` with every field checked against ``protocol.FIELDS[op]``; nulls of optional
-    fields dropped.
-
-    Raises ``InvalidOptionError`` naming the first field that is unknown, missing or of another
-    JSON type. ``dynamic_axes`` comes back with integer dims (JSON object keys are strings).
-    """
+    """``args`` checked against ``protocol.FIELDS[op]``, nulls of optional fields dropped and
+    ``dynamic_axes`` with integer dims (JSON object keys are strings); ``InvalidOptionError``
+    names the first field that is unknown, missing or of another JSON type."""
     fields = FIELDS[op]
     unknown = sorted(set(args) - set(fields), key=str)
     if unknown:
@@ -346,9 +339,7 @@ def _wrong_type(op: str, field: str, kind: str, value: Any) -> InvalidOptionErro
 
 def _dynamic_axes(value: Any) -> dict[str, Any]:
     """``{"input": {"0": "batch"}}`` -> ``{"input": {0: "batch"}}``; ``{"input": [0]}`` kept.
-
-    The tensor names and axis names are strings, the dims decimal integers (``"-1"`` too).
-    """
+    The tensor names and axis names are strings, the dims decimal integers (``"-1"`` too)."""
     example = '{"input": {"0": "batch"}} or {"input": [0]}'
     if not isinstance(value, dict):
         raise InvalidOptionError(f"stage: 'dynamic_axes' must be an object like {example}.")

@@ -379,9 +379,7 @@ class _NetronPolicy:
 
 class NetronPageHandler(CredentialsRequired, _NetronPolicy, JupyterHandler):
     """``GET /modelsave/netron/``: the patched viewer page (a same-origin page, so cookies work).
-
-    A ``?url=`` that is not one of this server's graphs, or a ``?gist=``, is refused (400).
-    """
+    A ``?url=`` that is not one of this server's graphs, or a ``?gist=``, is refused (400)."""
 
     @tornado.web.authenticated
     def get(self) -> None:

@@ -2,11 +2,9 @@
 
 The widget composes standard ipywidgets only (no JavaScript of its own), so it renders wherever
 ipywidgets does: JupyterLab, Notebook 7, VS Code, and rendered notebooks with embedded widget
-state. Every step is a core call (``find_models``, ``stage``, ``StagedExport.write/discard``).
-
-It is a view over the service the sidebar's kernel side uses (``service.py``): the same model
-list, example evaluation, format capabilities (which options a format takes), choices offered
-(precision variants, generation) and translation of the choices into ``jms.stage`` arguments.
+state. It is a view over the service the sidebar's kernel side uses (``service.py``): the same
+model list, example evaluation, format capabilities (which options a format takes), choices
+offered (precision variants, generation) and ``jms.stage`` arguments; every step is a core call.
 
 Its ``state`` moves ``pick -> staging -> staged -> written`` (or back to ``pick`` on discard);
 a failed stage ends in ``error``, a failed write stays ``staged`` so the destination can be fixed.
@@ -315,10 +313,8 @@ class ModelSaveWidget(w.VBox):
             self._rebuild_axes(keep=True)
 
     def _rebuild_axes(self, keep: bool = False) -> None:
-        """One row per dimension of the example inputs: a checkbox (dynamic?) and an axis name.
-
-        ``keep``: rows for the same input and dimension keep their checkbox and name.
-        """
+        """One row per dimension of the example inputs: a checkbox (dynamic?) and an axis name;
+        with ``keep``, rows for the same input and dimension keep their checkbox and name."""
         model, specs = self.model_picker.value, None
         try:
             if model is not None:
@@ -409,8 +405,7 @@ class ModelSaveWidget(w.VBox):
             self.state = state
 
     def _update_buttons(self) -> None:
-        busy = self.state == "staging"
-        self.stage_button.disabled = busy or self.model_picker.value is None
+        self.stage_button.disabled = self.state == "staging" or self.model_picker.value is None
         self.write_button.disabled = self.discard_button.disabled = self.state != "staged"
 
 
