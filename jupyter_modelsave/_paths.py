@@ -19,6 +19,7 @@ own on discard, on Comm close and at exit.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -70,10 +71,8 @@ def private_dir(path: str | Path) -> Path:
 
 
 def _private_one(path: Path) -> Path:
-    try:
+    with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
     info = os.stat(path)
     if not stat.S_ISDIR(info.st_mode):
         raise StagingFolderError(f"{path} is not a folder; remove it or set ModelSave.staging_dir.")
@@ -135,14 +134,11 @@ def _copy_bytes(src: Any, dst: Any, size: int) -> None:
     copy-on-write clone on file systems that have them), else through a buffer."""
     copied = 0
     if hasattr(os, "copy_file_range"):
-        try:
-            while copied < size:
-                step = os.copy_file_range(src.fileno(), dst.fileno(), size - copied)
-                if step == 0:
-                    break
+        # not supported between these files (OSError): fall back from where it stopped
+        with contextlib.suppress(OSError):
+            source, target = src.fileno(), dst.fileno()
+            while copied < size and (step := os.copy_file_range(source, target, size - copied)):
                 copied += step
-        except OSError:  # not supported between these files: fall back from where it stopped
-            pass
     src.seek(copied)
     dst.seek(copied)
     shutil.copyfileobj(src, dst, 1 << 20)

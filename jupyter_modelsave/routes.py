@@ -40,14 +40,7 @@ from traitlets.config import Configurable
 from traitlets.log import get_logger
 
 from ._netron import check_page_arguments, csp, netron_dir, netron_index
-from ._paths import (
-    STAGING_ID,
-    StagingFolderError,
-    default_staging_dir,
-    private_dir,
-    read_index,
-    remove_stale,
-)
+from ._paths import STAGING_ID, default_staging_dir, private_dir, read_index, remove_stale
 from ._served import OutsideError, inside, written_artifact
 from .core.errors import IntegrityError, InvalidOptionError, ModelSaveError
 from .core.hashing import sha256_file
@@ -419,7 +412,7 @@ def setup_route_handlers(web_app: Any) -> None:
     try:  # make the staging folder private, remove the exports of kernels that are gone
         private_dir(state.staging_dir)
         removed = remove_stale(state.staging_dir)
-    except (OSError, StagingFolderError) as err:  # the kernel side reports it when it stages
+    except OSError as err:  # StagingFolderError too; the kernel side reports it when it stages
         get_logger().warning("jupyter_modelsave: staging folder unusable: %s", err)
     else:
         if removed:
