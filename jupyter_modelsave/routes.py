@@ -4,8 +4,8 @@ The server handles files only; the model lives in the kernel (``kernel.py``). Ro
 and ``config`` (the folders the sidebar passes to the kernel side); ``netron/``, Netron's viewer
 from the installed ``netron`` package, patched and confined to this server (``_netron``);
 ``staged/<id>/artifact|graph``, a staged export's bytes by its opaque id, from the staging folder
-only (``_paths``); ``download/<path>``, below the server's root only an artifact jupyter_modelsave
-wrote or its manifest (``_served.written_artifact``, hidden paths as ``/files/`` treats them).
+only (``_paths``); ``download/<path>``, below the root only an artifact jupyter_modelsave wrote or
+its manifest, hidden paths only with ``ContentsManager.allow_hidden`` (``_served``).
 
 Files are streamed by tornado's ``StaticFileHandler`` (chunks, ``Content-Length``, ``Range`` ->
 206) with ``Content-Disposition`` and ``X-Content-SHA256`` added. A folder artifact (ONNX with
