@@ -19,6 +19,7 @@ own on discard, on Comm close and at exit.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -30,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-from .core.artifacts import copy_tree
+from .core.artifacts import _alive, copy_tree
 from .core.errors import WriteError
 
 INDEX_FILE = "index.json"
@@ -59,11 +60,9 @@ def default_staging_dir() -> Path:
 
 
 def private_dir(path: str | Path) -> Path:
-    """Create ``path`` (mode 0700) or check an existing one; return it.
-
-    Refuses a folder that belongs to another user; tightens the mode of one of ours to 0700. For
-    the default location the per-user parent in the shared temp folder gets the same treatment.
-    """
+    """Create ``path`` (mode 0700) or check an existing one; return it. Refuses a folder that
+    belongs to another user; tightens the mode of one of ours to 0700. For the default location
+    the per-user parent in the shared temp folder gets the same treatment."""
     path = Path(path)
     if path == default_staging_dir():
         _private_one(path.parent)
@@ -72,10 +71,8 @@ def private_dir(path: str | Path) -> Path:
 
 
 def _private_one(path: Path) -> Path:
-    try:
+    with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
     info = os.stat(path)
     if not stat.S_ISDIR(info.st_mode):
         raise StagingFolderError(f"{path} is not a folder; remove it or set ModelSave.staging_dir.")
@@ -91,10 +88,8 @@ def _private_one(path: Path) -> Path:
 
 
 def open_private(path: str | Path) -> IO[bytes]:
-    """A new file opened for writing, mode 0600 from its creation (umask-independent).
-
-    Refuses to follow a symlink or to reuse an existing name.
-    """
+    """A new file opened for writing, mode 0600 from its creation (umask-independent); refuses
+    to follow a symlink or to reuse an existing name."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY
     fd = os.open(path, flags, 0o600)
     try:
@@ -139,14 +134,11 @@ def _copy_bytes(src: Any, dst: Any, size: int) -> None:
     copy-on-write clone on file systems that have them), else through a buffer."""
     copied = 0
     if hasattr(os, "copy_file_range"):
-        try:
-            while copied < size:
-                step = os.copy_file_range(src.fileno(), dst.fileno(), size - copied)
-                if step == 0:
-                    break
+        # not supported between these files (OSError): fall back from where it stopped
+        with contextlib.suppress(OSError):
+            source, target = src.fileno(), dst.fileno()
+            while copied < size and (step := os.copy_file_range(source, target, size - copied)):
                 copied += step
-        except OSError:  # not supported between these files: fall back from where it stopped
-            pass
     src.seek(copied)
     dst.seek(copied)
     shutil.copyfileobj(src, dst, 1 << 20)
@@ -181,23 +173,13 @@ def process_running(pid: Any) -> bool:
     try:
         import psutil
     except ImportError:  # pragma: no cover - psutil comes with ipykernel
-        if os.name == "nt":
-            return True  # no safe probe: keep the folder
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # another user's process
-            return True
-        return True
+        return os.name == "nt" or _alive(pid)  # Windows: no safe probe, keep the folder
     return psutil.pid_exists(pid)
 
 
 def remove_stale(staging_dir: str | Path) -> list[str]:
-    """Delete published exports whose owning process is gone; return their ids.
-
-    Only folders named like a staging id are considered; anything else in the folder is left alone.
-    """
+    """Delete published exports whose owning process is gone; return their ids. Only folders
+    named like a staging id are considered; anything else in the folder is left alone."""
     removed = []
     try:
         entries = list(os.scandir(staging_dir))

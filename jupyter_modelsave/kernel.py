@@ -2,29 +2,22 @@
 
 The sidebar installs it with a silent, history-free execute of
 ``import jupyter_modelsave.kernel as _jms_kernel; _jms_kernel.install(...)`` and then opens a
-Comm on ``COMM_TARGET``. The messages, their fields and their JSON types are defined once in
-``protocol.py`` (mirrored by ``src/protocol.ts``). Operations: ``models``, ``options``,
-``stage``, ``diff`` (the staged export against the newest artifact of its name in a folder),
-``write``, ``discard``.
-
-Every step is the core's, through the service the widget uses too (``service.py``); this module
-checks the JSON, answers it, and publishes staged files for the server extension (``_paths``).
-A staging runs on the kernel's main thread, so the sidebar cancels it by interrupting the kernel
-(``KeyboardInterrupt``, answered as ``Cancelled``).
+Comm on ``COMM_TARGET``. The operations (``protocol.Op``), their fields and JSON types are
+defined once in ``protocol.py`` (mirrored by ``src/protocol.ts``). Every step is the core's,
+through the service the widget uses too (``service.py``); this module checks the JSON, answers
+it, and publishes staged files for the server extension (``_paths``).
 
 Robustness: a message that is not a JSON object, exceeds ``MAX_MESSAGE_BYTES``, is nested deeper
 than ``MAX_DEPTH``, names no known operation, has ``args`` that are not an object, has a field
 the operation does not take or a value of another JSON type than ``protocol.FIELDS`` says (flags
-are JSON booleans: ``"false"`` is refused, never read as true), or comes out of order (write or discard of
-an id that was never staged or is already discarded) gets an error reply (``InvalidOptionError``)
-and changes nothing. Whatever a step raises (the example expression included: ``SystemExit``,
-``GeneratorExit``, any ``BaseException``), the request gets exactly one reply; only a
-``KeyboardInterrupt`` (the sidebar's Cancel) is answered as ``Cancelled``. Every message sent is
-plain JSON that jupyter_client's packer takes as is: the request id is echoed only when the
-sidebar could have sent it (a string of at most 200 ASCII characters, or an integer within
-JavaScript's safe range), and error messages are cut to ``MAX_ERROR_CHARS`` with unencodable
-characters escaped. Published exports are removed on discard, when the Comm that staged them
-closes, and when the kernel process exits (``atexit``).
+are JSON booleans: ``"false"`` is refused, never read as true), or comes out of order (an id
+never staged or already discarded) gets an error reply (``InvalidOptionError``) and changes
+nothing. Whatever a step raises (the example expression's ``SystemExit`` or any
+``BaseException`` included), the request gets exactly one reply; a staging runs on the kernel's
+main thread, so the sidebar cancels it by interrupting the kernel (``KeyboardInterrupt``,
+answered as ``Cancelled``). Every message sent is plain JSON that jupyter_client's packer takes
+as is (``_request_id``, ``_text``). Published exports are removed on discard, when the Comm that
+staged them closes, and when the kernel process exits (``atexit``).
 """
 
 from __future__ import annotations
@@ -49,6 +42,7 @@ from ._paths import (
     write_private,
 )
 from .core.errors import InvalidOptionError, WriteError, shown
+from .core.job import Progress
 from .core.version import __version__
 from .protocol import COMM_TARGET, FIELDS, OPERATIONS, OPTIONAL_NOT_NULL
 from .service import ModelSaveService
@@ -63,13 +57,6 @@ MAX_ERROR_CHARS = 2000
 SAFE_INTEGER = 2**53 - 1
 # Artifacts above this size are shown in Netron from a copy without weights (shapes kept).
 GRAPH_FULL_BYTES = 32 * 1024**2
-
-Progress = Callable[[str, float], None]
-
-
-def _no_progress(step: str, fraction: float) -> None:
-    """Silent progress callback."""
-
 
 _AXIS_KEY = re.compile(r"-?[0-9]{1,4}")  # a dim as JSON object keys carry it: "0", "-1"
 
@@ -104,11 +91,7 @@ class ModelSaveKernel:
     def namespace(self) -> dict[str, Any]:
         return self.service.namespace
 
-    @namespace.setter
-    def namespace(self, namespace: dict[str, Any]) -> None:
-        self.service.namespace = namespace
-
-    def handle(self, op: str, args: dict[str, Any], progress: Progress = _no_progress) -> Any:
+    def handle(self, op: str, args: dict[str, Any], progress: Progress | None = None) -> Any:
         """Run one operation; raises ``ModelSaveError`` for the user's mistakes."""
         if op not in self.OPERATIONS:
             raise InvalidOptionError(
@@ -123,10 +106,8 @@ class ModelSaveKernel:
         return getattr(self, op)(args)
 
     def respond(self, message: Any, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Answer one request through ``send``: progress events, then exactly one reply.
-
-        Never raises (but for ``send`` itself): a bad message gets an error reply. Returns the reply.
-        """
+        """Answer one request through ``send``: progress events, then exactly one reply (returned).
+        Never raises (but for ``send`` itself): a bad message gets an error reply."""
         rid = _request_id(message)
 
         def progress(step: str, fraction: float) -> None:
@@ -156,7 +137,7 @@ class ModelSaveKernel:
         check_fields("options", args)
         return dict(self.service.options())
 
-    def stage(self, args: dict[str, Any], progress: Progress = _no_progress) -> dict[str, Any]:
+    def stage(self, args: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
         """Stage the named model (``service.stage``), publish it for the server, summarise it."""
         staged = self.service.stage(check_fields("stage", args), progress)  # type: ignore[arg-type]
         sid = new_staging_id()
@@ -177,9 +158,8 @@ class ModelSaveKernel:
     def diff(self, args: dict[str, Any]) -> dict[str, Any]:
         """``StagedExport.diff`` against a folder below the server's root (``{"diff": null}`` when
         it holds no artifact of that name); paths relative to the root."""
-        args = check_fields("diff", args)
-        staged = self._staged(args.get("id"))
-        found = staged.diff(self._inside_root(args.get("folder") or ""))
+        _, staged, folder = self._target("diff", args)
+        found = staged.diff(folder)
         if found is None:
             return {"diff": None}
         from .core.parity import _json_safe
@@ -190,9 +170,7 @@ class ModelSaveKernel:
 
     def write(self, args: dict[str, Any]) -> dict[str, Any]:
         """``StagedExport.write`` into a folder below the server's root; return root-relative paths."""
-        args = check_fields("write", args)
-        staged = self._staged(args.get("id"))
-        folder = self._inside_root(args.get("folder") or "")
+        args, staged, folder = self._target("write", args)
         path = staged.write(
             f"{folder}{os.sep}",
             name=args.get("name") or None,
@@ -204,13 +182,10 @@ class ModelSaveKernel:
         return {"path": relative, "manifest": f"{relative}.json"}
 
     def discard(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Drop a staged export of this kernel: the core's work folder and the published copy.
-
-        An id this kernel did not stage (or already discarded) is refused; nothing is touched.
-        """
-        args = check_fields("discard", args)
-        sid = args.get("id")
-        staged = self.staged.pop(sid, None) if isinstance(sid, str) else None
+        """Drop a staged export of this kernel: the core's work folder and the published copy. An
+        id this kernel did not stage (or already discarded) is refused; nothing is touched."""
+        sid = check_fields("discard", args)["id"]
+        staged = self.staged.pop(sid, None)
         if staged is None:
             raise InvalidOptionError(
                 f"Nothing to discard: {shown(sid)} is not a staged export of this kernel (already "
@@ -230,18 +205,20 @@ class ModelSaveKernel:
 
     # --- helpers ---
 
-    def _staged(self, sid: Any) -> Any:
-        staged = self.staged.get(sid) if isinstance(sid, str) else None
+    def _target(self, op: str, args: dict[str, Any]) -> tuple[dict[str, Any], Any, Path]:
+        """The checked arguments of ``diff`` or ``write``, their staged export, their folder."""
+        args = check_fields(op, args)
+        staged = self.staged.get(args["id"])
         if staged is None:
             raise InvalidOptionError(
                 "This staged export is gone (discarded, or the kernel restarted); stage it again."
             )
-        return staged
+        return args, staged, self._inside_root(args.get("folder") or "")
 
-    def _inside_root(self, folder: Any) -> Path:
+    def _inside_root(self, folder: str) -> Path:
         """An existing-or-new folder inside the server's root; refuses absolute paths and ``..``,
         NUL bytes, backslashes and names the file system cannot hold."""
-        if not isinstance(folder, str) or Path(folder).is_absolute():
+        if Path(folder).is_absolute():
             raise InvalidOptionError(
                 f"Folder {shown(folder)} must be relative to the Jupyter root, e.g. 'exports'."
             )
@@ -259,18 +236,12 @@ class ModelSaveKernel:
         return target
 
 
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 def _request_id(message: Any) -> str | int | None:
-    """The request's id, echoed in the reply; None when it has none the sidebar could have sent."""
+    """The request's id, echoed in the reply; None unless the sidebar could have sent it (a
+    string of at most 200 ASCII characters, or an integer within JavaScript's safe range)."""
     rid = message.get("id") if isinstance(message, dict) else None
-    if isinstance(rid, str) and len(rid) <= 200 and rid.isascii():
-        return rid
-    if type(rid) is int and abs(rid) <= SAFE_INTEGER:
-        return rid
-    return None
+    text = isinstance(rid, str) and len(rid) <= 200 and rid.isascii()
+    return rid if text or _is_json("integer", rid) else None
 
 
 def _parse(message: Any) -> tuple[str, dict[str, Any]]:
@@ -314,12 +285,9 @@ def _deeper_than(value: Any, limit: int) -> bool:
 
 
 def check_fields(op: str, args: dict[str, Any]) -> dict[str, Any]:
-    """``args`` with every field checked against ``protocol.FIELDS[op]``; nulls of optional
-    fields dropped.
-
-    Raises ``InvalidOptionError`` naming the first field that is unknown, missing or of another
-    JSON type. ``dynamic_axes`` comes back with integer dims (JSON object keys are strings).
-    """
+    """``args`` checked against ``protocol.FIELDS[op]``, nulls of optional fields dropped and
+    ``dynamic_axes`` with integer dims (JSON object keys are strings); ``InvalidOptionError``
+    names the first field that is unknown, missing or of another JSON type."""
     fields = FIELDS[op]
     unknown = sorted(set(args) - set(fields), key=str)
     if unknown:
@@ -334,15 +302,12 @@ def check_fields(op: str, args: dict[str, Any]) -> dict[str, Any]:
         if field not in args or (value is None and optional):
             if not (optional or field in OPTIONAL_NOT_NULL):
                 raise InvalidOptionError(f"{op!r} needs the field {field!r} ({kind}).")
-            if field in args and field in OPTIONAL_NOT_NULL:
-                raise _wrong_type(op, field, kind, value)
             continue
         if kind == "dynamic axes":
-            checked[field] = _dynamic_axes(value)
+            value = _dynamic_axes(value)
         elif not _is_json(kind, value):
             raise _wrong_type(op, field, kind, value)
-        else:
-            checked[field] = value
+        checked[field] = value
     return checked
 
 
@@ -367,16 +332,14 @@ def _wrong_type(op: str, field: str, kind: str, value: Any) -> InvalidOptionErro
             f"{shown(value)}."
         )
     return InvalidOptionError(
-        f"{op}: {field!r} must be {expected.get(kind, 'a string')}, got {_json_kind(value)} "
+        f"{op}: {field!r} must be {expected.get(kind, 'a string')}, got {_kind(value)} "
         f"{shown(value)}."
     )
 
 
 def _dynamic_axes(value: Any) -> dict[str, Any]:
     """``{"input": {"0": "batch"}}`` -> ``{"input": {0: "batch"}}``; ``{"input": [0]}`` kept.
-
-    The tensor names and axis names are strings, the dims decimal integers (``"-1"`` too).
-    """
+    The tensor names and axis names are strings, the dims decimal integers (``"-1"`` too)."""
     example = '{"input": {"0": "batch"}} or {"input": [0]}'
     if not isinstance(value, dict):
         raise InvalidOptionError(f"stage: 'dynamic_axes' must be an object like {example}.")
@@ -412,7 +375,7 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _json_kind(value: Any) -> str:
+def _kind(value: Any) -> str:
     names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
              list: "a list", dict: "an object", type(None): "null"}  # fmt: skip
     return names.get(type(value), type(value).__name__)
@@ -499,28 +462,23 @@ def install(staging_dir: str | None = None, root_dir: str | None = None) -> Mode
     from comm import get_comm_manager
     from IPython import get_ipython
 
+    from .core.discovery import start_recording
+
     shell = get_ipython()
     if shell is None:
         raise RuntimeError("jupyter_modelsave.kernel.install() must run inside an IPython kernel.")
-    _record_calls()
-    if _INSTANCE is None:
-        _INSTANCE = ModelSaveKernel(shell.user_ns, staging_dir, root_dir)
-        get_comm_manager().register_target(COMM_TARGET, _on_comm_open)
-    else:
-        _INSTANCE.namespace = shell.user_ns
-        if staging_dir:
-            _INSTANCE.staging_dir = Path(staging_dir)
-        if root_dir:
-            _INSTANCE.root_dir = Path(root_dir).resolve()
-    return _INSTANCE
-
-
-def _record_calls() -> None:
-    """From the sidebar's first connection on, every model's last call is recorded, so a model
-    run before the sidebar was opened is listed with its inputs at the next call."""
-    from .core.discovery import start_recording
-
+    # from the sidebar's first connection on, every model's last call is recorded, so a model
+    # run before the sidebar was opened is listed with its inputs at the next call
     start_recording()
+    if _INSTANCE is None:
+        _INSTANCE = ModelSaveKernel(shell.user_ns)
+        get_comm_manager().register_target(COMM_TARGET, _on_comm_open)
+    _INSTANCE.service.namespace = shell.user_ns
+    if staging_dir:
+        _INSTANCE.staging_dir = Path(staging_dir)
+    if root_dir:
+        _INSTANCE.root_dir = Path(root_dir).resolve()
+    return _INSTANCE
 
 
 def _on_comm_open(comm: Any, open_msg: dict[str, Any]) -> None:

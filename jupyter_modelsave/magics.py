@@ -118,11 +118,7 @@ class ModelSaveMagics(Magics):
         example = None if args.input is None else self._evaluate("--input", args.input)
         options = stage_options(args)
         refuse_options_not_taken(options, model)
-        write_options = {
-            "version": args.version,
-            "overwrite": args.overwrite,
-            "allow_mismatch": args.allow_mismatch,
-        }
+        write_options = {k: getattr(args, k) for k in ("version", "overwrite", "allow_mismatch")}
         with Progress(self.shell) as progress:
             try:
                 staged = jms.stage(model, example, progress=progress, **options)
@@ -183,27 +179,22 @@ def refuse_options_not_taken(options: dict[str, Any], model: Any) -> None:
 
 def stage_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``jms.stage`` keyword arguments named on the command line (others keep their defaults)."""
-    options: dict[str, Any] = {
+    dynamic: dict[str, dict[int, str]] = {}
+    for tensor, axes in args.dynamic or ():
+        dynamic.setdefault(tensor, {}).update(axes)
+    options = {
         "format": args.format,
         "opset": args.opset,
         "atol": args.atol,
         "rtol": args.rtol,
         "name": args.name,
+        "dynamic_axes": dynamic or None,
+        "parity": False if args.no_parity else None,
+        "generation": args.generation or None,
+        "precision": args.precision,
+        "calibration": args.calibrate or None,
+        "latency": False if args.no_latency else None,
     }
-    if args.dynamic:
-        options["dynamic_axes"] = {}
-        for tensor, axes in args.dynamic:
-            options["dynamic_axes"].setdefault(tensor, {}).update(axes)
-    if args.no_parity:
-        options["parity"] = False
-    if args.generation:
-        options["generation"] = True
-    if args.precision is not None:
-        options["precision"] = args.precision
-    if args.calibrate:
-        options["calibration"] = True
-    if args.no_latency:
-        options["latency"] = False
     return {k: v for k, v in options.items() if v is not None}
 
 
@@ -227,11 +218,7 @@ class Progress:
             import ipywidgets
 
             self.bar = ipywidgets.FloatProgress(
-                value=0.0,
-                min=0.0,
-                max=1.0,
-                description="stage",
-                style={"description_width": "initial"},
+                max=1.0, description="stage", style={"description_width": "initial"}
             )
             display(self.bar)
 

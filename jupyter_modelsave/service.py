@@ -1,18 +1,13 @@
 """The kernel-side service behind the notebook surfaces: one implementation, many views.
 
 The sidebar's Comm handler (``kernel.py``) and the widget (``widgets.py``) both call it, on the
-user's namespace: the models with the rows their dynamic-axes editors start from (``models``), the
-frameworks and each format's capabilities (``options``), an example expression evaluated
-(``example``), the choices a form offers for a model and format beyond the format's own
-(``offered``: precision variants, generation), a surface's choices (``protocol.StageArgs``) as
-``jms.stage`` keyword arguments (``stage_options``: an option the chosen format does not take is
-left out, and so is an example guessed from the first layer for a format that needs none) and the
-stage itself (``stage``).
+user's namespace, for the models, the formats' capabilities, the example, the choices a form
+offers beyond a format's own (``offered``), a surface's choices (``protocol.StageArgs``) as
+``jms.stage`` keyword arguments (``stage_options``, ``expression``) and the stage itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._codegen import defaults
@@ -21,6 +16,7 @@ from .core.errors import InvalidOptionError, shown
 from .core.example_guess import evaluate_example, guess_example
 from .core.formats import capabilities, describe
 from .core.frameworks import adapter, adapter_for, imported
+from .core.job import Progress
 from .core.options import DEFAULT_TOLERANCES, default_axis_name
 from .core.version import __version__
 from .protocol import AxisRow, ModelsReply, OptionsReply, StageArgs
@@ -66,13 +62,12 @@ class ModelSaveService:
             f"No variable named {shown(name)} in the kernel; run the cell that defines it."
         )
 
-    def example(self, expression: Any) -> Any:
-        """``None`` (or blank): the last recorded call; else a Python expression evaluated in the
-        namespace (``torch`` is there even when the user imported it under another name)."""
-        if expression is None or (isinstance(expression, str) and not expression.strip()):
+    def example(self, expression: str | None) -> Any:
+        """``None``: the last recorded call; else a Python expression (not blank: ``expression``)
+        evaluated in the namespace (``torch`` is there even when the user imported it under
+        another name)."""
+        if expression is None:
             return None
-        if not isinstance(expression, str):
-            raise InvalidOptionError("The example input must be a Python expression.")
         try:
             return evaluate_example(expression, self.namespace)  # the user's own namespace
         except KeyboardInterrupt:
@@ -119,10 +114,9 @@ class ModelSaveService:
         # in the order of stage's parameters, so that generated code reads the same everywhere
         keys = ("format", "opset", "dynamic_axes", "atol", "rtol", "exporter", "name",
                 "generation", "precision", "latency")  # fmt: skip
-        options = {key: args.get(key) for key in keys if taken.get(key, True)}
-        return {key: value for key, value in options.items() if value not in (None, {})}
+        return {k: args[k] for k in keys if taken.get(k, True) and args.get(k) not in (None, {})}
 
-    def stage(self, args: StageArgs, progress: Callable[[str, float], None]) -> Any:
+    def stage(self, args: StageArgs, progress: Progress | None) -> Any:
         """``jms.stage`` the named model as the choices say; named after its variable."""
         from .core.staging import stage
 

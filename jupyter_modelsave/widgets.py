@@ -2,11 +2,9 @@
 
 The widget composes standard ipywidgets only (no JavaScript of its own), so it renders wherever
 ipywidgets does: JupyterLab, Notebook 7, VS Code, and rendered notebooks with embedded widget
-state. Every step is a core call (``find_models``, ``stage``, ``StagedExport.write/discard``).
-
-It is a view over the service the sidebar's kernel side uses (``service.py``): the same model
-list, example evaluation, format capabilities (which options a format takes), choices offered
-(precision variants, generation) and translation of the choices into ``jms.stage`` arguments.
+state. It is a view over the service the sidebar's kernel side uses (``service.py``): the same
+model list, example evaluation, format capabilities (which options a format takes), choices
+offered (precision variants, generation) and ``jms.stage`` arguments; every step is a core call.
 
 Its ``state`` moves ``pick -> staging -> staged -> written`` (or back to ``pick`` on discard);
 a failed stage ends in ``error``, a failed write stays ``staged`` so the destination can be fixed.
@@ -96,7 +94,7 @@ class ModelSaveWidget(w.VBox):
         self.rtol = w.Text(description="rtol", placeholder="by dtype", layout={"width": "12em"})
         self.axes_box = w.VBox()
         self.stage_button = w.Button(description="Stage", button_style="primary", icon="cogs")
-        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="")
+        self.progress = w.FloatProgress(max=1.0)
         self.report = w.HTML()
         self.summary = w.HTML()
         self.release = w.HTML()  # precision, size, latency, the diff against dest's last version
@@ -197,7 +195,11 @@ class ModelSaveWidget(w.VBox):
         self.result.value = self.error_box.value = ""
         self.progress.bar_style, self.progress.value = "", 0.0
         try:
-            self._model()
+            if self.model_picker.value is None:
+                raise InvalidOptionError(
+                    "No model picked. Define a model (torch.nn.Module, keras.Model or tf.Module) "
+                    "in the notebook, then press the refresh button."
+                )
             staged = self._service.stage(self._args(), self._progress)
         except Exception as err:
             self.progress.bar_style = "danger"
@@ -258,14 +260,6 @@ class ModelSaveWidget(w.VBox):
 
     # --- internals ---
 
-    def _model(self) -> Any:
-        if self.model_picker.value is None:
-            raise InvalidOptionError(
-                "No model picked. Define a model (torch.nn.Module, keras.Model or tf.Module) in "
-                "the notebook, then press the refresh button."
-            )
-        return self._service.model(self.model_picker.value)
-
     def _args(self) -> dict[str, Any]:
         """The choices as the sidebar sends them (``protocol.StageArgs``)."""
         axes: dict[str, dict[int, str]] = {}
@@ -290,11 +284,6 @@ class ModelSaveWidget(w.VBox):
             return self.input_expr.value.strip() or None
         return self._service.expression(self._args())
 
-    def _input_specs(self) -> list[TensorSpec] | None:
-        if self.model_picker.value is None:
-            return None
-        return self._service.example_specs(self.model_picker.value, self.input_expr.value)
-
     def _on_model_change(self) -> None:
         self.discard()
         self.result.value = ""
@@ -308,8 +297,7 @@ class ModelSaveWidget(w.VBox):
         field (editable); a guess shown earlier (untouched) goes when the model has a call."""
         info = self._infos.get(self.model_picker.value)
         guess = info.guessed_expression if info is not None else None
-        untouched = self.input_expr.value.strip() in ("", self._guessed)
-        if untouched:
+        if self.input_expr.value.strip() in ("", self._guessed):  # untouched
             self._guessed = guess or ""
             self.input_expr.value = self._guessed
 
@@ -325,14 +313,13 @@ class ModelSaveWidget(w.VBox):
             self._rebuild_axes(keep=True)
 
     def _rebuild_axes(self, keep: bool = False) -> None:
-        """One row per dimension of the example inputs: a checkbox (dynamic?) and an axis name.
-
-        ``keep``: rows for the same input and dimension keep their checkbox and name.
-        """
+        """One row per dimension of the example inputs: a checkbox (dynamic?) and an axis name;
+        with ``keep``, rows for the same input and dimension keep their checkbox and name."""
+        model, specs = self.model_picker.value, None
         try:
-            specs = self._input_specs()
+            if model is not None:
+                specs = self._service.example_specs(model, self.input_expr.value)
         except Exception as err:
-            specs = None
             self._fail(err, self.state)
         else:
             self.error_box.value = self.error = ""
@@ -350,7 +337,7 @@ class ModelSaveWidget(w.VBox):
         rows = [w.HBox([box, name]) for _, _, box, name in self.axes]
         title = "dynamic axes (tick the dimensions that may change size)"
         self.axes_box.children = [w.Label(title), *rows] if rows else []
-        self.input_info.value = _inputs_html(specs, self.model_picker.value, self._guessed_layer())
+        self.input_info.value = _inputs_html(specs, model, self._guessed_layer())
 
     def _guessed_layer(self) -> str | None:
         """The layer the shown example was guessed from, while the guess is in the input field."""
@@ -418,8 +405,7 @@ class ModelSaveWidget(w.VBox):
             self.state = state
 
     def _update_buttons(self) -> None:
-        busy = self.state == "staging"
-        self.stage_button.disabled = busy or self.model_picker.value is None
+        self.stage_button.disabled = self.state == "staging" or self.model_picker.value is None
         self.write_button.disabled = self.discard_button.disabled = self.state != "staged"
 
 
@@ -522,11 +508,10 @@ def _summary_html(staged: Any) -> str:
 
 
 def _written_html(path: Path) -> str:
-    url = file_browser_url(path)
-    link = (
-        f' &middot; <a href="{html.escape(url)}" target="_blank" rel="noopener" style="{_LINK}">'
-        "show in the file browser</a>"
-        if url
-        else ""
+    url, wrote = file_browser_url(path), f"<b>Wrote</b> <code>{html.escape(str(path))}</code>"
+    if not url:
+        return wrote
+    return (
+        f'{wrote} &middot; <a href="{html.escape(url)}" target="_blank" rel="noopener" '
+        f'style="{_LINK}">show in the file browser</a>'
     )
-    return f"<b>Wrote</b> <code>{html.escape(str(path))}</code>{link}"
