@@ -27,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._capture import first_line
 from .errors import ModelSaveError
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ def _tensors(specs: Any, axes: dict[str, Any]) -> list[Any]:
 def _values(staged: StagedExport, previous: Any) -> dict[str, Any]:
     """``max_abs``, ``cosine``, ``compared``, ``notes`` and ``problems``: outputs or weights."""
     from .formats.base import WeightsFormat
+    from .loading import load
 
     fmt, exported, job = staged._parts
     graph = staged.format in GRAPH_FORMATS and previous.format in GRAPH_FORMATS
@@ -149,21 +151,15 @@ def _values(staged: StagedExport, previous: Any) -> dict[str, Any]:
     if graph and not job.input_names:
         return {"notes": ["values not compared: this stage ran without example inputs"]}
     try:
-        old = _load_previous(previous, job.adapter.device_of(job.model))
+        old = load(previous.path, map_location=job.adapter.device_of(job.model))
         if graph:
             return _graph_stats(fmt.runner(exported, job), job, old)
         return _weight_stats(fmt.weights(fmt.load(exported.path, trusted=True)), previous, old)
     except Exception as err:  # the comparison is advice: it never stops a stage or a write
-        return {"notes": [f"values not compared: {type(err).__name__}: {_first_line(err)}"]}
+        return {"notes": [f"values not compared: {type(err).__name__}: {first_line(err)}"]}
 
 
 _WEIGHT_FORMATS = ("safetensors", "state_dict", "checkpoint")
-
-
-def _load_previous(previous: Any, device: str) -> Any:
-    from .loading import load
-
-    return load(previous.path, map_location=device)
 
 
 class _Stats:
@@ -211,7 +207,7 @@ def _graph_stats(run_new: Any, job: Any, old: Any) -> dict[str, Any]:
             before = run_old(probe)
         except Exception as err:  # the previous artifact's runtime: many types
             stats.problems.append(f"probe {probe_name!r}: the previous version cannot run it "
-                                  f"({type(err).__name__}: {_first_line(err)})")  # fmt: skip
+                                  f"({type(err).__name__}: {first_line(err)})")  # fmt: skip
             continue
         for name, current, prior in _paired(new, before):
             stats.add(f"{name!r} on {probe_name!r}", current, prior)
@@ -233,18 +229,18 @@ def _runner_of(old: Any, job: Any) -> Any:
     import numpy as np
     import torch
 
+    from . import _ort
     from .frameworks.torch import flatten_outputs, to_numpy
 
     if hasattr(old, "get_inputs"):  # an ONNX Runtime session
         names = [i.name for i in old.get_inputs()]
-        out_names = [o.name for o in old.get_outputs()]
 
         def run_session(probe: Any) -> dict[str, Any]:
             given = dict(zip(job.input_names, probe.tensors))
             tensors = ([given[n] for n in names] if all(n in given for n in names)
                        else list(probe.tensors)[: len(names)])  # fmt: skip
             feeds = {n: np.asarray(t.detach().cpu().numpy()) for n, t in zip(names, tensors)}
-            return dict(zip(out_names, old.run(None, feeds)))
+            return _ort.run_named(old, feeds)
 
         return run_session
     module = old.module() if hasattr(old, "module") and hasattr(old, "graph_signature") else old
@@ -308,9 +304,3 @@ def for_manifest(result: dict[str, Any]) -> dict[str, Any]:
              "sha256": result["previous_sha256"]}  # fmt: skip
     entry.update({k: v for k, v in result.items() if not k.startswith("previous_")})
     return _json_safe(entry)
-
-
-def _first_line(err: BaseException) -> str:
-    from ._capture import first_line
-
-    return first_line(err)

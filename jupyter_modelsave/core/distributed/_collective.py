@@ -53,12 +53,7 @@ def check_timeout(value: Any) -> float:
             value = float(value)
         except ValueError:
             pass
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
         raise InvalidOptionError(f"{source} must be a number of seconds > 0, got {value!r}.")
     return float(value)
 

@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 import torch
 
 from ..errors import IntegrityError, UnsafeArtifactError
+from ..formats._safetensors_header import _plain_name
 
 METADATA_FILE = ".metadata"
 MAX_METADATA_BYTES = 1 << 30
@@ -158,10 +159,6 @@ def _overlap(chunks: list[Any]) -> bool:
 
 def _natural(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _plain_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 def _regular_size(path: Path, what: str) -> int:

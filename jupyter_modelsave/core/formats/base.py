@@ -160,14 +160,11 @@ def dynamic_shapes(job: ExportJob, derived: bool = False) -> dict[str, Any] | No
 
     if not any(name in job.dynamic_axes for name in job.input_names):
         return None
-    dims: dict[str, Any] = {}
+    dims: dict[str, Any] = {}  # axis name -> its Dim
     shapes: dict[str, Any] = {}
     for param, name in zip(job.example.names, job.input_names):
-        axes = job.dynamic_axes.get(name)
-        if derived:
-            shapes[param] = dict.fromkeys(axes, torch.export.Dim.DYNAMIC) if axes else None
-            continue
-        shapes[param] = (
-            {d: dims.setdefault(a, torch.export.Dim(a)) for d, a in axes.items()} if axes else None
-        )
+        axes = job.dynamic_axes.get(name) or {}
+        for axis in axes.values():
+            dims.setdefault(axis, torch.export.Dim.DYNAMIC if derived else torch.export.Dim(axis))
+        shapes[param] = {d: dims[a] for d, a in axes.items()} or None
     return shapes

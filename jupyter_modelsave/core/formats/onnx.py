@@ -81,16 +81,9 @@ class OnnxFormat(ArtifactFormat):
         sess = _ort.session(
             _model_file(exported.path), map_weights=exported.path.is_dir(), spin=False
         )
-        feed_names = {i.name for i in sess.get_inputs()}
-        out_names = [o.name for o in sess.get_outputs()]
 
         def run(probe: ExampleInputs) -> dict[str, Any]:
-            feeds = {
-                name: t.detach().cpu().numpy()
-                for name, t in zip(job.input_names, probe.tensors)
-                if name in feed_names
-            }
-            return dict(zip(out_names, sess.run(None, feeds)))
+            return _ort.run_named(sess, _ort.numpy_feeds(sess, job.input_names, probe.tensors))
 
         return run
 
@@ -146,10 +139,8 @@ def exporters_to_try(job: ExportJob) -> list[str]:
     order = ["dynamo", "torchscript"]
     if job.exporter == "torchscript" or (job.opset is not None and job.opset < DYNAMO_OPSET):
         order.reverse()
-    if (
-        job.opset is not None
-        and job.opset > torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
-    ):
+    torchscript_max = torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    if job.opset is not None and job.opset > torchscript_max:
         order.remove("torchscript")
     return order
 

@@ -26,12 +26,7 @@ from .._capture import captured_output, first_line
 from ..errors import ExportError, ModelSaveError, UnsafeArtifactError
 from ..frameworks.torch import device_of, module_runner
 from ..inputs import ExampleInputs
-from ._export_errors import (
-    describe,
-    fixed_axes,
-    is_range_refinement,
-    suggested_fixes,
-)
+from ._export_errors import describe, fixed_axes, is_range_refinement, suggested_fixes
 from ._torchload import PROGRAM_HINT
 from .base import EXTRA_FILE, ArtifactFormat, Exported, ExportJob, dynamic_shapes, embedded_note
 

@@ -59,7 +59,7 @@ class TorchScriptFormat(ArtifactFormat):
         path = job.workdir / FILE
         try:
             with captured_output() as lines, torch.no_grad():
-                module = _script(job) if method == "script" else _trace(job)
+                module = torch.jit.script(job.model) if method == "script" else _trace(job)
                 torch.jit.save(module, str(path), _extra_files={EXTRA_FILE: embedded_note(job)})
         except Exception as err:  # tracing and scripting raise many unrelated types
             other = "script" if method == "trace" else "trace"
@@ -107,7 +107,3 @@ def _trace(job: ExportJob) -> torch.jit.ScriptModule:
             job.model, example_kwarg_inputs=example.by_name(), strict=False, check_trace=False
         )
     return torch.jit.trace(job.model, example.args, strict=False, check_trace=False)
-
-
-def _script(job: ExportJob) -> torch.jit.ScriptModule:
-    return torch.jit.script(job.model)

@@ -163,11 +163,8 @@ def _refuse_fixed_names(**given: Any) -> None:
 
 
 def check_steps(steps: Any) -> int:
-    if (
-        isinstance(steps, bool)
-        or not isinstance(steps, numbers.Integral)
-        or not (1 <= steps <= MAX_STEPS)
-    ):
+    integral = isinstance(steps, numbers.Integral) and not isinstance(steps, bool)
+    if not (integral and 1 <= steps <= MAX_STEPS):
         raise InvalidOptionError(
             f"generation_steps must be an integer from 1 to {MAX_STEPS}, got {shown(steps)}."
         )
@@ -227,12 +224,8 @@ def _split_prompt(example: Any) -> tuple[Any, Any, list[str]]:
 
 def _check_prompt(ids: Any, mask: Any, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     help_text = "pass token ids as a [batch, length] integer tensor, e.g. tokenizer(...).input_ids"
-    if (
-        not isinstance(ids, torch.Tensor)
-        or ids.is_floating_point()
-        or ids.is_complex()
-        or (ids.dtype == torch.bool)
-    ):
+    tokens = isinstance(ids, torch.Tensor) and not (ids.is_floating_point() or ids.is_complex())
+    if not tokens or ids.dtype == torch.bool:
         raise InvalidOptionError(f"The prompt must be token ids: {help_text}; got {shown(ids)}.")
     if ids.dim() == 1:
         ids = ids.unsqueeze(0)

@@ -118,7 +118,8 @@ def _compared(format_name: str, exported: Exported, job: ExportJob, report: Pari
         from ..formats.torchscript import TorchScriptFormat
         from ._sides import torchscript_counterpart
 
-        artifact = TorchScriptFormat().load(exported.path, _device(job), trusted=True)
+        device = job.adapter.device_of(job.model)
+        artifact = TorchScriptFormat().load(exported.path, device, trusted=True)
         calls, results = in_isolation(job.model, probe, torchscript_counterpart(artifact),
                                       report.atol, report.rtol)  # fmt: skip
         return verdict(calls, results, {}, nodes_of=lambda p: [], traces_of=lambda p: [],
@@ -143,9 +144,5 @@ def _side(format_name: str, exported: Exported, job: ExportJob, calls: list[Any]
 
     from ..formats.torch_export import TorchExportFormat
 
-    program = TorchExportFormat().load(exported.path, torch.device(_device(job)), trusted=True)
-    return ProgramSide(program)
-
-
-def _device(job: ExportJob) -> str:
-    return job.adapter.device_of(job.model)
+    device = torch.device(job.adapter.device_of(job.model))
+    return ProgramSide(TorchExportFormat().load(exported.path, device, trusted=True))
