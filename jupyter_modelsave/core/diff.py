@@ -99,14 +99,9 @@ def _staged_fields(staged: StagedExport) -> dict[str, Any]:
 def signature(fields: dict[str, Any]) -> dict[str, Any]:
     """The comparable signature of a manifest's fields."""
     axes = fields.get("dynamic_axes") or {}
-    return {
-        "inputs": _tensors(fields.get("inputs"), axes),
-        "outputs": _tensors(fields.get("outputs"), axes),
-        "dynamic_axes": axes,
-        "opset": fields.get("opset"),
-        "format": fields.get("format"),
-        "precision": fields.get("precision"),
-    }
+    found = {key: fields.get(key) for key in SIGNATURE_FIELDS}
+    found.update(inputs=_tensors(found["inputs"], axes), outputs=_tensors(found["outputs"], axes))
+    return {**found, "dynamic_axes": axes}
 
 
 def signature_changes(before_manifest: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -13,9 +12,8 @@ from ..job import Exported, ExportJob  # the formats' job and result (re-exporte
 if TYPE_CHECKING:
     import torch
 
-    from ..inputs import ExampleInputs
     from ..parity import ParityReport
-    from ..verify import Progress
+    from ..verify import ArtifactRunner, Progress
 
 
 @dataclass(frozen=True)
@@ -87,9 +85,7 @@ class ArtifactFormat:
         run = artifact_runner(lambda: self.runner(exported, job), self.name)
         return outputs_parity(run, job, atol, rtol, progress, exported.value_conversions)
 
-    def runner(
-        self, exported: Exported, job: ExportJob
-    ) -> Callable[[ExampleInputs], dict[str, Any]]:
+    def runner(self, exported: Exported, job: ExportJob) -> ArtifactRunner:
         """A function running the artifact on a probe, returning numpy outputs by name."""
         raise NotImplementedError
 

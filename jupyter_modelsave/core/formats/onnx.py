@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from .._exporter_steps import exporter_steps
 from ..errors import ExportError
 from ..inputs import ExampleInputs
 from ..options import EXPORTERS, shared_dimensions
-from ..verify import no_progress
+from ..verify import ArtifactRunner, no_progress
 from . import _baked_values
 from .base import ArtifactFormat, Capabilities, Exported, ExportJob, dynamic_shapes, producer
 
@@ -72,9 +71,7 @@ class OnnxFormat(ArtifactFormat):
         return Exported(folder if large else path, exporter, opset, notes,
                         value_conversions=conversions)  # fmt: skip
 
-    def runner(
-        self, exported: Exported, job: ExportJob
-    ) -> Callable[[ExampleInputs], dict[str, Any]]:
+    def runner(self, exported: Exported, job: ExportJob) -> ArtifactRunner:
         from .. import _ort
 
         # with external data (a large model), ORT maps the weights rather than copying them
