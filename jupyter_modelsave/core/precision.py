@@ -510,9 +510,8 @@ def judge(report: ParityReport, precision: str, element_wise: bool = True) -> Pa
     report.passed = all(p.passed for p in report.probes) and not report.value_conversions
     report.agreement = {"element_wise": element_wise, "outputs": agreement}
     shown_probes = report.probes if element_wise else _shape_failures_only(report.probes)
-    kept = [
-        n for n in report.diagnosis if n not in diagnose(report.probes, report.atol, report.rtol)
-    ]
+    element_notes = diagnose(report.probes, report.atol, report.rtol)
+    kept = [n for n in report.diagnosis if n not in element_notes]
     report.diagnosis = [*kept, *_agreement_notes(precision, agreement, element_wise),
                         *diagnose(shown_probes, report.atol, report.rtol)]  # fmt: skip
     return report

@@ -159,13 +159,10 @@ def _export_with_fallback(
             problem = _opset_problem(opset, job, lines)
             if problem:
                 raise ExportError(problem)
-        except ExportError as err:  # ours: the graph is not the one asked for
-            failed.append(exporter)
-            notes.append(f"{exporter} exporter: {err}")
-            continue
         except Exception as err:  # exporters raise many unrelated types; we report them all
-            failed.append(exporter)
-            notes.append(f"{exporter} exporter failed: {failure_text(err)}")
+            failed.append(exporter)  # an ExportError is ours: the graph is not the one asked for
+            why = f": {err}" if isinstance(err, ExportError) else f" failed: {failure_text(err)}"
+            notes.append(f"{exporter} exporter{why}")
             continue
         conversions, shape_notes = _baked_values.confirmed(job, value_conversions([*notes, *lines]))
         if exporter == "dynamo" and job.opset is not None and job.opset < DYNAMO_OPSET:
@@ -177,13 +174,10 @@ def _export_with_fallback(
             notes.append(f"used the {exporter} exporter instead; check the parity report closely.")
         notes += [f"{exporter}: {line}" for line in [*own_notes, *lines[:20]]] + shape_notes
         return exporter, notes, conversions
+    at = f" at opset {job.opset}" if job.opset is not None else ""
+    tried = "\n  ".join(notes)
     raise ExportError(
-        "The model could not be exported to ONNX"
-        + (f" at opset {job.opset}" if job.opset is not None else "")
-        + ".\n  "
-        + "\n  ".join(notes)
-        + "\n"
-        + _export_hint(job, failed, notes)
+        f"The model could not be exported to ONNX{at}.\n  {tried}\n{_export_hint(job, failed, notes)}"
     )
 
 
@@ -389,7 +383,7 @@ def _rewrite_with_metadata(path: Path, job: ExportJob, large: bool) -> Any:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=True)
-    set_metadata(proto, job)
+    onnx.helper.set_model_props(proto, metadata_props(job))
     for stray in path.parent.iterdir():
         if stray != path:
             stray.unlink()
@@ -416,10 +410,3 @@ def metadata_props(job: ExportJob) -> dict[str, str]:
         "outputs": json.dumps(job.output_names),
         **{k: v if isinstance(v, str) else json.dumps(v) for k, v in job.metadata.items()},
     }
-
-
-def set_metadata(proto: Any, job: ExportJob) -> None:
-    del proto.metadata_props[:]
-    for key, value in metadata_props(job).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
