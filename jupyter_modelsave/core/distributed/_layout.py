@@ -124,8 +124,4 @@ def element_runs(shape: Shape, offsets: Shape, sizes: Shape) -> Iterator[tuple[i
 
 
 def _strides(shape: Shape) -> list[int]:
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= size
-    return strides[::-1]
+    return [math.prod(shape[i + 1 :]) for i in range(len(shape))]
