@@ -29,7 +29,7 @@ from ..formats.base import ArtifactFormat
 from ..formats.onnx import OnnxFormat
 from ..frameworks import adapter_for
 from ..frameworks.torch import device_of
-from ..inputs import ExampleInputs, TensorSpec
+from ..inputs import TensorSpec
 from ..job import Exported, ExportJob, Progress
 from ..model_state import preserved, reference_mode
 from ..options import check_flag, default_tolerances
@@ -179,7 +179,8 @@ def prompt_of(model: torch.nn.Module, example: Any) -> tuple[torch.Tensor, torch
     if example is None:
         recorded = last_inputs(model)
         if recorded is not None:
-            example = _recorded_prompt(recorded)
+            named = recorded.by_name()
+            example = named if "input_ids" in named else tuple(recorded.tensors)
             notes.append("example inputs: the last recorded forward call's input_ids")
     if example is None:
         vocab = _vocab_size(model)
@@ -196,11 +197,6 @@ def prompt_of(model: torch.nn.Module, example: Any) -> tuple[torch.Tensor, torch
     ids, mask = _check_prompt(ids, mask, _vocab_size(model))
     device = torch.device(device_of(model))
     return ids.to(device), mask.to(device), notes
-
-
-def _recorded_prompt(recorded: ExampleInputs) -> Any:
-    named = recorded.by_name()
-    return named if "input_ids" in named else tuple(recorded.tensors)
 
 
 def _split_prompt(example: Any) -> tuple[Any, Any, list[str]]:
