@@ -90,9 +90,7 @@ def _staged_fields(staged: StagedExport) -> dict[str, Any]:
         "dynamic_axes": {
             k: {str(d): a for d, a in v.items()} for k, v in staged.dynamic_axes.items()
         },
-        "opset": staged.opset,
-        "format": staged.format,
-        "precision": staged.precision,
+        **{key: getattr(staged, key) for key in ("opset", "format", "precision")},
     }
 
 

@@ -135,12 +135,11 @@ def saveable_tensors(
     for name, tensor in state_dict.items():
         tensor = tensor.detach()
         key = _view_key(tensor)
-        if key is not None and key in seen:
-            aliases[name] = seen[key]
-            continue
-        if key is not None:
-            seen[key] = name
-        tensors[name] = tensor
+        first = name if key is None else seen.setdefault(key, name)
+        if first == name:
+            tensors[name] = tensor
+        else:
+            aliases[name] = first
     owners = Counter(_storage(t) for t in tensors.values() if t.numel())
     for name, tensor in tensors.items():
         if tensor.numel() and owners[_storage(tensor)] > 1:

@@ -51,14 +51,6 @@ class OnnxSide:
         self._input_names = input_names
         self._graph_inputs = graph_inputs
 
-    def nodes(self, position: int) -> list[str]:
-        mapped = self.mapped.get(position)
-        return mapped.nodes if mapped else []
-
-    def stack_traces(self, position: int) -> list[str]:
-        mapped = self.mapped.get(position)
-        return mapped.stack_traces if mapped else []
-
     def calls(self, probe: ExampleInputs, wanted: list[Call]) -> dict[int, ArtifactCall]:
         mapped = {c.position: self.mapped[c.position] for c in wanted if c.position in self.mapped}
         if not mapped:
