@@ -18,7 +18,7 @@ decoding never feeds more than one token).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,6 @@ class Graph:
     job: ExportJob
     exported: Exported | None = None
     file: str | None = None  # its name in a seq2seq folder; None for a causal LM's one graph
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def path(self) -> Path:
-        assert self.exported is not None
-        return self.exported.path
 
 
 def build_graphs(model: torch.nn.Module, plan: GenerationPlan, *, opset: int | None,
