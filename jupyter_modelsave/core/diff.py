@@ -131,7 +131,6 @@ def _tensors(specs: Any, axes: dict[str, Any]) -> list[Any]:
 def _values(staged: StagedExport, previous: Any) -> dict[str, Any]:
     """``max_abs``, ``cosine``, ``compared``, ``notes`` and ``problems``: outputs or weights."""
     from .formats.base import WeightsFormat
-    from .loading import load
 
     fmt, exported, job = staged._parts
     graph = staged.format in GRAPH_FORMATS and previous.format in GRAPH_FORMATS
@@ -144,6 +143,8 @@ def _values(staged: StagedExport, previous: Any) -> dict[str, Any]:
     if graph and not job.input_names:
         return {"notes": ["values not compared: this stage ran without example inputs"]}
     try:
+        from .loading import load
+
         old = load(previous.path, map_location=job.adapter.device_of(job.model))
         if graph:
             return _graph_stats(fmt.runner(exported, job), job, old)
