@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,14 @@ def session(
         extra["disabled_optimizers"] = DISABLED_OPTIMIZERS
     model = path if isinstance(path, bytes) else str(path)
     return ort.InferenceSession(model, options, providers=providers(prefer_cuda), **extra)
+
+
+def numpy_feeds(session: Any, names: Iterable[str], tensors: Iterable[Any]) -> dict[str, Any]:
+    """The tensors (named ``names``) that ``session`` takes as inputs, as numpy arrays."""
+    wanted = {i.name for i in session.get_inputs()}
+    return {n: t.detach().cpu().numpy() for n, t in zip(names, tensors) if n in wanted}
+
+
+def run_named(session: Any, feeds: dict[str, Any]) -> dict[str, Any]:
+    """``session``'s outputs on ``feeds``, by output name."""
+    return dict(zip((o.name for o in session.get_outputs()), session.run(None, feeds)))

@@ -27,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._capture import first_line
 from .errors import ModelSaveError
 
 if TYPE_CHECKING:
@@ -89,23 +90,16 @@ def _staged_fields(staged: StagedExport) -> dict[str, Any]:
         "dynamic_axes": {
             k: {str(d): a for d, a in v.items()} for k, v in staged.dynamic_axes.items()
         },
-        "opset": staged.opset,
-        "format": staged.format,
-        "precision": staged.precision,
+        **{key: getattr(staged, key) for key in ("opset", "format", "precision")},
     }
 
 
 def signature(fields: dict[str, Any]) -> dict[str, Any]:
     """The comparable signature of a manifest's fields."""
     axes = fields.get("dynamic_axes") or {}
-    return {
-        "inputs": _tensors(fields.get("inputs"), axes),
-        "outputs": _tensors(fields.get("outputs"), axes),
-        "dynamic_axes": axes,
-        "opset": fields.get("opset"),
-        "format": fields.get("format"),
-        "precision": fields.get("precision"),
-    }
+    found = {key: fields.get(key) for key in SIGNATURE_FIELDS}
+    found.update(inputs=_tensors(found["inputs"], axes), outputs=_tensors(found["outputs"], axes))
+    return {**found, "dynamic_axes": axes}
 
 
 def signature_changes(before_manifest: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -149,21 +143,17 @@ def _values(staged: StagedExport, previous: Any) -> dict[str, Any]:
     if graph and not job.input_names:
         return {"notes": ["values not compared: this stage ran without example inputs"]}
     try:
-        old = _load_previous(previous, job.adapter.device_of(job.model))
+        from .loading import load
+
+        old = load(previous.path, map_location=job.adapter.device_of(job.model))
         if graph:
             return _graph_stats(fmt.runner(exported, job), job, old)
         return _weight_stats(fmt.weights(fmt.load(exported.path, trusted=True)), previous, old)
     except Exception as err:  # the comparison is advice: it never stops a stage or a write
-        return {"notes": [f"values not compared: {type(err).__name__}: {_first_line(err)}"]}
+        return {"notes": [f"values not compared: {type(err).__name__}: {first_line(err)}"]}
 
 
 _WEIGHT_FORMATS = ("safetensors", "state_dict", "checkpoint")
-
-
-def _load_previous(previous: Any, device: str) -> Any:
-    from .loading import load
-
-    return load(previous.path, map_location=device)
 
 
 class _Stats:
@@ -211,7 +201,7 @@ def _graph_stats(run_new: Any, job: Any, old: Any) -> dict[str, Any]:
             before = run_old(probe)
         except Exception as err:  # the previous artifact's runtime: many types
             stats.problems.append(f"probe {probe_name!r}: the previous version cannot run it "
-                                  f"({type(err).__name__}: {_first_line(err)})")  # fmt: skip
+                                  f"({type(err).__name__}: {first_line(err)})")  # fmt: skip
             continue
         for name, current, prior in _paired(new, before):
             stats.add(f"{name!r} on {probe_name!r}", current, prior)
@@ -233,18 +223,18 @@ def _runner_of(old: Any, job: Any) -> Any:
     import numpy as np
     import torch
 
+    from . import _ort
     from .frameworks.torch import flatten_outputs, to_numpy
 
     if hasattr(old, "get_inputs"):  # an ONNX Runtime session
         names = [i.name for i in old.get_inputs()]
-        out_names = [o.name for o in old.get_outputs()]
 
         def run_session(probe: Any) -> dict[str, Any]:
             given = dict(zip(job.input_names, probe.tensors))
             tensors = ([given[n] for n in names] if all(n in given for n in names)
                        else list(probe.tensors)[: len(names)])  # fmt: skip
             feeds = {n: np.asarray(t.detach().cpu().numpy()) for n, t in zip(names, tensors)}
-            return dict(zip(out_names, old.run(None, feeds)))
+            return _ort.run_named(old, feeds)
 
         return run_session
     module = old.module() if hasattr(old, "module") and hasattr(old, "graph_signature") else old
@@ -308,9 +298,3 @@ def for_manifest(result: dict[str, Any]) -> dict[str, Any]:
              "sha256": result["previous_sha256"]}  # fmt: skip
     entry.update({k: v for k, v in result.items() if not k.startswith("previous_")})
     return _json_safe(entry)
-
-
-def _first_line(err: BaseException) -> str:
-    from ._capture import first_line
-
-    return first_line(err)

@@ -100,9 +100,7 @@ def _artifact_call(fmt: ArtifactFormat, exported: Exported, job: ExportJob,
         # threads that sleep between runs: spinning ones would take the cores from the eager runs
         session = _ort.session(path, prefer_cuda=device.startswith("cuda"), map_weights=large,
                                spin=False)  # fmt: skip
-        wanted = {i.name for i in session.get_inputs()}
-        feeds = {n: t.detach().cpu().numpy() for n, t in zip(job.input_names, job.example.tensors)
-                 if n in wanted}  # fmt: skip
+        feeds = _ort.numpy_feeds(session, job.input_names, job.example.tensors)
         runtime = f"onnxruntime {session.get_providers()[0]}"
         if large:
             runtime += " (weights mapped, not prepacked)"

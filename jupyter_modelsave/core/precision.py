@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _ort
 from .errors import ExportError, InvalidOptionError, shown
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def check(precision: Any, fmt: ArtifactFormat, own: str) -> str:
     if precision not in available:
         raise InvalidOptionError(
             f"precision={precision!r}: format {fmt.name!r} takes {', '.join(declared)}, but this "
-            f"ONNX Runtime ({', '.join(_providers())}) has no {precision} kernels, so here it "
+            f"ONNX Runtime ({', '.join(_ort.providers())}) has no {precision} kernels, so here it "
             f"takes {', '.join(available)}. Install onnxruntime-gpu on a CUDA machine for "
             f"{precision}, or choose fp16."
         )
@@ -153,8 +154,6 @@ def ort_has_bf16() -> bool:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from . import _ort
-
     nodes, inputs = [], []
     for i, op in enumerate(_BF16_PROBE_OPS):
         inputs.append(helper.make_tensor_value_info(f"x{i}", TensorProto.BFLOAT16, [2, 2]))
@@ -172,12 +171,6 @@ def ort_has_bf16() -> bool:
     except Exception:  # NOT_IMPLEMENTED: no kernel for a bf16 node
         return False
     return True
-
-
-def _providers() -> list[str]:
-    from . import _ort
-
-    return _ort.providers(prefer_cuda=True)
 
 
 # --- making the variant ---
@@ -243,6 +236,7 @@ def convert_onnx(exported: Exported, job: ExportJob, precision: str,
     and notes for the warnings. Keeps the artifact's layout (one file, or a folder with data)."""
     import onnx
 
+    from .artifacts import _remove
     from .formats.onnx import DATA_FILE, MODEL_FILE
 
     folder = exported.path.is_dir()
@@ -466,15 +460,6 @@ class _CalibrationReader:
         return 0
 
 
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 # --- judging the variant ---
 
 
@@ -525,9 +510,8 @@ def judge(report: ParityReport, precision: str, element_wise: bool = True) -> Pa
     report.passed = all(p.passed for p in report.probes) and not report.value_conversions
     report.agreement = {"element_wise": element_wise, "outputs": agreement}
     shown_probes = report.probes if element_wise else _shape_failures_only(report.probes)
-    kept = [
-        n for n in report.diagnosis if n not in diagnose(report.probes, report.atol, report.rtol)
-    ]
+    element_notes = diagnose(report.probes, report.atol, report.rtol)
+    kept = [n for n in report.diagnosis if n not in element_notes]
     report.diagnosis = [*kept, *_agreement_notes(precision, agreement, element_wise),
                         *diagnose(shown_probes, report.atol, report.rtol)]  # fmt: skip
     return report

@@ -134,7 +134,7 @@ class ShardedStagedExport(StagedExport):
         self._verify_again = lambda atol, rtol: self._parity_again()
         if not coll.is_coordinator:  # the folder is rank 0's to delete
             self._cleanup.detach()
-            self._cleanup = weakref.finalize(self, _nothing)
+            self._cleanup = weakref.finalize(self, lambda: None)
 
     def write(self, dest: str | Path, **options: Any) -> Path:  # type: ignore[override]
         """``StagedExport.write`` on rank 0, collectively: every rank returns the same path."""
@@ -155,10 +155,6 @@ class ShardedStagedExport(StagedExport):
     def _parity_again(self) -> ParityReport:
         with joined("StagedExport.verify", self._timeout) as coll:
             return _parity(coll, self.path, *self._slices)
-
-
-def _nothing() -> None:
-    pass
 
 
 def _request(name: str, parity: Any, metadata: Any, device: Any, progress: Any,

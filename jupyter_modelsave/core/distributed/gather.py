@@ -133,10 +133,7 @@ def _gather(model: torch.nn.Module, coll: Collective) -> dict[int, torch.Tensor]
 
 
 def _unique_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
-    seen: dict[int, torch.Tensor] = {}
-    for tensor in (*model.parameters(), *model.buffers()):
-        seen.setdefault(id(tensor), tensor)
-    return list(seen.values())
+    return list({id(t): t for t in (*model.parameters(), *model.buffers())}.values())
 
 
 def _recorded(model: torch.nn.Module) -> Any:

@@ -13,7 +13,6 @@ holds no code, so ``trusted`` changes nothing here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageReader
 from .. import hashing
 from ..errors import IntegrityError, InvalidOptionError
 from ..formats._safetensors_header import check_artifact
-from ..formats.safetensors_format import INDEX_FILE
+from ..formats.safetensors_format import INDEX_FILE, files_and_aliases
 from ..loading import _artifact_path, check_fits, read_manifest, readable
 from ..options import check_flag
 from ._collective import Collective, check_timeout, joined
@@ -88,17 +87,10 @@ def _read_headers(path: Path, manifest: dict | None) -> _Checked:
     from safetensors import safe_open
 
     check_artifact(path, INDEX_FILE)
-    if path.is_dir():
-        index = json.loads((path / INDEX_FILE).read_text())
-        files = [path / f for f in dict.fromkeys(index["weight_map"].values())]
-        aliases = json.loads(index.get("metadata", {}).get("aliases", "{}"))
-    else:
-        files, aliases = [path], None
+    files, aliases = files_and_aliases(path)
     shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
         with safe_open(str(file), framework="pt") as handle:
-            if aliases is None:
-                aliases = json.loads((handle.metadata() or {}).get("aliases", "{}"))
             shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})  # noqa: SIM118 (safe_open is not iterable)
     return _Checked(path, manifest, files, shapes, aliases or {})
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -13,9 +12,8 @@ from ..job import Exported, ExportJob  # the formats' job and result (re-exporte
 if TYPE_CHECKING:
     import torch
 
-    from ..inputs import ExampleInputs
     from ..parity import ParityReport
-    from ..verify import Progress
+    from ..verify import ArtifactRunner, Progress
 
 
 @dataclass(frozen=True)
@@ -87,9 +85,7 @@ class ArtifactFormat:
         run = artifact_runner(lambda: self.runner(exported, job), self.name)
         return outputs_parity(run, job, atol, rtol, progress, exported.value_conversions)
 
-    def runner(
-        self, exported: Exported, job: ExportJob
-    ) -> Callable[[ExampleInputs], dict[str, Any]]:
+    def runner(self, exported: Exported, job: ExportJob) -> ArtifactRunner:
         """A function running the artifact on a probe, returning numpy outputs by name."""
         raise NotImplementedError
 
@@ -160,14 +156,11 @@ def dynamic_shapes(job: ExportJob, derived: bool = False) -> dict[str, Any] | No
 
     if not any(name in job.dynamic_axes for name in job.input_names):
         return None
-    dims: dict[str, Any] = {}
+    dims: dict[str, Any] = {}  # axis name -> its Dim
     shapes: dict[str, Any] = {}
     for param, name in zip(job.example.names, job.input_names):
-        axes = job.dynamic_axes.get(name)
-        if derived:
-            shapes[param] = dict.fromkeys(axes, torch.export.Dim.DYNAMIC) if axes else None
-            continue
-        shapes[param] = (
-            {d: dims.setdefault(a, torch.export.Dim(a)) for d, a in axes.items()} if axes else None
-        )
+        axes = job.dynamic_axes.get(name) or {}
+        for axis in axes.values():
+            dims.setdefault(axis, torch.export.Dim.DYNAMIC if derived else torch.export.Dim(axis))
+        shapes[param] = {d: dims[a] for d, a in axes.items()} or None
     return shapes

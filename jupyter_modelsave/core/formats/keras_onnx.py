@@ -17,9 +17,7 @@ from .._capture import captured_output, first_line
 from ..errors import ExportError, ModelSaveError
 from ..frameworks.keras import NeedsTFBackend, require, signature
 from .base import Capabilities, Exported, ExportJob
-from .onnx import OnnxFormat, set_metadata
-
-MODEL_FILE = "model.onnx"
+from .onnx import MODEL_FILE, OnnxFormat, metadata_props
 
 
 class KerasOnnxFormat(NeedsTFBackend, OnnxFormat):
@@ -87,7 +85,7 @@ def _finish(path: Path, job: ExportJob) -> int | None:
         for value in [*graph.input, *graph.output]:
             for dim, axis in job.dynamic_axes.get(value.name, {}).items():
                 value.type.tensor_type.shape.dim[dim].dim_param = axis
-        set_metadata(proto, job)
+        onnx.helper.set_model_props(proto, metadata_props(job))
         onnx.save_model(proto, str(path))
         onnx.checker.check_model(str(path))
     except (onnx.checker.ValidationError, ValueError, OSError, IndexError) as err:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from .._exporter_steps import exporter_steps
 from ..errors import ExportError
 from ..inputs import ExampleInputs
 from ..options import EXPORTERS, shared_dimensions
-from ..verify import no_progress
+from ..verify import ArtifactRunner, no_progress
 from . import _baked_values
 from .base import ArtifactFormat, Capabilities, Exported, ExportJob, dynamic_shapes, producer
 
@@ -72,25 +71,16 @@ class OnnxFormat(ArtifactFormat):
         return Exported(folder if large else path, exporter, opset, notes,
                         value_conversions=conversions)  # fmt: skip
 
-    def runner(
-        self, exported: Exported, job: ExportJob
-    ) -> Callable[[ExampleInputs], dict[str, Any]]:
+    def runner(self, exported: Exported, job: ExportJob) -> ArtifactRunner:
         from .. import _ort
 
         # with external data (a large model), ORT maps the weights rather than copying them
         sess = _ort.session(
             _model_file(exported.path), map_weights=exported.path.is_dir(), spin=False
         )
-        feed_names = {i.name for i in sess.get_inputs()}
-        out_names = [o.name for o in sess.get_outputs()]
 
         def run(probe: ExampleInputs) -> dict[str, Any]:
-            feeds = {
-                name: t.detach().cpu().numpy()
-                for name, t in zip(job.input_names, probe.tensors)
-                if name in feed_names
-            }
-            return dict(zip(out_names, sess.run(None, feeds)))
+            return _ort.run_named(sess, _ort.numpy_feeds(sess, job.input_names, probe.tensors))
 
         return run
 
@@ -146,10 +136,8 @@ def exporters_to_try(job: ExportJob) -> list[str]:
     order = ["dynamo", "torchscript"]
     if job.exporter == "torchscript" or (job.opset is not None and job.opset < DYNAMO_OPSET):
         order.reverse()
-    if (
-        job.opset is not None
-        and job.opset > torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
-    ):
+    torchscript_max = torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    if job.opset is not None and job.opset > torchscript_max:
         order.remove("torchscript")
     return order
 
@@ -171,13 +159,10 @@ def _export_with_fallback(
             problem = _opset_problem(opset, job, lines)
             if problem:
                 raise ExportError(problem)
-        except ExportError as err:  # ours: the graph is not the one asked for
-            failed.append(exporter)
-            notes.append(f"{exporter} exporter: {err}")
-            continue
         except Exception as err:  # exporters raise many unrelated types; we report them all
-            failed.append(exporter)
-            notes.append(f"{exporter} exporter failed: {failure_text(err)}")
+            failed.append(exporter)  # an ExportError is ours: the graph is not the one asked for
+            why = f": {err}" if isinstance(err, ExportError) else f" failed: {failure_text(err)}"
+            notes.append(f"{exporter} exporter{why}")
             continue
         conversions, shape_notes = _baked_values.confirmed(job, value_conversions([*notes, *lines]))
         if exporter == "dynamo" and job.opset is not None and job.opset < DYNAMO_OPSET:
@@ -189,13 +174,10 @@ def _export_with_fallback(
             notes.append(f"used the {exporter} exporter instead; check the parity report closely.")
         notes += [f"{exporter}: {line}" for line in [*own_notes, *lines[:20]]] + shape_notes
         return exporter, notes, conversions
+    at = f" at opset {job.opset}" if job.opset is not None else ""
+    tried = "\n  ".join(notes)
     raise ExportError(
-        "The model could not be exported to ONNX"
-        + (f" at opset {job.opset}" if job.opset is not None else "")
-        + ".\n  "
-        + "\n  ".join(notes)
-        + "\n"
-        + _export_hint(job, failed, notes)
+        f"The model could not be exported to ONNX{at}.\n  {tried}\n{_export_hint(job, failed, notes)}"
     )
 
 
@@ -401,7 +383,7 @@ def _rewrite_with_metadata(path: Path, job: ExportJob, large: bool) -> Any:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=True)
-    set_metadata(proto, job)
+    onnx.helper.set_model_props(proto, metadata_props(job))
     for stray in path.parent.iterdir():
         if stray != path:
             stray.unlink()
@@ -428,10 +410,3 @@ def metadata_props(job: ExportJob) -> dict[str, str]:
         "outputs": json.dumps(job.output_names),
         **{k: v if isinstance(v, str) else json.dumps(v) for k, v in job.metadata.items()},
     }
-
-
-def set_metadata(proto: Any, job: ExportJob) -> None:
-    del proto.metadata_props[:]
-    for key, value in metadata_props(job).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value

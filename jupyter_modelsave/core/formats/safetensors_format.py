@@ -79,27 +79,31 @@ class SafetensorsFormat(WeightsFormat):
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
         """The state dict, with every alias pointing at the same tensor as its original."""
-        from safetensors import safe_open
         from safetensors.torch import load_file
 
         from ._safetensors_header import check_artifact
 
         path = Path(path)
         check_artifact(path, INDEX_FILE)  # shards inside the folder, sane header lengths
-        files, aliases = [path], {}
-        if path.is_dir():
-            index = json.loads((path / INDEX_FILE).read_text())
-            files = [path / f for f in dict.fromkeys(index["weight_map"].values())]
-            aliases = json.loads(index.get("metadata", {}).get("aliases", "{}"))
-        else:
-            with safe_open(str(path), framework="pt") as f:
-                aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+        files, aliases = files_and_aliases(path)
         state: dict[str, torch.Tensor] = {}
         for file in files:
             state.update(load_file(str(file), device=str(map_location)))
         for alias, original in aliases.items():
             state[alias] = state[original]
         return state
+
+
+def files_and_aliases(path: Path) -> tuple[list[Path], dict[str, str]]:
+    """A checked artifact's files, and its ``{alias: original}`` from its index or header."""
+    from safetensors import safe_open
+
+    if path.is_dir():
+        index = json.loads((path / INDEX_FILE).read_text())
+        files = [path / f for f in dict.fromkeys(index["weight_map"].values())]
+        return files, json.loads(index.get("metadata", {}).get("aliases", "{}"))
+    with safe_open(str(path), framework="pt") as f:
+        return [path], json.loads((f.metadata() or {}).get("aliases", "{}"))
 
 
 def parse_size(value: Any) -> int:
@@ -131,12 +135,11 @@ def saveable_tensors(
     for name, tensor in state_dict.items():
         tensor = tensor.detach()
         key = _view_key(tensor)
-        if key is not None and key in seen:
-            aliases[name] = seen[key]
-            continue
-        if key is not None:
-            seen[key] = name
-        tensors[name] = tensor
+        first = name if key is None else seen.setdefault(key, name)
+        if first == name:
+            tensors[name] = tensor
+        else:
+            aliases[name] = first
     owners = Counter(_storage(t) for t in tensors.values() if t.numel())
     for name, tensor in tensors.items():
         if tensor.numel() and owners[_storage(tensor)] > 1:

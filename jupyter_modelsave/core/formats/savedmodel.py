@@ -13,7 +13,6 @@ one raises ``UnsafeArtifactError`` before TensorFlow opens it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from .._capture import captured_output, first_line
 from ..errors import ExportError, ModelSaveError, UnsafeArtifactError
 from ..frameworks.keras import NeedsTFBackend, require, signature, to_numpy
 from ..inputs import ExampleInputs
+from ..verify import ArtifactRunner
 from .base import EXTRA_FILE, ArtifactFormat, Capabilities, Exported, ExportJob, embedded_note
 
 FOLDER = "artifact.savedmodel"
@@ -55,9 +55,7 @@ class SavedModelFormat(NeedsTFBackend, ArtifactFormat):
         job.model.export(str(folder), format="tf_saved_model", input_signature=signature(job),
                          verbose=False)  # fmt: skip
 
-    def runner(
-        self, exported: Exported, job: ExportJob
-    ) -> Callable[[ExampleInputs], dict[str, Any]]:
+    def runner(self, exported: Exported, job: ExportJob) -> ArtifactRunner:
         loaded = self.load(exported.path, trusted=True)  # just exported from the live model
         flatten = job.adapter.flatten
 

@@ -29,7 +29,7 @@ from ..formats.base import ArtifactFormat
 from ..formats.onnx import OnnxFormat
 from ..frameworks import adapter_for
 from ..frameworks.torch import device_of
-from ..inputs import ExampleInputs, TensorSpec
+from ..inputs import TensorSpec
 from ..job import Exported, ExportJob, Progress
 from ..model_state import preserved, reference_mode
 from ..options import check_flag, default_tolerances
@@ -163,11 +163,8 @@ def _refuse_fixed_names(**given: Any) -> None:
 
 
 def check_steps(steps: Any) -> int:
-    if (
-        isinstance(steps, bool)
-        or not isinstance(steps, numbers.Integral)
-        or not (1 <= steps <= MAX_STEPS)
-    ):
+    integral = isinstance(steps, numbers.Integral) and not isinstance(steps, bool)
+    if not (integral and 1 <= steps <= MAX_STEPS):
         raise InvalidOptionError(
             f"generation_steps must be an integer from 1 to {MAX_STEPS}, got {shown(steps)}."
         )
@@ -182,7 +179,8 @@ def prompt_of(model: torch.nn.Module, example: Any) -> tuple[torch.Tensor, torch
     if example is None:
         recorded = last_inputs(model)
         if recorded is not None:
-            example = _recorded_prompt(recorded)
+            named = recorded.by_name()
+            example = named if "input_ids" in named else tuple(recorded.tensors)
             notes.append("example inputs: the last recorded forward call's input_ids")
     if example is None:
         vocab = _vocab_size(model)
@@ -199,11 +197,6 @@ def prompt_of(model: torch.nn.Module, example: Any) -> tuple[torch.Tensor, torch
     ids, mask = _check_prompt(ids, mask, _vocab_size(model))
     device = torch.device(device_of(model))
     return ids.to(device), mask.to(device), notes
-
-
-def _recorded_prompt(recorded: ExampleInputs) -> Any:
-    named = recorded.by_name()
-    return named if "input_ids" in named else tuple(recorded.tensors)
 
 
 def _split_prompt(example: Any) -> tuple[Any, Any, list[str]]:
@@ -227,12 +220,8 @@ def _split_prompt(example: Any) -> tuple[Any, Any, list[str]]:
 
 def _check_prompt(ids: Any, mask: Any, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     help_text = "pass token ids as a [batch, length] integer tensor, e.g. tokenizer(...).input_ids"
-    if (
-        not isinstance(ids, torch.Tensor)
-        or ids.is_floating_point()
-        or ids.is_complex()
-        or (ids.dtype == torch.bool)
-    ):
+    tokens = isinstance(ids, torch.Tensor) and not (ids.is_floating_point() or ids.is_complex())
+    if not tokens or ids.dtype == torch.bool:
         raise InvalidOptionError(f"The prompt must be token ids: {help_text}; got {shown(ids)}.")
     if ids.dim() == 1:
         ids = ids.unsqueeze(0)

@@ -118,20 +118,19 @@ def _compared(format_name: str, exported: Exported, job: ExportJob, report: Pari
         from ..formats.torchscript import TorchScriptFormat
         from ._sides import torchscript_counterpart
 
-        artifact = TorchScriptFormat().load(exported.path, _device(job), trusted=True)
+        device = job.adapter.device_of(job.model)
+        artifact = TorchScriptFormat().load(exported.path, device, trusted=True)
         calls, results = in_isolation(job.model, probe, torchscript_counterpart(artifact),
                                       report.atol, report.rtol)  # fmt: skip
-        return verdict(calls, results, {}, nodes_of=lambda p: [], traces_of=lambda p: [],
+        return verdict(calls, results, {}, mapped={},
                        how="; each submodule of the archive ran on its live counterpart's inputs",
                        **common)  # fmt: skip
     with watched(job.model) as calls:  # which calls the model makes, and their sizes
         live_outputs(job.adapter, job.model, probe)
     side = _side(format_name, exported, job, calls)
     results, inputs_differ = side_by_side(job.model, probe, calls, side, report.atol, report.rtol)
-    nodes_of = getattr(side, "nodes", lambda p: [])
-    traces_of = getattr(side, "stack_traces", lambda p: [])
-    return verdict(calls, results, inputs_differ, nodes_of=nodes_of, traces_of=traces_of,
-                   how="", **common)  # fmt: skip
+    return verdict(calls, results, inputs_differ, mapped=getattr(side, "mapped", {}), how="",
+                   **common)  # fmt: skip
 
 
 def _side(format_name: str, exported: Exported, job: ExportJob, calls: list[Any]) -> Any:
@@ -143,9 +142,5 @@ def _side(format_name: str, exported: Exported, job: ExportJob, calls: list[Any]
 
     from ..formats.torch_export import TorchExportFormat
 
-    program = TorchExportFormat().load(exported.path, torch.device(_device(job)), trusted=True)
-    return ProgramSide(program)
-
-
-def _device(job: ExportJob) -> str:
-    return job.adapter.device_of(job.model)
+    device = torch.device(job.adapter.device_of(job.model))
+    return ProgramSide(TorchExportFormat().load(exported.path, device, trusted=True))
