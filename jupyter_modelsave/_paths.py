@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-from .core.artifacts import _alive, copy_tree
+from .core.artifacts import copy_tree, pid_alive
 from .core.errors import WriteError
 
 INDEX_FILE = "index.json"
@@ -173,7 +173,7 @@ def process_running(pid: Any) -> bool:
     try:
         import psutil
     except ImportError:  # pragma: no cover - psutil comes with ipykernel
-        return os.name == "nt" or _alive(pid)  # Windows: no safe probe, keep the folder
+        return os.name == "nt" or pid_alive(pid)  # Windows: no safe probe, keep the folder
     return psutil.pid_exists(pid)
 
 

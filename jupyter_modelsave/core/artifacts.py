@@ -385,10 +385,13 @@ def _original_name(entry: str) -> str:
 
 def _writer_alive(entry: str) -> bool:
     pid = entry.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
-    if not pid.isdigit():
-        return True
+    return not pid.isdigit() or pid_alive(int(pid))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one we may not signal counts as alive)."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
