@@ -132,3 +132,14 @@ def test_the_notebook_verdict_keeps_the_themes_text_colour():
     html_text = text._repr_html_()
     assert "border-left:4px solid var(--jp-success-color1" in html_text
     assert "color:#" not in html_text.replace(" ", "")
+
+
+def test_the_notebook_verdict_mark_follows_the_report_not_its_last_row():
+    # every output within tolerance, but the report failed (e.g. values baked into the graph)
+    from jupyter_modelsave.core.parity import ParityReport
+
+    ok = compare_output("y", REF, REF, 1e-4, 1e-3)
+    report = ParityReport(False, 1e-4, 1e-3, [ProbeResult("example", True, [ok])], "cpu", False,
+                          value_conversions=["x.sum() > 0 became a Python bool"])  # fmt: skip
+    verdict = report._repr_html_().split("</b>")[0]
+    assert "&#10007;" in verdict and "&#10003;" not in verdict

@@ -351,7 +351,7 @@ _FAIL_COLOUR = "var(--jp-error-color1, #cf222e)"
 def report_html(report: ParityReport) -> str:
     """The report as an HTML table (notebooks: ``_repr_html_``, the magic and the widget)."""
     style = _VERDICT_STYLE.format(_PASS_COLOUR if report.passed else _FAIL_COLOUR)
-    mark = "&#10003;" if report.passed else "&#10007;"
+    verdict = "&#10003;" if report.passed else "&#10007;"
     rows = []
     for probe in report.probes:
         for o in probe.outputs:
@@ -377,7 +377,7 @@ def report_html(report: ParityReport) -> str:
 
         where = localization_html(report)
     return (
-        f'<div class="jms-parity"><p style="{style}"><b>{mark} {html.escape(report.summary())}</b>'
+        f'<div class="jms-parity"><p style="{style}"><b>{verdict} {html.escape(report.summary())}</b>'
         f" &middot; reference on {html.escape(report.reference_device)}, TF32 {tf32}</p>{where}"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         + (f"<ul>{notes}</ul>" if notes else "")

@@ -134,8 +134,21 @@ def joined(what: str, timeout: float) -> Iterator[Collective]:
         ) from None
     try:
         yield Collective(group, rank, world, timeout, what)
+        _settle(group)
     finally:
         dist.destroy_process_group(group)
+
+
+def _settle(group: Any) -> None:
+    """Wait until every rank is past the group's last collective, so that no rank tears the
+    group down while a peer still receives from it (gloo can abort the process then). Only on a
+    normal exit, which every rank reaches; a peer gone by now is ignored."""
+    import torch.distributed as dist
+
+    try:
+        dist.barrier(group=group)
+    except (RuntimeError, dist.DistError):
+        pass
 
 
 def as_model_save_error(err: BaseException) -> ModelSaveError:
