@@ -88,9 +88,9 @@ def stage_sharded(model: torch.nn.Module, example_inputs: Any = None, *, build: 
     if format != "safetensors" or gather is not False:
         from .gather import stage_gathered
 
-        return stage_gathered(model, example_inputs, stage_whole, timeout=seconds, gather=gather, format=format,
-                              call=_call, name=name, parity=parity, metadata=metadata, device=device,
-                              progress=progress, **options)  # fmt: skip
+        return stage_gathered(model, example_inputs, stage_whole, timeout=seconds, gather=gather,
+                              format=format, call=_call, name=name, parity=parity,
+                              metadata=metadata, device=device, progress=progress, **options)  # fmt: skip
     with joined(_call, seconds) as coll:
         checked: list[Request] = []  # each rank keeps its own (a callable does not travel)
         coll.agree(
