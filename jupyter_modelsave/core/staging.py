@@ -4,7 +4,9 @@ One flow for every framework: the model's adapter (``frameworks``) calls it and 
 outputs, the format (``formats``) exports and checks the artifact. Nothing touches the destination
 before ``write``. The live model is left as it was: for PyTorch its device, dtypes, values,
 training flags, ``requires_grad`` flags and hooks (see ``model_state.preserved``), also when stage
-fails or is interrupted, and the work folder is then removed.
+fails or is interrupted, and the work folder is then removed. The features below this module
+hand back their parts (``generation_parts``; the sharded flow calls ``build``): it alone makes
+``StagedExport``s, so nothing it imports imports it.
 """
 
 from __future__ import annotations
