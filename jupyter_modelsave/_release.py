@@ -12,7 +12,7 @@ import html as _html
 from typing import Any
 
 from ._display import human_size
-from .core.localize.display import divergence_text
+from .core.parity import divergence_text
 
 
 def lines(staged: Any, previous: dict[str, Any] | None = None) -> list[tuple[str, str]]:

@@ -28,7 +28,7 @@ from .core.discovery import ModelInfo, find_models, start_recording
 from .core.errors import MissingInputError, ModelSaveError
 from .core.formats import describe
 from .core.frameworks import adapter, adapter_for
-from .core.localize.display import divergence_text
+from .core.parity import divergence_text
 
 
 def dynamic_spec(text: str) -> tuple[str, dict[int, str]]:
@@ -112,7 +112,7 @@ class ModelSaveMagics(Magics):
             raise
 
     def _export(self, args: argparse.Namespace) -> None:
-        import jupyter_modelsave as jms
+        from .core.staging import stage  # torch: only when a model is exported
 
         model = self._evaluate("MODEL", args.model)
         example = None if args.input is None else self._evaluate("--input", args.input)
@@ -121,7 +121,7 @@ class ModelSaveMagics(Magics):
         write_options = {k: getattr(args, k) for k in ("version", "overwrite", "allow_mismatch")}
         with Progress(self.shell) as progress:
             try:
-                staged = jms.stage(model, example, progress=progress, **options)
+                staged = stage(model, example, progress=progress, **options)
             except MissingInputError as err:
                 raise MissingInputError(f"{err}{guess_hint(model)}") from None
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,28 @@ def numpy_feeds(session: Any, names: Iterable[str], tensors: Iterable[Any]) -> d
 def run_named(session: Any, feeds: dict[str, Any]) -> dict[str, Any]:
     """``session``'s outputs on ``feeds``, by output name."""
     return dict(zip((o.name for o in session.get_outputs()), session.run(None, feeds)))
+
+
+@functools.cache
+def has_bf16() -> bool:
+    """Whether ONNX Runtime here runs bf16 MatMul and Add (its CPU provider has no bf16 kernels)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    nodes, inputs = [], []
+    for i, op in enumerate(("MatMul", "Add")):  # a graph's most common compute ops
+        inputs.append(helper.make_tensor_value_info(f"x{i}", TensorProto.BFLOAT16, [2, 2]))
+        nodes.append(helper.make_node(op, [f"x{i}", f"x{i}"], [f"y{i}"]))
+    outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.BFLOAT16, [2, 2])
+               for i in range(len(nodes))]  # fmt: skip
+    graph = helper.make_graph(nodes, "bf16_probe", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        ort.InferenceSession(
+            model.SerializeToString(), options, providers=providers(prefer_cuda=True)
+        )
+    except Exception:  # NOT_IMPLEMENTED: no kernel for a bf16 node
+        return False
+    return True

@@ -25,13 +25,10 @@ only your own signed programs are run), on the model's device.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._capture import first_line
 from .errors import ModelSaveError
-
-if TYPE_CHECKING:
-    from .staging import StagedExport
 
 SIZE_GROWTH = 1.5
 SIZE_SHRINK = 0.67
@@ -54,16 +51,18 @@ def previous_artifact(folder: str | Path, name: str) -> Any:
     return next((a for a in list_artifacts(folder) if a.name == name), None)
 
 
-def compare(staged: StagedExport, previous: Any) -> dict[str, Any]:
-    """The differences between ``staged`` and ``previous`` (an ``ArtifactInfo``)."""
+def compare(staged: dict[str, Any], parts: tuple, previous: Any) -> dict[str, Any]:
+    """The differences between a staged export and ``previous`` (an ``ArtifactInfo``): ``staged``
+    holds its manifest fields that ``signature`` reads and ``size_bytes``, ``parts`` its format,
+    ``Exported`` and ``ExportJob`` (``StagedExport._signature_fields`` and ``_parts``)."""
     from .manifest import read_manifest
 
     try:
         before = read_manifest(previous.path) or {}
     except ModelSaveError:
         before = {}
-    ratio = staged.size_bytes / previous.size_bytes if previous.size_bytes else None
-    changed = signature_changes(before, signature(_staged_fields(staged)))
+    ratio = staged["size_bytes"] / previous.size_bytes if previous.size_bytes else None
+    changed = signature_changes(before, signature(staged))
     result: dict[str, Any] = {
         "previous_version": previous.version,
         "previous_path": str(previous.path),
@@ -76,22 +75,10 @@ def compare(staged: StagedExport, previous: Any) -> dict[str, Any]:
         "notes": [],
         "problems": [],
     }
-    result.update(_values(staged, previous))
+    result.update(_values(staged, parts, previous))
     result["warnings"] = _warnings(result, staged, previous)
     del result["problems"]  # now in the warnings
     return result
-
-
-def _staged_fields(staged: StagedExport) -> dict[str, Any]:
-    """The manifest fields of a staged export that make up its signature."""
-    return {
-        "inputs": [s.to_dict() for s in staged.input_specs],
-        "outputs": [s.to_dict() for s in staged.output_specs],
-        "dynamic_axes": {
-            k: {str(d): a for d, a in v.items()} for k, v in staged.dynamic_axes.items()
-        },
-        **{key: getattr(staged, key) for key in ("opset", "format", "precision")},
-    }
 
 
 def signature(fields: dict[str, Any]) -> dict[str, Any]:
@@ -128,17 +115,17 @@ def _tensors(specs: Any, axes: dict[str, Any]) -> list[Any]:
     return found
 
 
-def _values(staged: StagedExport, previous: Any) -> dict[str, Any]:
+def _values(staged: dict[str, Any], parts: tuple, previous: Any) -> dict[str, Any]:
     """``max_abs``, ``cosine``, ``compared``, ``notes`` and ``problems``: outputs or weights."""
     from .formats.base import WeightsFormat
 
-    fmt, exported, job = staged._parts
-    graph = staged.format in GRAPH_FORMATS and previous.format in GRAPH_FORMATS
+    fmt, exported, job = parts
+    graph = staged["format"] in GRAPH_FORMATS and previous.format in GRAPH_FORMATS
     weights = isinstance(fmt, WeightsFormat) and previous.format in _WEIGHT_FORMATS
     if not (graph or weights):
         return {"notes": [f"values not compared: a {previous.format} artifact and a "
-                          f"{staged.format} one hold different things"]}  # fmt: skip
-    if max(staged.size_bytes, previous.size_bytes) > VALUES_MAX_BYTES:
+                          f"{staged['format']} one hold different things"]}  # fmt: skip
+    if max(staged["size_bytes"], previous.size_bytes) > VALUES_MAX_BYTES:
         return {"notes": [f"values not compared: over {VALUES_MAX_BYTES / 1024**3:g} GiB"]}
     if graph and not job.input_names:
         return {"notes": ["values not compared: this stage ran without example inputs"]}
@@ -264,7 +251,7 @@ def _weight_stats(now: dict[str, Any], previous: Any, old: Any) -> dict[str, Any
     return stats.result("weights")
 
 
-def _warnings(result: dict[str, Any], staged: StagedExport, previous: Any) -> list[str]:
+def _warnings(result: dict[str, Any], staged: dict[str, Any], previous: Any) -> list[str]:
     version = previous.version
     warnings = []
     ratio = result["size_ratio"]
@@ -272,7 +259,7 @@ def _warnings(result: dict[str, Any], staged: StagedExport, previous: Any) -> li
         grew = "grew" if ratio > 1 else "shrank"
         warnings.append(
             f"size {grew}: {ratio:.2f}x version {version} ({previous.size_bytes:,} -> "
-            f"{staged.size_bytes:,} bytes); check that this is intended."
+            f"{staged['size_bytes']:,} bytes); check that this is intended."
         )
     for key, change in result["signature_changed"].items():
         warnings.append(

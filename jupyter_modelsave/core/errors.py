@@ -106,3 +106,14 @@ def raised_as(error: type[ModelSaveError], before: str, after: str, *keep: type)
         raise
     except Exception as err:
         raise error(f"{before}{type(err).__name__}: {first_line(err)}{after}") from err
+
+
+def typed_errors(step: str, format_name: str) -> contextlib.AbstractContextManager[None]:
+    """Raise what is not already a ``ModelSaveError`` (nor ``MemoryError``) as ``ExportError``.
+
+    The formats turn the errors they expect into messages of their own; this is the net under
+    them, so no raw exception from an exporter or a runtime leaves ``stage``.
+    """
+    before = f"The {step} of the {format_name} artifact failed: "
+    after = ". Try another format or exporter, or report the model."
+    return raised_as(ExportError, before, after, MemoryError)

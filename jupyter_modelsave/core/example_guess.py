@@ -84,8 +84,7 @@ def _sequence(batch_first: bool, features: int) -> tuple[int, ...]:
 def _guess(
     torch: Any, model: Any, layer: Any, found: tuple[tuple[int, ...], int | None]
 ) -> ExampleGuess:
-    from .frameworks.torch import TorchAdapter
-    from .inputs import TensorSpec, input_names_for
+    from .inputs import TensorSpec, float_dtype, input_names_for
 
     shape, tokens = found
     device = next((str(p.device) for p in model.parameters()), "cpu")
@@ -94,7 +93,7 @@ def _guess(
         dtype = "int64"
         call = f"torch.randint(0, {tokens}, ({dims}{',' if len(shape) == 1 else ''}))"
     else:
-        dtype = TorchAdapter().float_dtype(model)
+        dtype = float_dtype(model)
         call = f"torch.randn({dims}{'' if dtype == 'float32' else f', dtype=torch.{dtype}'})"
     if device != "cpu":
         call = f"{call[:-1]}, device={device!r})"

@@ -69,6 +69,14 @@ class ExampleInputs:
         return self.replaced([t.to(device) for t in self.tensors])
 
 
+def float_dtype(model: torch.nn.Module) -> str:
+    """The dtype of the model's first floating weight ("float32" without one): its float inputs'."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return str(p.dtype).removeprefix("torch.")
+    return "float32"
+
+
 def normalize_inputs(model: torch.nn.Module, example_inputs: Any) -> ExampleInputs:
     """Turn a tensor, tuple/list of tensors or dict of keyword tensors into ``ExampleInputs``."""
     if example_inputs is None:

@@ -31,7 +31,6 @@ for the rest.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _ort
 from .errors import ExportError, InvalidOptionError, shown
+from .formats.base import CAST_DTYPES
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # a model's own floating dtype -> its precision name (the default variant: no conversion)
 OWN_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
-CAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,6 @@ RULES: dict[str, Rule] = {
 # weights cast to a half type: bitwise equal to the cast, and within half a unit in the last
 # place of it (rtol) or below its smallest normal number (atol), i.e. no overflow to inf
 CAST_TOLERANCES = {"fp16": (2.0**-14, 2.0**-11), "bf16": (2.0**-126, 2.0**-8)}
-_BF16_PROBE_OPS = ("MatMul", "Add")  # a graph's most common compute ops
 
 
 def own_precision(model: Any) -> str:
@@ -148,54 +146,7 @@ def check_calibration(calibration: Any, precision: str) -> Any:
     )
 
 
-@functools.cache
-def ort_has_bf16() -> bool:
-    """Whether ONNX Runtime here runs bf16 MatMul and Add (its CPU provider has no bf16 kernels)."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    nodes, inputs = [], []
-    for i, op in enumerate(_BF16_PROBE_OPS):
-        inputs.append(helper.make_tensor_value_info(f"x{i}", TensorProto.BFLOAT16, [2, 2]))
-        nodes.append(helper.make_node(op, [f"x{i}", f"x{i}"], [f"y{i}"]))
-    outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.BFLOAT16, [2, 2])
-               for i in range(len(nodes))]  # fmt: skip
-    graph = helper.make_graph(nodes, "bf16_probe", inputs, outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
-        ort.InferenceSession(
-            model.SerializeToString(), options, providers=_ort.providers(prefer_cuda=True)
-        )
-    except Exception:  # NOT_IMPLEMENTED: no kernel for a bf16 node
-        return False
-    return True
-
-
 # --- making the variant ---
-
-
-def cast_state_dict(state: dict[str, torch.Tensor], precision: str) -> dict[str, torch.Tensor]:
-    """Floating tensors cast to ``precision`` (others as they are); one cast per view, so tied
-    weights stay one tensor under several names."""
-    import torch
-
-    if precision not in CAST_DTYPES:
-        return state
-    dtype = getattr(torch, CAST_DTYPES[precision])
-    casts: dict[tuple, torch.Tensor] = {}
-    result = {}
-    for name, tensor in state.items():
-        if not tensor.is_floating_point() or tensor.dtype == dtype:
-            result[name] = tensor
-            continue
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
-               tensor.stride(), str(tensor.device)) if tensor.numel() else (name,)  # fmt: skip
-        if key not in casts:
-            casts[key] = tensor.detach().to(dtype)
-        result[name] = casts[key]
-    return result
 
 
 def make(fmt: ArtifactFormat, exported: Exported, job: ExportJob,
@@ -578,6 +529,7 @@ def cast_weights_parity(model: torch.nn.Module, reloaded: dict[str, torch.Tensor
     last place of its fp32 value, so a value beyond the half type's range fails."""
     import torch
 
+    from .formats.safetensors_format import cast_state_dict
     from .frameworks.torch import device_of, to_numpy
     from .parity import OutputDiff, ParityReport, ProbeResult, compare_output
 

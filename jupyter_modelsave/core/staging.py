@@ -4,12 +4,13 @@ One flow for every framework: the model's adapter (``frameworks``) calls it and 
 outputs, the format (``formats``) exports and checks the artifact. Nothing touches the destination
 before ``write``. The live model is left as it was: for PyTorch its device, dtypes, values,
 training flags, ``requires_grad`` flags and hooks (see ``model_state.preserved``), also when stage
-fails or is interrupted, and the work folder is then removed.
+fails or is interrupted, and the work folder is then removed. The features below this module
+hand back their parts (``generation_parts``; the sharded flow calls ``build``): it alone makes
+``StagedExport``s, so nothing it imports imports it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as _dt
 import functools
@@ -20,13 +21,14 @@ import tempfile
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import artifacts, hashing, trust
 from . import precision as variants
 from ._capture import first_line
 from .discovery import ipython_shell, recording_paused
-from .errors import ExportError, InvalidOptionError, ModelSaveError, ParityError, WriteError, shown
+from .distributed import collective_flow
+from .errors import InvalidOptionError, ModelSaveError, ParityError, WriteError, typed_errors
 from .formats import get_format
 from .formats.base import ArtifactFormat, producer
 from .frameworks import adapter_for
@@ -46,8 +48,13 @@ from .options import (
     default_tolerances,
 )
 from .parity import ParityReport
-from .verify import Progress, live_outputs, no_progress
+from .verify import Progress, check_progress, live_outputs, no_progress
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .distributed._collective import Collective
+    from .distributed._layout import Layout
+    from .distributed.export import Request
 
 
 class StagedExport:
@@ -55,7 +62,7 @@ class StagedExport:
 
     def __init__(self, fmt: ArtifactFormat, exported: Exported, job: ExportJob, report: ParityReport | None,
                  name: str, warnings: list[str], output_specs: list[TensorSpec],
-                 tolerances: tuple[float, float]) -> None:  # fmt: skip
+                 tolerances: tuple[float, float], generation: dict | None = None) -> None:  # fmt: skip
         self.format = fmt.name
         self.framework = job.framework
         self.exporter = exported.exporter
@@ -86,6 +93,7 @@ class StagedExport:
         self._diffs: dict[tuple, dict[str, Any]] = {}
         # tolerances given to stage or verify: an int8 variant is then judged element-wise too
         self._judging = {"element_wise": False}
+        self.generation = generation  # a generation=True export's plan (``core/generation``)
 
     @property
     def discarded(self) -> bool:
@@ -195,8 +203,19 @@ class StagedExport:
         key = (str(previous.path), previous.sha256, name)
         if key not in self._diffs:
             with typed_errors("comparison with the previous version", self.format):
-                self._diffs[key] = compare(self, previous)
+                self._diffs[key] = compare(self._signature_fields(), self._parts, previous)
         return self._diffs[key]
+
+    def _signature_fields(self) -> dict[str, Any]:
+        """What ``diff`` compares with the previous version's manifest."""
+        return {
+            "inputs": [s.to_dict() for s in self.input_specs],
+            "outputs": [s.to_dict() for s in self.output_specs],
+            "dynamic_axes": {
+                k: {str(d): a for d, a in v.items()} for k, v in self.dynamic_axes.items()
+            },
+            **{key: getattr(self, key) for key in ("opset", "format", "precision", "size_bytes")},
+        }
 
     def manifest(self, name: str, version: str) -> dict[str, Any]:
         return {
@@ -224,7 +243,7 @@ class StagedExport:
             "precision": self.precision,
             "variant": self.variant,
             "latency": self.latency,
-        }
+        } | ({} if self.generation is None else {"generation": self.generation})
 
     def __repr__(self) -> str:
         parity = "no parity check" if self.report is None else self.report.summary()
@@ -238,6 +257,58 @@ class StagedExport:
 
         head = html.escape(repr(self))
         return f"<div><code>{head}</code>{'' if self.report is None else self.report._repr_html_()}</div>"
+
+
+class ShardedStagedExport(StagedExport):
+    """A sharded model's staged export (``core/distributed/export.py``); the same object (same
+    sha256, same report) on every rank.
+
+    ``write`` and ``verify`` are collective: call them on every rank. The staged folder belongs to
+    rank 0: ``discard`` there (or garbage collection) deletes it; on other ranks it does nothing.
+    """
+
+    def __init__(self, coll: Collective, model: Any, folder: Path, hashes: dict[str, str],
+                 report: ParityReport | None, request: Request, slices: tuple[Layout, dict],
+                 distributed: dict[str, Any]) -> None:  # fmt: skip
+        from .distributed.export import EXPORTER
+
+        job = ExportJob(model, ExampleInputs(()), [], [], {}, None, "auto", request.metadata,
+                        folder, None, request.format_options)  # fmt: skip
+        exported = Exported(folder, EXPORTER, file_hashes=hashes)
+        fmt = get_format("safetensors", "torch")
+        super().__init__(fmt, exported, job, report, request.name, [], [], (0.0, 0.0))
+        self.distributed = distributed
+        self._timeout = coll.timeout
+        self._slices = slices
+        self._verify_again = lambda atol, rtol: self._parity_again()
+        if not coll.is_coordinator:  # the folder is rank 0's to delete
+            self._cleanup.detach()
+            self._cleanup = weakref.finalize(self, lambda: None)
+
+    def write(self, dest: str | Path, **options: Any) -> Path:  # type: ignore[override]
+        """``StagedExport.write`` on rank 0, collectively: every rank returns the same path."""
+        if self.report is not None and not self.report.passed and not options.get("allow_mismatch"):
+            raise ParityError(  # every rank holds the same report: raise it everywhere, with why
+                f"Not written: {self.report.summary()}: {' '.join(self.report.diagnosis[:3])} "
+                "Look at staged.report, or pass allow_mismatch=True to write it anyway.",
+                self.report,
+            )
+        from .distributed._collective import joined
+
+        with joined("StagedExport.write", self._timeout) as coll:
+            return Path(
+                coll.from_coordinator(lambda: str(StagedExport.write(self, dest, **options)))
+            )
+
+    def manifest(self, name: str, version: str) -> dict[str, Any]:
+        return {**super().manifest(name, version), "distributed": self.distributed}
+
+    def _parity_again(self) -> ParityReport:
+        from .distributed._collective import joined
+        from .distributed.export import parity_again
+
+        with joined("StagedExport.verify", self._timeout) as coll:
+            return parity_again(coll, self.path, *self._slices)
 
 
 @recording_paused()
@@ -274,7 +345,7 @@ def stage(
     moves); default, where the model lives. See the README for every option. Other keyword
     arguments are options of the chosen format (``format_options``).
     ``generation=True``: ONNX graphs with past key values for a transformers language model,
-    checked on a greedy loop (``core.generation.staging.stage_generation``).
+    checked on a greedy loop (``core.generation.staging.generation_parts``).
 
     The release check (models of adapters with ``release_check``: PyTorch's): ``precision``
     ("fp32", "fp16", "bf16", "int8"; default the model's own) stages a variant judged against
@@ -288,9 +359,11 @@ def stage(
         _refuse_variant(
             precision, calibration, "generation exports" if generation else adapter.noun
         )
-    if not generation and (collective := adapter.collective(model)) is not None:
+    name = name if name is not None else _guess_name(model)
+    if not generation and adapter.shards and (collective := collective_flow(model)) is not None:
         _refuse_variant(precision, calibration, "sharded models")  # every rank stages it together
-        return collective.stage(model, example_inputs, format=format, opset=opset,
+        return collective.stage(model, example_inputs, build=ShardedStagedExport, stage_whole=stage,
+                                format=format, opset=opset,
                                 dynamic_axes=dynamic_axes, input_names=input_names,
                                 output_names=output_names, parity=parity, atol=atol, rtol=rtol,
                                 metadata=metadata, device=device, exporter=exporter, name=name,
@@ -306,16 +379,17 @@ def stage(
     clash = [k for k in meta if k in {*producer(adapter.name), "inputs", "outputs"}]
     if clash:
         raise InvalidOptionError(f"metadata keys {clash} are reserved; rename them.")
-    name = check_artifact_name(name if name is not None else _guess_name(model))
+    name = check_artifact_name(name)
     if generation:  # ONNX with past key values: graphs of fixed names, a greedy-loop parity
-        from .generation.staging import stage_generation
+        from .generation.staging import generation_parts
 
         fixed = {"dynamic_axes": dynamic_axes, "input_names": input_names,
                  "output_names": output_names}  # fmt: skip
-        return stage_generation(model, example_inputs, fmt, opset=opset, exporter=own["exporter"],
-                                external_data=own["external_data"], metadata=meta, name=name,
-                                atol=atol, rtol=rtol, parity=parity, device=device,
-                                progress=progress, fixed=fixed, **format_options)  # fmt: skip
+        parts = generation_parts(model, example_inputs, fmt, opset=opset, exporter=own["exporter"],
+                                 external_data=own["external_data"], metadata=meta, name=name,
+                                 atol=atol, rtol=rtol, parity=parity, device=device,
+                                 progress=progress, fixed=fixed, **format_options)  # fmt: skip
+        return in_work_folder(lambda workdir: StagedExport(*parts(workdir)), progress)
     fmt_options = fmt.check_options(format_options)
     own_precision = variants.own_precision(model)
     precision = variants.check(precision, fmt, own_precision)
@@ -456,19 +530,6 @@ def _tolerances(job: ExportJob, dtypes: list[str], atol: float | None, rtol: flo
     return loosest
 
 
-def typed_errors(step: str, format_name: str) -> contextlib.AbstractContextManager[None]:
-    """Raise what is not already a ``ModelSaveError`` (nor ``MemoryError``) as ``ExportError``.
-
-    The formats turn the errors they expect into messages of their own; this is the net under
-    them, so no raw exception from an exporter or a runtime leaves ``stage``.
-    """
-    from .errors import raised_as
-
-    before = f"The {step} of the {format_name} artifact failed: "
-    after = ". Try another format or exporter, or report the model."
-    return raised_as(ExportError, before, after, MemoryError)
-
-
 def in_work_folder(build: Callable[[Path], StagedExport], progress: Progress) -> StagedExport:
     """``build`` a staged export in a new private work folder. Any failure, KeyboardInterrupt and
     a progress callback failing at "done" included, removes the folder."""
@@ -487,11 +548,12 @@ def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: st
            **options: Any) -> Path:  # fmt: skip
     """``stage`` then ``write``; raises ``ParityError`` when parity fails unless ``allow_mismatch``."""
     name = name if name is not None else _guess_name(model)
-    if (collective := adapter_for(model).collective(model)) is not None:  # staged beside dest
+    if adapter_for(model).shards and (collective := collective_flow(model)) is not None:
         _refuse_variant(options.pop("precision", None), options.pop("calibration", None),
                         "sharded models")  # fmt: skip
         options.pop("latency", None)  # weights only: nothing to time
-        return collective.export(model, dest, example_inputs, name=name, version=version,
+        return collective.export(model, dest, example_inputs, build=ShardedStagedExport,
+                                 stage_whole=stage, name=name, version=version,
                                  overwrite=overwrite, allow_mismatch=allow_mismatch, **options)  # fmt: skip
     staged = stage(model, example_inputs, name=name, **options)
     try:
@@ -500,17 +562,6 @@ def export(model: Any, dest: str | Path, example_inputs: Any = None, *, name: st
         )
     finally:
         staged.discard()
-
-
-def check_progress(progress: Any) -> Progress:
-    """``progress`` as given (a callable), or ``no_progress`` for None."""
-    if progress is None:
-        return no_progress
-    if not callable(progress):
-        raise InvalidOptionError(
-            f"progress must be a function progress(step: str, fraction: float), got {shown(progress)}."
-        )
-    return progress
 
 
 def _versions(framework: dict[str, str]) -> dict[str, str]:

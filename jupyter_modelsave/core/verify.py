@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._capture import first_line
-from .errors import ExportError, InvalidOptionError, raised_as
+from .errors import ExportError, InvalidOptionError, raised_as, shown
 from .frameworks import adapter_for
 from .inputs import DERIVED_PROBES, ExampleInputs, make_probes
 from .job import Progress
@@ -30,6 +30,17 @@ ArtifactRunner = Callable[[ExampleInputs], dict[str, np.ndarray]]
 
 def no_progress(step: str, fraction: float) -> None:
     """The default progress callback: silent."""
+
+
+def check_progress(progress: Any) -> Progress:
+    """``progress`` as given (a callable), or ``no_progress`` for None."""
+    if progress is None:
+        return no_progress
+    if not callable(progress):
+        raise InvalidOptionError(
+            f"progress must be a function progress(step: str, fraction: float), got {shown(progress)}."
+        )
+    return progress
 
 
 def outputs_parity(

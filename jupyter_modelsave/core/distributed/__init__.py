@@ -1,13 +1,13 @@
 """Models bigger than one process: weights that are DTensors (FSDP2 ``fully_shard``, tensor parallel).
 
-The PyTorch adapter (``frameworks.torch``) asks ``collective_flow`` whether a model is one, and
-``find_models`` asks ``sharding_note``; ``stage``, ``export`` and ``load_into`` then hand it to the
-flow every rank runs together. The work is done in the modules beside this one, through
-``torch.distributed.checkpoint`` (DCP): ``export`` (the collective safetensors export and its
-parity), ``gather`` (other formats, by gathering the weights to rank 0 on request), ``loading``
-(each rank loads its slices), ``convert`` (a DCP checkpoint folder into a safetensors artifact)
-and ``_collective`` (jms's own process group with a timeout). Nothing here imports
-``torch.distributed`` unless the process already has.
+For a model of an adapter that ``shards`` (PyTorch's), ``stage``, ``export`` and ``load_into`` ask
+``collective_flow`` whether it is one, and then hand it to the flow every rank runs together
+(``find_models`` names its sharding: ``frameworks.torch.sharding_note``). The work is done in the
+modules beside this one, through ``torch.distributed.checkpoint`` (DCP): ``export`` (the
+collective safetensors export and its parity), ``gather`` (other formats, by gathering the weights
+to rank 0 on request), ``loading`` (each rank loads its slices), ``convert`` (a DCP checkpoint
+folder into a safetensors artifact) and ``_collective`` (jms's own process group with a timeout).
+Nothing here imports ``torch.distributed`` unless the process already has.
 """
 
 from __future__ import annotations
@@ -39,16 +39,3 @@ def collective_flow(model: Any) -> Any:
     from .loading import load_into_sharded
 
     return SimpleNamespace(stage=stage_sharded, export=export_sharded, load_into=load_into_sharded)
-
-
-def sharding_note(tensors: list[Any]) -> str | None:
-    """``"sharded over N ranks"`` when any of ``tensors`` is a DTensor (for ``find_models``), else None."""
-    if "torch.distributed.tensor" not in sys.modules:
-        return None
-    from torch.distributed.tensor import DTensor
-
-    meshes = {id(t.device_mesh): t.device_mesh for t in tensors if isinstance(t, DTensor)}
-    if not meshes:
-        return None
-    ranks = max(mesh.size() for mesh in meshes.values())
-    return f"sharded over {ranks} rank{'s' if ranks != 1 else ''}"

@@ -23,7 +23,8 @@ from .. import hashing
 from ..errors import IntegrityError, InvalidOptionError
 from ..formats._safetensors_header import check_artifact
 from ..formats.safetensors_format import INDEX_FILE, files_and_aliases
-from ..loading import _artifact_path, check_fits, read_manifest, readable
+from ..load_checks import artifact_path, check_fits, readable
+from ..manifest import read_manifest
 from ..options import check_flag
 from ._collective import Collective, check_timeout, joined
 
@@ -71,7 +72,7 @@ def _check(model: torch.nn.Module, path: Any, strict: Any, map_location: Any,
             "map_location does not apply to a sharded model: each rank loads its slices into its "
             "shards, where they are. Leave it unset."
         )
-    path = _artifact_path(path)
+    path = artifact_path(path)
     manifest = read_manifest(path)
     if manifest is not None and manifest.get("format") != "safetensors":
         raise InvalidOptionError(

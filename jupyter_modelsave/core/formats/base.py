@@ -35,6 +35,8 @@ class Capabilities:
 
 
 WEIGHTS = Capabilities(kind="weights", needs_inputs=False, dynamic_axes=False)
+# the weight formats' half precisions: a cast copy of the floating tensors
+CAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 class ArtifactFormat:

@@ -53,10 +53,10 @@ class OnnxFormat(ArtifactFormat):
 
     def precisions_here(self) -> tuple[str, ...]:
         """bf16 only where ONNX Runtime has bf16 kernels (not its CPU provider)."""
-        from ..precision import ort_has_bf16
+        from .. import _ort
 
         here = self.capabilities.precisions
-        return here if ort_has_bf16() else tuple(p for p in here if p != "bf16")
+        return here if _ort.has_bf16() else tuple(p for p in here if p != "bf16")
 
     def export(self, job: ExportJob) -> Exported:
         large = job.external_data

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import ExportError, InvalidOptionError
 from ..version import __version__
-from .base import WEIGHTS, Exported, ExportJob, WeightsFormat
+from .base import CAST_DTYPES, WEIGHTS, Exported, ExportJob, WeightsFormat
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 INDEX_FILE = "model.safetensors.index.json"
@@ -54,8 +54,6 @@ class SafetensorsFormat(WeightsFormat):
 
     def export(self, job: ExportJob) -> Exported:
         """Write the state dict in one pass (``_safetensors_writer``), hashing while writing."""
-        from ..precision import cast_state_dict
-
         tensors, aliases = saveable_tensors(cast_state_dict(job.model.state_dict(), job.precision))
         shards = split_shards(tensors, job.format_options["max_shard_size"])
         extra = {"aliases": aliases, "metadata": job.metadata}
@@ -206,3 +204,23 @@ def _string_meta(extra: dict[str, Any]) -> dict[str, str]:
         "aliases": json.dumps(extra["aliases"]),
         "metadata": json.dumps(extra["metadata"]),
     }
+
+
+def cast_state_dict(state: dict[str, torch.Tensor], precision: str) -> dict[str, torch.Tensor]:
+    """Floating tensors cast to ``precision`` (others as they are); one cast per view, so tied
+    weights stay one tensor under several names."""
+    if precision not in CAST_DTYPES:
+        return state
+    dtype = getattr(torch, CAST_DTYPES[precision])
+    casts: dict[tuple, torch.Tensor] = {}
+    result = {}
+    for name, tensor in state.items():
+        if not tensor.is_floating_point() or tensor.dtype == dtype:
+            result[name] = tensor
+            continue
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+               tensor.stride(), str(tensor.device)) if tensor.numel() else (name,)  # fmt: skip
+        if key not in casts:
+            casts[key] = tensor.detach().to(dtype)
+        result[name] = casts[key]
+    return result

@@ -108,16 +108,13 @@ class Adapter:
     # the release check's precision variants and latency (``core/precision.py``, ``latency.py``)
     # are made for its models; others take their own precision only, and are not timed
     release_check: ClassVar[bool] = False
+    # its models can be sharded over processes, which stage them together (``core/distributed``)
+    shards: ClassVar[bool] = False
 
     def info(self) -> dict[str, Any]:
         """What the surfaces show about the framework (sent to the sidebar with the options)."""
         return {"label": self.label, "example_hint": self.example_hint,
                 "records_calls": self.records_calls}  # fmt: skip
-
-    def collective(self, model: Any) -> Any:
-        """The flow of models staged by every process together (``stage``, ``export``,
-        ``load_into`` of a sharded model), or None for a model the one flow serves."""
-        return None
 
     def check_options(self, **options: Any) -> dict[str, Any]:
         """The framework's own options checked; another framework's, given, are refused."""

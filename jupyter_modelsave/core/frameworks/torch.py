@@ -11,6 +11,7 @@ every rank stages together (``distributed``).
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 
 from .. import hf
 from ..errors import InvalidOptionError, shown
-from ..inputs import EXAMPLE_INPUTS_HELP, ExampleInputs, TensorSpec, normalize_inputs
+from ..inputs import EXAMPLE_INPUTS_HELP, ExampleInputs, TensorSpec, float_dtype, normalize_inputs
 from ..model_state import preserved, reference_mode
 from ..options import check_exporter, check_optional_flag, opset_range
 from . import Adapter, Example
@@ -66,11 +67,7 @@ class TorchAdapter(Adapter):
     example_hint = "torch.randn(1, 3, 224, 224)"
     records_calls = True
     release_check = True
-
-    def collective(self, model: Any) -> Any:
-        from ..distributed import collective_flow
-
-        return collective_flow(model)
+    shards = True
 
     def check_options(self, *, device: Any, exporter: Any, external_data: Any) -> dict[str, Any]:
         return {"device": device, "exporter": check_exporter(exporter),
@@ -123,11 +120,7 @@ class TorchAdapter(Adapter):
     spec = staticmethod(TensorSpec.of)
     device_of = staticmethod(device_of)
 
-    def float_dtype(self, model: torch.nn.Module) -> str:
-        for p in model.parameters():
-            if p.is_floating_point():
-                return str(p.dtype).removeprefix("torch.")
-        return "float32"
+    float_dtype = staticmethod(float_dtype)
 
     def live_weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         return model.state_dict()
@@ -157,7 +150,6 @@ class TorchAdapter(Adapter):
     def describe(self, name: str, model: torch.nn.Module, formats: list[str]) -> Any:
         """A sharded model's DTensors count with their full sizes (``DTensor.numel``)."""
         from ..discovery import ModelInfo, last_inputs
-        from ..distributed import sharding_note
         from ..example_guess import guess_example
         from ..generation import can_generate
 
@@ -191,13 +183,26 @@ class TorchAdapter(Adapter):
     def load_into(self, model: torch.nn.Module, path: Path, fmt: Any, *, strict: bool,
                   map_location: Any, trusted: bool) -> Any:  # fmt: skip
         """``load_state_dict`` of the artifact's weights; returns the missing/unexpected keys."""
-        from ..loading import check_fits, check_map_location, readable, without_non_persistent
+        from ..load_checks import check_fits, check_map_location, readable, without_non_persistent
 
         device = check_map_location(map_location if map_location is not None else device_of(model))
         loaded = readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
         weights = without_non_persistent(model, fmt.weights(loaded))
         check_fits(model, weights, strict, path)
         return model.load_state_dict(weights, strict=strict)
+
+
+def sharding_note(tensors: list[Any]) -> str | None:
+    """``"sharded over N ranks"`` when any of ``tensors`` is a DTensor (for ``find_models``), else None."""
+    if "torch.distributed.tensor" not in sys.modules:
+        return None
+    from torch.distributed.tensor import DTensor  # imported: DTensors can exist
+
+    meshes = {id(t.device_mesh): t.device_mesh for t in tensors if isinstance(t, DTensor)}
+    if not meshes:
+        return None
+    ranks = max(mesh.size() for mesh in meshes.values())
+    return f"sharded over {ranks} rank{'s' if ranks != 1 else ''}"
 
 
 def module_runner(module: Any, output_names: list[str]) -> Callable[[ExampleInputs], dict]:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..distributed import is_sharded
-from ..errors import InvalidOptionError, shown
+from ..errors import InvalidOptionError, shown, typed_errors
 from ..formats.base import ArtifactFormat
 from ..formats.onnx import OnnxFormat
 from ..frameworks import adapter_for
@@ -64,28 +64,14 @@ class GenerationFormat(OnnxFormat):
                                  job.steps, atol, rtol, progress, exported.value_conversions)  # fmt: skip
 
 
-def _staged_export_class() -> type:
-    from ..staging import StagedExport
-
-    class GenerationStagedExport(StagedExport):
-        """A staged generation export; its manifest adds ``generation``."""
-
-        generation: dict[str, Any]
-
-        def manifest(self, name: str, version: str) -> dict[str, Any]:
-            return {**super().manifest(name, version), "generation": self.generation}
-
-    return GenerationStagedExport
-
-
-def stage_generation(model: Any, example_inputs: Any, fmt: ArtifactFormat, *, opset: int | None,
+def generation_parts(model: Any, example_inputs: Any, fmt: ArtifactFormat, *, opset: int | None,
                      exporter: str, external_data: bool | None, metadata: dict[str, Any],
                      name: str, atol: float | None, rtol: float | None, parity: Any, device: Any,
                      progress: Progress, fixed: dict[str, Any],
                      generation_steps: Any = DEFAULT_STEPS, **format_options: Any) -> Any:  # fmt: skip
     """``jms.stage(..., generation=True)``, after ``core.staging.stage`` has checked the options
-    every stage takes (exporter, opset, metadata, name, tolerances): see this module."""
-    from ..staging import in_work_folder, typed_errors
+    every stage takes (exporter, opset, metadata, name, tolerances): see this module. Checks and
+    plans here; returns ``build(workdir)``: the ``StagedExport``'s arguments, which staging makes."""
 
     if is_sharded(model):
         raise InvalidOptionError(
@@ -110,9 +96,8 @@ def stage_generation(model: Any, example_inputs: Any, fmt: ArtifactFormat, *, op
     with preserved(model), reference_mode(), typed_errors("trial run", "onnx"):
         plan = make_plan(model, family, ids, mask)
     fmt = GenerationFormat()
-    staged_class = _staged_export_class()
 
-    def build(workdir: Path) -> Any:
+    def build(workdir: Path) -> tuple:
         from .graphs import build_graphs, export_graphs
 
         graph_meta = {**metadata, "generation": json.dumps({"family": family, **plan.to_dict()})}
@@ -131,12 +116,11 @@ def stage_generation(model: Any, example_inputs: Any, fmt: ArtifactFormat, *, op
             progress("parity", 0.6)
             with typed_errors("parity check", fmt.name):
                 report = fmt.verify(exported, job, atol, rtol, progress)
-        staged = staged_class(fmt, exported, job, report, name, [*notes, *exported.warnings],
-                              _output_specs(graphs[-1]), (atol, rtol))  # fmt: skip
-        staged.generation = generation_manifest(plan, graphs, steps if parity else None)
-        return staged
+        return (fmt, exported, job, report, name, [*notes, *exported.warnings],
+                _output_specs(graphs[-1]), (atol, rtol),
+                generation_manifest(plan, graphs, steps if parity else None))  # fmt: skip
 
-    return in_work_folder(build, progress)
+    return build
 
 
 def _check_format(fmt: ArtifactFormat, format_options: dict[str, Any]) -> None:
