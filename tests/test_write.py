@@ -100,6 +100,14 @@ def test_export_names_the_file_after_the_callers_variable(tmp_path):
     assert path.name.startswith("classifier_v1.0.0_")
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors"])
+def test_stage_names_the_artifact_after_the_callers_variable(tmp_path, fmt):
+    # through every wrapper around stage (decorators included), the caller's variable is found
+    classifier = models.mlp()
+    staged = jms.stage(classifier, torch.randn(1, 8), format=fmt)
+    assert staged.write(tmp_path).name.startswith("classifier_v1.0.0_")
+
+
 def test_tampered_artifact_is_refused(tmp_path, staged):
     path = staged.write(tmp_path)
     with open(path, "ab") as fh:

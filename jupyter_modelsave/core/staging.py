@@ -576,12 +576,16 @@ def _versions(framework: dict[str, str]) -> dict[str, str]:
     }
 
 
+_OWN_FRAMES = ("jupyter_modelsave", "contextlib")
+
+
 def _guess_name(model: Any) -> str:
     """The first public name bound to ``model`` in IPython's namespace or the caller's scope."""
     shell = ipython_shell()
     namespaces = [] if shell is None else [shell.user_ns]
     frame = sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("jupyter_modelsave"):
+    # past our own frames and contextlib's (``recording_paused`` decorates ``stage``)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(_OWN_FRAMES):
         frame = frame.f_back
     if frame is not None:
         namespaces += [frame.f_locals, frame.f_globals]
