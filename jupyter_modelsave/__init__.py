@@ -9,49 +9,28 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-try:
-    from ._version import __version__
-except ImportError:  # running from a source tree that was never installed
-    __version__ = "dev"
+from .core.version import __version__
 
-# public name -> module that defines it (imported on first access)
-_LAZY: dict[str, str] = {
-    "ModelSaveError": "jupyter_modelsave.core.errors",
-    "ExportError": "jupyter_modelsave.core.errors",
-    "ParityError": "jupyter_modelsave.core.errors",
-    "ArtifactExistsError": "jupyter_modelsave.core.errors",
-    "InvalidOptionError": "jupyter_modelsave.core.errors",
-    "MissingInputError": "jupyter_modelsave.core.errors",
-    "NotAModelError": "jupyter_modelsave.core.errors",
-    "WriteError": "jupyter_modelsave.core.errors",
-    "IntegrityError": "jupyter_modelsave.core.errors",
-    "UnsafeArtifactError": "jupyter_modelsave.core.errors",
-    "StateDictMismatchError": "jupyter_modelsave.core.errors",
-    "MissingDependencyError": "jupyter_modelsave.core.errors",
-    "DistributedTimeoutError": "jupyter_modelsave.core.errors",
-    "ModelInfo": "jupyter_modelsave.core.discovery",
-    "find_models": "jupyter_modelsave.core.discovery",
-    "watch": "jupyter_modelsave.core.discovery",
-    "unwatch": "jupyter_modelsave.core.discovery",
-    "start_recording": "jupyter_modelsave.core.discovery",
-    "stop_recording": "jupyter_modelsave.core.discovery",
-    "ParityReport": "jupyter_modelsave.core.parity",
-    "OutputDiff": "jupyter_modelsave.core.parity",
-    "StagedExport": "jupyter_modelsave.core.staging",
-    "stage": "jupyter_modelsave.core.staging",
-    "export": "jupyter_modelsave.core.staging",
-    "load": "jupyter_modelsave.core.loading",
-    "load_into": "jupyter_modelsave.core.loading",
-    "ArtifactInfo": "jupyter_modelsave.core.catalog",
-    "list_artifacts": "jupyter_modelsave.core.catalog",
-    "to_base64": "jupyter_modelsave.core.transfer",
-    "from_base64": "jupyter_modelsave.core.transfer",
-    "convert": "jupyter_modelsave.core.distributed.convert",
-    "formats": "jupyter_modelsave.core.formats",
-    "precisions": "jupyter_modelsave.core.precision",
+# module that defines them -> public names (each imported on first access)
+_PUBLIC: dict[str, str] = {
+    "core.errors": "ModelSaveError ExportError ParityError ArtifactExistsError InvalidOptionError "
+    "MissingInputError NotAModelError WriteError IntegrityError UnsafeArtifactError "
+    "StateDictMismatchError MissingDependencyError DistributedTimeoutError",
+    "core.discovery": "ModelInfo find_models watch unwatch start_recording stop_recording",
+    "core.parity": "ParityReport OutputDiff",
+    "core.staging": "StagedExport stage export",
+    "core.loading": "load load_into",
+    "core.catalog": "ArtifactInfo list_artifacts",
+    "core.transfer": "to_base64 from_base64",
+    "core.distributed.convert": "convert",
+    "core.formats": "formats",
+    "core.precision": "precisions",
     # notebook widget (ipywidgets); the module is not named "widget", which would shadow jms.widget
-    "ModelSaveWidget": "jupyter_modelsave.widgets",
-    "widget": "jupyter_modelsave.widgets",
+    "widgets": "ModelSaveWidget widget",
+}
+# public name -> module that defines it
+_LAZY = {
+    name: f"{__name__}.{module}" for module, names in _PUBLIC.items() for name in names.split()
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -95,8 +74,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'jupyter_modelsave' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
+    value = globals()[name] = getattr(importlib.import_module(module), name)  # cached
     return value
 
 

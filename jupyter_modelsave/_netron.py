@@ -46,17 +46,14 @@ def guard_script() -> str:
     return GUARD_FILE.read_text(encoding="utf-8")
 
 
-def _source_hash(script: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
-
-
 @cache
 def csp() -> str:
     """The Content-Security-Policy of the page and of every asset (a worker gets its own)."""
+    guard = base64.b64encode(hashlib.sha256(guard_script().encode()).digest()).decode()
     return "; ".join(
         [
             "default-src 'self'",
-            f"script-src 'self' {_source_hash(guard_script())}",
+            f"script-src 'self' 'sha256-{guard}'",
             "style-src 'self' 'unsafe-inline'",
             "img-src 'self' data:",
             "connect-src 'self'",
@@ -90,13 +87,10 @@ def netron_index() -> str:
 
 
 def own_graph_url(url: str, *, base_url: str, host: str, scheme: str) -> bool:
-    """Whether ``url`` (a ``?url=`` value) names one of this server's graphs or artifacts.
-
-    Absolute URLs must name this server (``scheme://host``); the path must be
-    ``<base_url>modelsave/staged/<id>/graph`` or ``<base_url>modelsave/download/<path>`` without
-    ``.``/``..`` segments, encoded separators, backslashes or control characters; no query, no
-    fragment, no credentials.
-    """
+    """Whether ``url`` (a ``?url=`` value) names one of this server's graphs or artifacts (see
+    the module docstring): absolute URLs name this server (``scheme://host``); no ``.``/``..``
+    segments, encoded separators, backslashes or control characters; no query, fragment or
+    credentials."""
     if _UNSAFE.search(url):
         return False
     parts = urlsplit(url)

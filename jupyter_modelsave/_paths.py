@@ -19,6 +19,7 @@ own on discard, on Comm close and at exit.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -30,6 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
+from .core.artifacts import copy_tree, pid_alive
 from .core.errors import WriteError
 
 INDEX_FILE = "index.json"
@@ -58,11 +60,9 @@ def default_staging_dir() -> Path:
 
 
 def private_dir(path: str | Path) -> Path:
-    """Create ``path`` (mode 0700) or check an existing one; return it.
-
-    Refuses a folder that belongs to another user; tightens the mode of one of ours to 0700. For
-    the default location the per-user parent in the shared temp folder gets the same treatment.
-    """
+    """Create ``path`` (mode 0700) or check an existing one; return it. Refuses a folder that
+    belongs to another user; tightens the mode of one of ours to 0700. For the default location
+    the per-user parent in the shared temp folder gets the same treatment."""
     path = Path(path)
     if path == default_staging_dir():
         _private_one(path.parent)
@@ -71,10 +71,8 @@ def private_dir(path: str | Path) -> Path:
 
 
 def _private_one(path: Path) -> Path:
-    try:
+    with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
     info = os.stat(path)
     if not stat.S_ISDIR(info.st_mode):
         raise StagingFolderError(f"{path} is not a folder; remove it or set ModelSave.staging_dir.")
@@ -90,10 +88,8 @@ def _private_one(path: Path) -> Path:
 
 
 def open_private(path: str | Path) -> IO[bytes]:
-    """A new file opened for writing, mode 0600 from its creation (umask-independent).
-
-    Refuses to follow a symlink or to reuse an existing name.
-    """
+    """A new file opened for writing, mode 0600 from its creation (umask-independent); refuses
+    to follow a symlink or to reuse an existing name."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY
     fd = os.open(path, flags, 0o600)
     try:
@@ -103,6 +99,49 @@ def open_private(path: str | Path) -> IO[bytes]:
     except BaseException:
         os.close(fd)
         raise
+
+
+def mkdir_private(path: Path) -> None:
+    """A new folder, mode 0700 whatever the umask."""
+    os.mkdir(path, 0o700)
+    os.chmod(path, 0o700)  # the umask may have removed bits; never adds them
+
+
+def publish_tree(source: Path, target: Path) -> None:
+    """Publish a staged file or folder artifact as ``target``: folders 0700, files 0600."""
+    copy_tree(source, target, publish_file, mkdir_private)
+
+
+def publish_file(source: Path, target: Path) -> None:
+    """A hard link when the staged file is already private (mode 0600), else a 0600 copy.
+
+    A link shares the file's mode, so a staged file with wider permissions is copied instead:
+    the published name never refers to bytes that other users could read.
+    """
+    info = source.stat()
+    if info.st_mode & 0o777 == 0o600:
+        try:
+            os.link(source, target)
+            return
+        except OSError:  # another file system, or links not allowed
+            pass
+    with open(source, "rb") as src, open_private(target) as dst:
+        _copy_bytes(src, dst, info.st_size)
+
+
+def _copy_bytes(src: Any, dst: Any, size: int) -> None:
+    """Copy in the kernel where the OS can (``copy_file_range``: no user-space buffer, a
+    copy-on-write clone on file systems that have them), else through a buffer."""
+    copied = 0
+    if hasattr(os, "copy_file_range"):
+        # not supported between these files (OSError): fall back from where it stopped
+        with contextlib.suppress(OSError):
+            source, target = src.fileno(), dst.fileno()
+            while copied < size and (step := os.copy_file_range(source, target, size - copied)):
+                copied += step
+    src.seek(copied)
+    dst.seek(copied)
+    shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def write_private(path: str | Path, data: bytes) -> None:
@@ -134,23 +173,13 @@ def process_running(pid: Any) -> bool:
     try:
         import psutil
     except ImportError:  # pragma: no cover - psutil comes with ipykernel
-        if os.name == "nt":
-            return True  # no safe probe: keep the folder
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # another user's process
-            return True
-        return True
+        return os.name == "nt" or pid_alive(pid)  # Windows: no safe probe, keep the folder
     return psutil.pid_exists(pid)
 
 
 def remove_stale(staging_dir: str | Path) -> list[str]:
-    """Delete published exports whose owning process is gone; return their ids.
-
-    Only folders named like a staging id are considered; anything else in the folder is left alone.
-    """
+    """Delete published exports whose owning process is gone; return their ids. Only folders
+    named like a staging id are considered; anything else in the folder is left alone."""
     removed = []
     try:
         entries = list(os.scandir(staging_dir))

@@ -1,7 +1,9 @@
-"""The release check as the notebook surfaces show it: precision, size, latency, the diff.
+"""The review as the notebook surfaces show it under the parity table: the first diverging
+module (``core/localize``) and the release check (precision, size, latency, the diff).
 
-One text rendering for the magic and the widget (the sidebar renders the same fields itself):
-``lines(staged, previous)`` gives plain lines, ``html(...)`` a small definition list.
+One rendering for the magic and the widget (the sidebar renders the same fields itself):
+``lines(staged, previous)`` gives plain lines, ``html(...)`` a small definition list,
+``divergence_html(report)`` the localization's text.
 """
 
 from __future__ import annotations
@@ -9,38 +11,31 @@ from __future__ import annotations
 import html as _html
 from typing import Any
 
+from ._display import human_size
+from .core.parity import divergence_text
+
 
 def lines(staged: Any, previous: dict[str, Any] | None = None) -> list[tuple[str, str]]:
     """``(label, text)`` pairs: precision, size, latency and, when given, the diff."""
-    found = [("precision", precision_text(staged)), ("size", size_text(staged))]
-    if staged.latency is not None:
-        found.append(("latency", latency_text(staged.latency)))
+    variant, size = staged.variant, human_size(staged.size_bytes)
+    precision = f"{staged.precision} (the model's own)"
+    if variant is not None:
+        precision = f"{staged.precision} from {variant['from']}: {variant['method']}"
+    if ratio := (variant or {}).get("size_ratio"):
+        size = f"{size} ({ratio:.2f}x the fp32 artifact)"
+    found = [("precision", precision), ("size", size)]
+    if (latency := staged.latency) is not None:
+        batch = "" if latency.get("batch") is None else f", batch {latency['batch']}"
+        text = (
+            f"p50 {latency['p50_ms']:.3g} ms, p95 {latency['p95_ms']:.3g} ms in "
+            f"{latency['runtime']}; eager p50 {latency['eager_p50_ms']:.3g} ms; on "
+            f"{latency['device']}{batch} ({latency['runs']} runs)"
+        )
+        found.append(("latency", text))
     if previous is not None:
         found.append(("previous", previous_text(previous)))
         found += [("warning", w) for w in previous.get("warnings", [])]
     return found
-
-
-def precision_text(staged: Any) -> str:
-    variant = staged.variant
-    if variant is None:
-        return f"{staged.precision} (the model's own)"
-    return f"{staged.precision} from {variant['from']}: {variant['method']}"
-
-
-def size_text(staged: Any) -> str:
-    text = human_size(staged.size_bytes)
-    ratio = (staged.variant or {}).get("size_ratio")
-    return f"{text} ({ratio:.2f}x the fp32 artifact)" if ratio else text
-
-
-def latency_text(latency: dict[str, Any]) -> str:
-    batch = "" if latency.get("batch") is None else f", batch {latency['batch']}"
-    return (
-        f"p50 {latency['p50_ms']:.3g} ms, p95 {latency['p95_ms']:.3g} ms in {latency['runtime']}; "
-        f"eager p50 {latency['eager_p50_ms']:.3g} ms; on {latency['device']}{batch} "
-        f"({latency['runs']} runs)"
-    )
 
 
 def previous_text(previous: dict[str, Any]) -> str:
@@ -67,12 +62,10 @@ def html(staged: Any, previous: dict[str, Any] | None = None) -> str:
     return f'<dl class="jms-release">{rows}</dl>'
 
 
-def human_size(size: float) -> str:
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
+def divergence_html(report: Any) -> str:
+    """The first diverging module and its source line, when localized (``divergence_text``)."""
+    text = divergence_text(report)
+    return f'<pre class="jms-divergence">{_html.escape(text)}</pre>' if text else ""
 
 
 def _number(value: Any, spec: str = ".3g") -> str:

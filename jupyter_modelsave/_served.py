@@ -55,8 +55,7 @@ def inside(folder: Path, relative: str, *, folders: bool = False) -> Path:
     """
     if "\x00" in relative or "\\" in relative:
         raise OutsideError(f"{relative!r} is refused: NUL bytes and backslashes are not allowed.")
-    parts = Path(relative).parts
-    if not relative or Path(relative).is_absolute() or ".." in parts:
+    if not relative or Path(relative).is_absolute() or ".." in Path(relative).parts:
         raise OutsideError(
             f"{relative!r} is refused: paths outside the served folder are not allowed."
         )
@@ -75,9 +74,7 @@ def _looked_up(relative: str, look_up: Callable[[], Any]) -> Any:
     """``look_up()``, with the errors of a path that names nothing turned into a 404."""
     try:
         return look_up()
-    except RuntimeError:  # Python < 3.13: a symlink loop in Path.resolve
-        raise _missing(relative) from None
-    except UnicodeEncodeError:  # a lone surrogate: no file has this name
+    except (RuntimeError, UnicodeEncodeError):  # a symlink loop (Python < 3.13), a lone surrogate
         raise _missing(relative) from None
     except OSError as err:
         if err.errno in _NO_SUCH_PATH:

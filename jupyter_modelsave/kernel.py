@@ -2,30 +2,22 @@
 
 The sidebar installs it with a silent, history-free execute of
 ``import jupyter_modelsave.kernel as _jms_kernel; _jms_kernel.install(...)`` and then opens a
-Comm on ``COMM_TARGET``. Each message from the sidebar is ``{"id", "op", "args"}``; the kernel
-answers ``{"id", "event": "progress", "step", "fraction"}`` while it works and one
-``{"id", "event": "reply", "ok": true, "result"}`` or ``{..., "ok": false, "error": {"type",
-"message"}}`` at the end. Operations: ``models``, ``options``, ``stage``, ``diff`` (the staged
-export against the newest artifact of its name in a folder), ``write``, ``discard``.
-
-Every step is the core's (``jms.find_models``, ``jms.stage``, ``StagedExport.write``/
-``discard``); this module only translates JSON to calls and publishes staged files for the
-server extension (see ``_paths``). A staging runs on the kernel's main thread, so the sidebar
-cancels it by interrupting the kernel (``KeyboardInterrupt``, answered as ``Cancelled``).
+Comm on ``COMM_TARGET``. The operations (``protocol.Op``), their fields and JSON types are
+defined once in ``protocol.py`` (mirrored by ``src/protocol.ts``). Every step is the core's,
+through the service the widget uses too (``service.py``); this module checks the JSON, answers
+it, and publishes staged files for the server extension (``_paths``).
 
 Robustness: a message that is not a JSON object, exceeds ``MAX_MESSAGE_BYTES``, is nested deeper
 than ``MAX_DEPTH``, names no known operation, has ``args`` that are not an object, has a field
-the operation does not take or a value of another JSON type than ``FIELDS`` says (flags are JSON
-booleans: ``"false"`` is refused, never read as true), or comes out of order (write or discard of
-an id that was never staged or is already discarded) gets an error reply (``InvalidOptionError``)
-and changes nothing. Whatever a step raises (the example expression included: ``SystemExit``,
-``GeneratorExit``, any ``BaseException``), the request gets exactly one reply; only a
-``KeyboardInterrupt`` (the sidebar's Cancel) is answered as ``Cancelled``. Every message sent is
-plain JSON that jupyter_client's packer takes as is: the request id is echoed only when the
-sidebar could have sent it (a string of at most 200 ASCII characters, or an integer within
-JavaScript's safe range), and error messages are cut to ``MAX_ERROR_CHARS`` with unencodable
-characters escaped. Published exports are removed on discard, when the Comm that staged them
-closes, and when the kernel process exits (``atexit``).
+the operation does not take or a value of another JSON type than ``protocol.FIELDS`` says (flags
+are JSON booleans: ``"false"`` is refused, never read as true), or comes out of order (an id
+never staged or already discarded) gets an error reply (``InvalidOptionError``) and changes
+nothing. Whatever a step raises (the example expression's ``SystemExit`` or any
+``BaseException`` included), the request gets exactly one reply; a staging runs on the kernel's
+main thread, so the sidebar cancels it by interrupting the kernel (``KeyboardInterrupt``,
+answered as ``Cancelled``). Every message sent is plain JSON that jupyter_client's packer takes
+as is (``_request_id``, ``_text``). Published exports are removed on discard, when the Comm that
+staged them closes, and when the kernel process exits (``atexit``).
 """
 
 from __future__ import annotations
@@ -40,18 +32,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from ._paths import (
     INDEX_FILE,
     default_staging_dir,
+    mkdir_private,
     new_staging_id,
-    open_private,
     private_dir,
+    publish_tree,
     write_private,
 )
 from .core.errors import InvalidOptionError, WriteError, shown
+from .core.job import Progress
+from .core.version import __version__
+from .protocol import COMM_TARGET, FIELDS, OPERATIONS, OPTIONAL_NOT_NULL
+from .service import ModelSaveService
 
-COMM_TARGET = "jupyter_modelsave"
 # A request's data above this size (as JSON) is refused: the protocol's requests are small.
 MAX_MESSAGE_BYTES = 1 << 20
 # A request nested deeper than this is refused (the deepest valid one, dynamic_axes, has 4 levels).
@@ -63,45 +58,6 @@ SAFE_INTEGER = 2**53 - 1
 # Artifacts above this size are shown in Netron from a copy without weights (shapes kept).
 GRAPH_FULL_BYTES = 32 * 1024**2
 
-Progress = Callable[[str, float], None]
-
-
-def _no_progress(step: str, fraction: float) -> None:
-    """Silent progress callback."""
-
-
-# Each operation's fields and their JSON types (src/tokens.ts mirrors them). "?" : optional, and
-# null means "left out" (the core's default); flags are optional but never null. A field that is
-# not listed is refused.
-FIELDS: dict[str, dict[str, str]] = {
-    "models": {},
-    "options": {},
-    "stage": {
-        "model": "string",
-        "format": "string?",
-        "exporter": "string?",
-        "opset": "integer?",
-        "atol": "number?",
-        "rtol": "number?",
-        "name": "string?",
-        "example": "string?",
-        "dynamic_axes": "dynamic axes?",
-        "generation": "boolean",  # ONNX with past key values (issue 18)
-        "precision": "string?",
-        "latency": "boolean",
-    },
-    "diff": {"id": "string", "folder": "string?"},
-    "write": {
-        "id": "string",
-        "folder": "string?",
-        "name": "string?",
-        "version": "string?",
-        "overwrite": "boolean",
-        "allow_mismatch": "boolean",
-    },
-    "discard": {"id": "string"},
-}
-_OPTIONAL_NOT_NULL = {"overwrite", "allow_mismatch", "generation", "latency"}
 _AXIS_KEY = re.compile(r"-?[0-9]{1,4}")  # a dim as JSON object keys carry it: "0", "-1"
 
 _LIVE: weakref.WeakSet[ModelSaveKernel] = weakref.WeakSet()
@@ -117,21 +73,25 @@ def _discard_all_at_exit() -> None:
 class ModelSaveKernel:
     """The operations the sidebar asks for, on one namespace (IPython's ``user_ns`` in a kernel)."""
 
+    OPERATIONS = tuple(OPERATIONS)
+
     def __init__(
         self,
         namespace: dict[str, Any],
         staging_dir: str | Path | None = None,
         root_dir: str | Path | None = None,
     ) -> None:
-        self.namespace = namespace
+        self.service = ModelSaveService(namespace)
         self.staging_dir = Path(staging_dir) if staging_dir else default_staging_dir()
         self.root_dir = Path(root_dir or os.getcwd()).resolve()
         self.staged: dict[str, Any] = {}  # staging id -> StagedExport
         _LIVE.add(self)
 
-    OPERATIONS = ("models", "options", "stage", "diff", "write", "discard")
+    @property
+    def namespace(self) -> dict[str, Any]:
+        return self.service.namespace
 
-    def handle(self, op: str, args: dict[str, Any], progress: Progress = _no_progress) -> Any:
+    def handle(self, op: str, args: dict[str, Any], progress: Progress | None = None) -> Any:
         """Run one operation; raises ``ModelSaveError`` for the user's mistakes."""
         if op not in self.OPERATIONS:
             raise InvalidOptionError(
@@ -146,10 +106,8 @@ class ModelSaveKernel:
         return getattr(self, op)(args)
 
     def respond(self, message: Any, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Answer one request through ``send``: progress events, then exactly one reply.
-
-        Never raises (but for ``send`` itself): a bad message gets an error reply. Returns the reply.
-        """
+        """Answer one request through ``send``: progress events, then exactly one reply (returned).
+        Never raises (but for ``send`` itself): a bad message gets an error reply."""
         rid = _request_id(message)
 
         def progress(step: str, fraction: float) -> None:
@@ -170,55 +128,18 @@ class ModelSaveKernel:
     # --- operations ---
 
     def models(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The namespace's models (``jms.find_models``: metadata only, cheap)."""
-        args = check_fields("models", args)
-        from .core.discovery import find_models
-
-        return {"models": [m.to_dict() for m in find_models(self.namespace)]}
+        """The namespace's models, with the rows of their dynamic-axes editors."""
+        check_fields("models", args)
+        return dict(self.service.models())
 
     def options(self, args: dict[str, Any]) -> dict[str, Any]:
-        """What the options form offers: formats, opset ranges per exporter, default tolerances."""
-        args = check_fields("options", args)
-        from .core.formats import formats
-        from .core.options import DEFAULT_TOLERANCES, EXPORTERS, opset_range
-        from .core.precision import precisions
+        """The frameworks, each format's capabilities, the default tolerances."""
+        check_fields("options", args)
+        return dict(self.service.options())
 
-        return {
-            "version": __version__,
-            "formats": formats(),
-            # what stage(precision=) takes here for a float32 PyTorch model, per format
-            "precisions": {f: precisions(f) for f in formats()},
-            "exporters": list(EXPORTERS),
-            "opsets": {e: list(opset_range(e)) for e in EXPORTERS},
-            "tolerances": {k: list(v) for k, v in DEFAULT_TOLERANCES.items()},
-        }
-
-    def stage(self, args: dict[str, Any], progress: Progress = _no_progress) -> dict[str, Any]:
-        """``jms.stage`` the named model, publish it for the server, return its summary."""
-        args = check_fields("stage", args)
-        from .core.staging import stage
-
-        model = self._model(args.get("model"))
-        options = {
-            key: args[key]
-            for key in (
-                "format",
-                "opset",
-                "exporter",
-                "atol",
-                "rtol",
-                "name",
-                "precision",
-                "latency",
-            )
-            if args.get(key) is not None
-        }
-        options.setdefault("name", args["model"])  # the variable's name, as the sidebar shows it
-        if args.get("dynamic_axes"):
-            options["dynamic_axes"] = args["dynamic_axes"]
-        if args.get("generation"):
-            options["generation"] = True
-        staged = stage(model, self._example(args.get("example")), progress=progress, **options)
+    def stage(self, args: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+        """Stage the named model (``service.stage``), publish it for the server, summarise it."""
+        staged = self.service.stage(check_fields("stage", args), progress)  # type: ignore[arg-type]
         sid = new_staging_id()
         self.staged[sid] = staged
         try:
@@ -237,9 +158,7 @@ class ModelSaveKernel:
     def diff(self, args: dict[str, Any]) -> dict[str, Any]:
         """``StagedExport.diff`` against a folder below the server's root (``{"diff": null}`` when
         it holds no artifact of that name); paths relative to the root."""
-        args = check_fields("diff", args)
-        staged = self._staged(args.get("id"))
-        folder = self._inside_root(args.get("folder") or "")
+        _, staged, folder = self._target("diff", args)
         found = staged.diff(folder)
         if found is None:
             return {"diff": None}
@@ -251,9 +170,7 @@ class ModelSaveKernel:
 
     def write(self, args: dict[str, Any]) -> dict[str, Any]:
         """``StagedExport.write`` into a folder below the server's root; return root-relative paths."""
-        args = check_fields("write", args)
-        staged = self._staged(args.get("id"))
-        folder = self._inside_root(args.get("folder") or "")
+        args, staged, folder = self._target("write", args)
         path = staged.write(
             f"{folder}{os.sep}",
             name=args.get("name") or None,
@@ -265,13 +182,10 @@ class ModelSaveKernel:
         return {"path": relative, "manifest": f"{relative}.json"}
 
     def discard(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Drop a staged export of this kernel: the core's work folder and the published copy.
-
-        An id this kernel did not stage (or already discarded) is refused; nothing is touched.
-        """
-        args = check_fields("discard", args)
-        sid = args.get("id")
-        staged = self.staged.pop(sid, None) if isinstance(sid, str) else None
+        """Drop a staged export of this kernel: the core's work folder and the published copy. An
+        id this kernel did not stage (or already discarded) is refused; nothing is touched."""
+        sid = check_fields("discard", args)["id"]
+        staged = self.staged.pop(sid, None)
         if staged is None:
             raise InvalidOptionError(
                 f"Nothing to discard: {shown(sid)} is not a staged export of this kernel (already "
@@ -291,42 +205,20 @@ class ModelSaveKernel:
 
     # --- helpers ---
 
-    def _model(self, name: Any) -> Any:
-        if not isinstance(name, str) or name not in self.namespace:
-            raise InvalidOptionError(
-                f"No variable named {shown(name)} in the kernel; run the cell that defines it."
-            )
-        return self.namespace[name]
-
-    def _example(self, expression: Any) -> Any:
-        """``None``: the last recorded call; a string: a Python expression in the namespace."""
-        if expression is None or (isinstance(expression, str) and not expression.strip()):
-            return None
-        if not isinstance(expression, str):
-            raise InvalidOptionError("The example input must be a Python expression.")
-        from .core.example_guess import evaluate_example
-
-        try:
-            return evaluate_example(expression, self.namespace)  # the user's own namespace
-        except KeyboardInterrupt:
-            raise  # the sidebar's Cancel
-        except BaseException as err:  # SystemExit, GeneratorExit: the input's fault
-            raise InvalidOptionError(
-                f"The example input {shown(expression)} failed: {type(err).__name__}: {err}"
-            ) from None
-
-    def _staged(self, sid: Any) -> Any:
-        staged = self.staged.get(sid) if isinstance(sid, str) else None
+    def _target(self, op: str, args: dict[str, Any]) -> tuple[dict[str, Any], Any, Path]:
+        """The checked arguments of ``diff`` or ``write``, their staged export, their folder."""
+        args = check_fields(op, args)
+        staged = self.staged.get(args["id"])
         if staged is None:
             raise InvalidOptionError(
                 "This staged export is gone (discarded, or the kernel restarted); stage it again."
             )
-        return staged
+        return args, staged, self._inside_root(args.get("folder") or "")
 
-    def _inside_root(self, folder: Any) -> Path:
+    def _inside_root(self, folder: str) -> Path:
         """An existing-or-new folder inside the server's root; refuses absolute paths and ``..``,
         NUL bytes, backslashes and names the file system cannot hold."""
-        if not isinstance(folder, str) or Path(folder).is_absolute():
+        if Path(folder).is_absolute():
             raise InvalidOptionError(
                 f"Folder {shown(folder)} must be relative to the Jupyter root, e.g. 'exports'."
             )
@@ -344,18 +236,12 @@ class ModelSaveKernel:
         return target
 
 
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 def _request_id(message: Any) -> str | int | None:
-    """The request's id, echoed in the reply; None when it has none the sidebar could have sent."""
+    """The request's id, echoed in the reply; None unless the sidebar could have sent it (a
+    string of at most 200 ASCII characters, or an integer within JavaScript's safe range)."""
     rid = message.get("id") if isinstance(message, dict) else None
-    if isinstance(rid, str) and len(rid) <= 200 and rid.isascii():
-        return rid
-    if type(rid) is int and abs(rid) <= SAFE_INTEGER:
-        return rid
-    return None
+    text = isinstance(rid, str) and len(rid) <= 200 and rid.isascii()
+    return rid if text or _is_json("integer", rid) else None
 
 
 def _parse(message: Any) -> tuple[str, dict[str, Any]]:
@@ -399,11 +285,9 @@ def _deeper_than(value: Any, limit: int) -> bool:
 
 
 def check_fields(op: str, args: dict[str, Any]) -> dict[str, Any]:
-    """``args`` with every field checked against ``FIELDS[op]``; nulls of optional fields dropped.
-
-    Raises ``InvalidOptionError`` naming the first field that is unknown, missing or of another
-    JSON type. ``dynamic_axes`` comes back with integer dims (JSON object keys are strings).
-    """
+    """``args`` checked against ``protocol.FIELDS[op]``, nulls of optional fields dropped and
+    ``dynamic_axes`` with integer dims (JSON object keys are strings); ``InvalidOptionError``
+    names the first field that is unknown, missing or of another JSON type."""
     fields = FIELDS[op]
     unknown = sorted(set(args) - set(fields), key=str)
     if unknown:
@@ -416,17 +300,14 @@ def check_fields(op: str, args: dict[str, Any]) -> dict[str, Any]:
         kind = kind.rstrip("?")
         value = args.get(field)
         if field not in args or (value is None and optional):
-            if not (optional or field in _OPTIONAL_NOT_NULL):
+            if not (optional or field in OPTIONAL_NOT_NULL):
                 raise InvalidOptionError(f"{op!r} needs the field {field!r} ({kind}).")
-            if field in args and field in _OPTIONAL_NOT_NULL:
-                raise _wrong_type(op, field, kind, value)
             continue
         if kind == "dynamic axes":
-            checked[field] = _dynamic_axes(value)
+            value = _dynamic_axes(value)
         elif not _is_json(kind, value):
             raise _wrong_type(op, field, kind, value)
-        else:
-            checked[field] = value
+        checked[field] = value
     return checked
 
 
@@ -451,16 +332,14 @@ def _wrong_type(op: str, field: str, kind: str, value: Any) -> InvalidOptionErro
             f"{shown(value)}."
         )
     return InvalidOptionError(
-        f"{op}: {field!r} must be {expected.get(kind, 'a string')}, got {_json_kind(value)} "
+        f"{op}: {field!r} must be {expected.get(kind, 'a string')}, got {_kind(value)} "
         f"{shown(value)}."
     )
 
 
 def _dynamic_axes(value: Any) -> dict[str, Any]:
     """``{"input": {"0": "batch"}}`` -> ``{"input": {0: "batch"}}``; ``{"input": [0]}`` kept.
-
-    The tensor names and axis names are strings, the dims decimal integers (``"-1"`` too).
-    """
+    The tensor names and axis names are strings, the dims decimal integers (``"-1"`` too)."""
     example = '{"input": {"0": "batch"}} or {"input": [0]}'
     if not isinstance(value, dict):
         raise InvalidOptionError(f"stage: 'dynamic_axes' must be an object like {example}.")
@@ -496,7 +375,7 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _json_kind(value: Any) -> str:
+def _kind(value: Any) -> str:
     names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
              list: "a list", dict: "an object", type(None): "null"}  # fmt: skip
     return names.get(type(value), type(value).__name__)
@@ -545,22 +424,24 @@ def publish(staged: Any, folder: Path) -> dict[str, Any]:
     """Put the staged artifact into ``folder`` (0700) with an ``index.json`` for the server.
 
     The index is written first (naming this process, so the server knows whose it is) and again,
-    complete, last. Every file is mode 0600 from its creation (``_publish_file``). ONNX artifacts
-    also get a graph for Netron: the artifact itself, or above ``GRAPH_FULL_BYTES`` (and for
-    folder artifacts) a copy without weights.
+    complete, last. Every file is mode 0600 from its creation (``_paths.publish_tree``). A format
+    whose graph Netron shows (``Capabilities.graph_view``) also gets a graph for it: the artifact
+    itself, or above ``GRAPH_FULL_BYTES`` (and for folder artifacts) a copy without weights.
     """
-    os.mkdir(folder, 0o700)
-    os.chmod(folder, 0o700)  # the umask may have removed bits; never adds them
+    from .core.formats import get_format
+
+    mkdir_private(folder)
     owner = {"pid": os.getpid()}
     write_private(folder / INDEX_FILE, json.dumps(owner).encode())
     artifact = f"{staged.name}{staged.path.suffix}"
-    _publish_tree(staged.path, folder / artifact)
+    publish_tree(staged.path, folder / artifact)
+    fmt = get_format(staged.format, staged.framework)
     graph = None
-    if staged.format == "onnx":
+    if fmt.capabilities.graph_view:
         graph = artifact
         if staged.path.is_dir() or staged.size_bytes > GRAPH_FULL_BYTES:
-            graph = f"{staged.name}.graph.onnx"
-            strip_weights(staged.path, folder / graph)
+            graph = f"{staged.name}.graph{fmt.extension}"
+            write_private(folder / graph, fmt.graph_view(staged.path))
     index = {
         "artifact": artifact,
         "graph": graph,
@@ -572,69 +453,6 @@ def publish(staged: Any, folder: Path) -> dict[str, Any]:
     return {"file": artifact, "graph": graph, "folder_artifact": staged.path.is_dir()}
 
 
-def strip_weights(source: Path, target: Path) -> None:
-    """Write an ONNX copy whose initializers keep name, dtype and dims but hold no data."""
-    import onnx
-
-    from .core.generation import graph_file
-
-    model_file = graph_file(source)  # model.onnx in a folder; a seq2seq export's decoder
-    model = onnx.load(str(model_file), load_external_data=False)
-    for tensor in model.graph.initializer:
-        for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
-                      "uint64_data", "string_data", "external_data"):  # fmt: skip
-            tensor.ClearField(field)
-        tensor.data_location = onnx.TensorProto.DEFAULT
-    with open_private(target) as f:
-        f.write(model.SerializeToString())
-
-
-def _publish_tree(source: Path, target: Path) -> None:
-    """``_publish_file`` for a file; for a folder, its tree with folders 0700 and files 0600."""
-    if not source.is_dir():
-        _publish_file(source, target)
-        return
-    os.mkdir(target, 0o700)
-    os.chmod(target, 0o700)
-    for child in sorted(source.iterdir()):
-        _publish_tree(child, target / child.name)
-
-
-def _publish_file(source: Path, target: Path) -> None:
-    """A hard link when the staged file is already private (mode 0600), else a 0600 copy.
-
-    A link shares the file's mode, so a staged file with wider permissions is copied instead:
-    the published name never refers to bytes that other users could read.
-    """
-    info = source.stat()
-    if info.st_mode & 0o777 == 0o600:
-        try:
-            os.link(source, target)
-            return
-        except OSError:  # another file system, or links not allowed
-            pass
-    with open(source, "rb") as src, open_private(target) as dst:
-        _copy_bytes(src, dst, info.st_size)
-
-
-def _copy_bytes(src: Any, dst: Any, size: int) -> None:
-    """Copy in the kernel where the OS can (``copy_file_range``: no user-space buffer, a
-    copy-on-write clone on file systems that have them), else through a buffer."""
-    copied = 0
-    if hasattr(os, "copy_file_range"):
-        try:
-            while copied < size:
-                step = os.copy_file_range(src.fileno(), dst.fileno(), size - copied)
-                if step == 0:
-                    break
-                copied += step
-        except OSError:  # not supported between these files: fall back from where it stopped
-            pass
-    src.seek(copied)
-    dst.seek(copied)
-    shutil.copyfileobj(src, dst, 1 << 20)
-
-
 _INSTANCE: ModelSaveKernel | None = None
 
 
@@ -644,28 +462,23 @@ def install(staging_dir: str | None = None, root_dir: str | None = None) -> Mode
     from comm import get_comm_manager
     from IPython import get_ipython
 
+    from .core.discovery import start_recording
+
     shell = get_ipython()
     if shell is None:
         raise RuntimeError("jupyter_modelsave.kernel.install() must run inside an IPython kernel.")
-    _record_calls()
-    if _INSTANCE is None:
-        _INSTANCE = ModelSaveKernel(shell.user_ns, staging_dir, root_dir)
-        get_comm_manager().register_target(COMM_TARGET, _on_comm_open)
-    else:
-        _INSTANCE.namespace = shell.user_ns
-        if staging_dir:
-            _INSTANCE.staging_dir = Path(staging_dir)
-        if root_dir:
-            _INSTANCE.root_dir = Path(root_dir).resolve()
-    return _INSTANCE
-
-
-def _record_calls() -> None:
-    """From the sidebar's first connection on, every model's last call is recorded, so a model
-    run before the sidebar was opened is listed with its inputs at the next call."""
-    from .core.discovery import start_recording
-
+    # from the sidebar's first connection on, every model's last call is recorded, so a model
+    # run before the sidebar was opened is listed with its inputs at the next call
     start_recording()
+    if _INSTANCE is None:
+        _INSTANCE = ModelSaveKernel(shell.user_ns)
+        get_comm_manager().register_target(COMM_TARGET, _on_comm_open)
+    _INSTANCE.service.namespace = shell.user_ns
+    if staging_dir:
+        _INSTANCE.staging_dir = Path(staging_dir)
+    if root_dir:
+        _INSTANCE.root_dir = Path(root_dir).resolve()
+    return _INSTANCE
 
 
 def _on_comm_open(comm: Any, open_msg: dict[str, Any]) -> None:

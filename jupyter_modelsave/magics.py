@@ -1,7 +1,9 @@
 """The ``%modelsave`` line magic: list the namespace's models, or stage, check and write one.
 
 Loaded with ``%load_ext jupyter_modelsave``. Every step is a core call (``find_models``,
-``stage``, ``StagedExport.write``); the magic only parses arguments and shows results.
+``stage``, ``StagedExport.write``); the magic only parses arguments and shows results. As the
+sidebar and the widget offer only the options a format takes, it refuses ``--opset`` and
+``--dynamic`` for a format whose capabilities say it takes none (``core.formats.describe``).
 Bad arguments raise IPython's ``UsageError`` (a usage message, no traceback); a
 ``jms.ModelSaveError`` is shown as one line, ``ErrorType: message``, and still fails the cell so
 that "Run all" stops there.
@@ -20,10 +22,13 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import HTML, display
 
 from . import _release
-from ._codegen import export_call
+from ._codegen import defaults, export_call
 from ._display import human_size
 from .core.discovery import ModelInfo, find_models, start_recording
 from .core.errors import MissingInputError, ModelSaveError
+from .core.formats import describe
+from .core.frameworks import adapter, adapter_for
+from .core.parity import divergence_text
 
 
 def dynamic_spec(text: str) -> tuple[str, dict[int, str]]:
@@ -107,25 +112,23 @@ class ModelSaveMagics(Magics):
             raise
 
     def _export(self, args: argparse.Namespace) -> None:
-        import jupyter_modelsave as jms
+        from .core.staging import stage  # torch: only when a model is exported
 
         model = self._evaluate("MODEL", args.model)
         example = None if args.input is None else self._evaluate("--input", args.input)
         options = stage_options(args)
-        write_options = {
-            "version": args.version,
-            "overwrite": args.overwrite,
-            "allow_mismatch": args.allow_mismatch,
-        }
+        refuse_options_not_taken(options, model)
+        write_options = {k: getattr(args, k) for k in ("version", "overwrite", "allow_mismatch")}
         with Progress(self.shell) as progress:
             try:
-                staged = jms.stage(model, example, progress=progress, **options)
+                staged = stage(model, example, progress=progress, **options)
             except MissingInputError as err:
                 raise MissingInputError(f"{err}{guess_hint(model)}") from None
         try:
             if staged.report is not None:
                 display(HTML(staged.report._repr_html_()))
-                _print_divergence(staged.report)
+                if text := divergence_text(staged.report):  # under the table: where it differs
+                    print(text)
             path = staged.write(args.dest, **write_options)
         finally:
             staged.discard()
@@ -144,15 +147,6 @@ class ModelSaveMagics(Magics):
             ) from None
 
 
-def _print_divergence(report: Any) -> None:
-    """Under the parity table: the first diverging module and its source line, when localized."""
-    from .core.localize.display import divergence_text
-
-    text = divergence_text(report)
-    if text:
-        print(text)
-
-
 def usage(parser: argparse.ArgumentParser) -> str:
     """``usage: %modelsave [--format FORMAT] ...`` (IPython formats it as reST, after ``::``)."""
     items: list[str] = []  # "[--input EXPR]" stays on one line
@@ -165,29 +159,42 @@ def usage(parser: argparse.ArgumentParser) -> str:
     return "\n".join(lines).replace("\0", " ")
 
 
+def refuse_options_not_taken(options: dict[str, Any], model: Any) -> None:
+    """``UsageError`` for ``--opset`` or ``--dynamic`` with a format that takes no such option."""
+    fmt = options.get("format", defaults()["format"])
+    try:
+        takes = describe(fmt, adapter_for(model).name)
+    except ModelSaveError:
+        return  # not a model, or an unknown format: stage says so
+    flags = (
+        ("--opset", "opset", takes["opsets"]),
+        ("--dynamic", "dynamic_axes", takes["dynamic_axes"]),
+    )
+    wrong = [flag for flag, key, taken in flags if key in options and not taken]
+    if wrong:
+        raise UsageError(
+            f"format {fmt!r} takes no {' or '.join(wrong)} ({takes['description']}); leave it out."
+        )
+
+
 def stage_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``jms.stage`` keyword arguments named on the command line (others keep their defaults)."""
-    options: dict[str, Any] = {
+    dynamic: dict[str, dict[int, str]] = {}
+    for tensor, axes in args.dynamic or ():
+        dynamic.setdefault(tensor, {}).update(axes)
+    options = {
         "format": args.format,
         "opset": args.opset,
         "atol": args.atol,
         "rtol": args.rtol,
         "name": args.name,
+        "dynamic_axes": dynamic or None,
+        "parity": False if args.no_parity else None,
+        "generation": args.generation or None,
+        "precision": args.precision,
+        "calibration": args.calibrate or None,
+        "latency": False if args.no_latency else None,
     }
-    if args.dynamic:
-        options["dynamic_axes"] = {}
-        for tensor, axes in args.dynamic:
-            options["dynamic_axes"].setdefault(tensor, {}).update(axes)
-    if args.no_parity:
-        options["parity"] = False
-    if args.generation:
-        options["generation"] = True
-    if args.precision is not None:
-        options["precision"] = args.precision
-    if args.calibrate:
-        options["calibration"] = True
-    if args.no_latency:
-        options["latency"] = False
     return {k: v for k, v in options.items() if v is not None}
 
 
@@ -211,11 +218,7 @@ class Progress:
             import ipywidgets
 
             self.bar = ipywidgets.FloatProgress(
-                value=0.0,
-                min=0.0,
-                max=1.0,
-                description="stage",
-                style={"description_width": "initial"},
+                max=1.0, description="stage", style={"description_width": "initial"}
             )
             display(self.bar)
 
@@ -282,9 +285,10 @@ def input_shapes(info: ModelInfo) -> str:
     Keras records no calls: its shapes are the declared ones, labelled so (None shown as the 2
     a stand-in example holds, and kept dynamic in the export).
     """
+    recorded = adapter(info.framework).records_calls
     if info.last_input is None and info.guessed_expression:
         return f"none yet: run the model once, or --input {info.guessed_expression!r}"
     if info.last_input is None:
-        return "none yet: run the model once" if info.framework == "torch" else "none: use --input"
+        return "none yet: run the model once" if recorded else "none: use --input"
     shapes = ", ".join(f"{s.name}: {list(s.shape)} {s.dtype}" for s in info.last_input)
-    return shapes if info.framework == "torch" else f"declared (None as 2): {shapes}"
+    return shapes if recorded else f"declared (None as 2): {shapes}"

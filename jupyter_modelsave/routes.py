@@ -1,17 +1,11 @@
 """The Jupyter server extension: HTTP handlers under ``<base_url>/modelsave/``.
 
-The server handles files only; the model lives in the kernel (``kernel.py``). Routes:
-
-- ``health``: the package version; ``config``: the staging and root folders the sidebar passes
-  to the kernel side;
-- ``netron/``: Netron's own static viewer from the installed ``netron`` package, with a patched
-  ``index.html`` (no analytics, no consent prompt, no expiry), a Content-Security-Policy that
-  limits every fetch to this server, and only this server's graphs opened (``_netron``);
-- ``staged/<id>/artifact`` and ``staged/<id>/graph``: a staged export's bytes, by its opaque id,
-  from the staging folder only (``_paths``);
-- ``download/<path>``: an artifact jupyter_modelsave wrote below the server's root (its
-  manifest beside it describes it), or that manifest; nothing else, hidden paths only with
-  ``ContentsManager.allow_hidden`` (``_served.written_artifact``).
+The server handles files only; the model lives in the kernel (``kernel.py``). Routes: ``health``
+and ``config`` (the folders the sidebar passes to the kernel side); ``netron/``, Netron's viewer
+from the installed ``netron`` package, patched and confined to this server (``_netron``);
+``staged/<id>/artifact|graph``, a staged export's bytes by its opaque id, from the staging folder
+only (``_paths``); ``download/<path>``, below the root only an artifact jupyter_modelsave wrote or
+its manifest, hidden paths only with ``ContentsManager.allow_hidden`` (``_served``).
 
 Files are streamed by tornado's ``StaticFileHandler`` (chunks, ``Content-Length``, ``Range`` ->
 206) with ``Content-Disposition`` and ``X-Content-SHA256`` added. A folder artifact (ONNX with
@@ -45,19 +39,12 @@ from traitlets import Bool, Unicode, default
 from traitlets.config import Configurable
 from traitlets.log import get_logger
 
-from . import __version__
 from ._netron import check_page_arguments, csp, netron_dir, netron_index
-from ._paths import (
-    STAGING_ID,
-    StagingFolderError,
-    default_staging_dir,
-    private_dir,
-    read_index,
-    remove_stale,
-)
+from ._paths import STAGING_ID, default_staging_dir, private_dir, read_index, remove_stale
 from ._served import OutsideError, inside, written_artifact
 from .core.errors import IntegrityError, InvalidOptionError, ModelSaveError
 from .core.hashing import sha256_file
+from .core.version import __version__
 
 NAMESPACE = "modelsave"
 SETTINGS_KEY = "jupyter_modelsave"
@@ -88,11 +75,6 @@ class ModelSave(Configurable):
     def _default_staging_dir(self) -> str:
         return str(default_staging_dir())
 
-    def prepare_staging(self) -> list[str]:
-        """Make the staging folder private and remove stale exports; return the removed ids."""
-        private_dir(self.staging_dir)
-        return remove_stale(self.staging_dir)
-
     def staged_file(self, sid: str, which: str) -> Path:
         """The staged artifact (``which="artifact"``) or its graph view, by staging id."""
         if not STAGING_ID.match(sid):
@@ -107,12 +89,6 @@ class ModelSave(Configurable):
         if not isinstance(name, str):
             raise FileNotFoundError(f"This staged export has no {which} file.")
         return inside(folder, name, folders=which == "artifact")
-
-    def root_file(self, relative: str, *, allow_hidden: bool = False) -> Path:
-        """A written artifact below the root, or its manifest (``_served.written_artifact``)."""
-        return written_artifact(
-            self.root_dir, relative, allow_hidden=allow_hidden, sha256=self.sha256
-        )
 
     def sha256(self, path: Path) -> str:
         stat = path.stat()
@@ -164,15 +140,11 @@ def accepts_gzip(headers: Any) -> bool:
         token, _, params = item.strip().partition(";")
         if token.strip().lower() in ("gzip", "*"):
             quality = params.strip().removeprefix("q=").strip()
-            return quality == "" or _quality(quality) > 0
+            try:
+                return quality == "" or float(quality) > 0
+            except ValueError:
+                return False
     return False
-
-
-def _quality(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return 0.0
 
 
 @cache
@@ -201,15 +173,13 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 
 def http_error(err: Exception) -> web.HTTPError:
     """The one mapping from errors to JSON HTTP errors (``APIHandler.write_error`` renders it)."""
-    status = 500
-    if isinstance(err, FileNotFoundError):
-        status = 404
-    elif isinstance(err, PermissionError):
-        status = 403
-    elif isinstance(err, (IsADirectoryError, InvalidOptionError)):
-        status = 400
-    elif isinstance(err, IntegrityError):
-        status = 409
+    statuses = (
+        (FileNotFoundError, 404),
+        (PermissionError, 403),
+        ((IsADirectoryError, InvalidOptionError), 400),
+        (IntegrityError, 409),
+    )
+    status = next((code for kinds, code in statuses if isinstance(err, kinds)), 500)
     return web.HTTPError(status, str(err), reason=type(err).__name__)
 
 
@@ -243,6 +213,11 @@ class CredentialsRequired:
     def options(self, *args: str) -> Any:
         return super().options(*args)  # type: ignore[misc]
 
+    @tornado.web.authenticated
+    def head(self, *args: str) -> Any:
+        """The ``get`` of a page or an API; tornado sends the headers only."""
+        return self.get(*args)  # type: ignore[attr-defined]
+
 
 class HealthHandler(CredentialsRequired, APIHandler):
     """``GET /modelsave/health``: the package version, so the sidebar can check the server side."""
@@ -250,10 +225,6 @@ class HealthHandler(CredentialsRequired, APIHandler):
     @tornado.web.authenticated
     def get(self) -> None:
         self.finish(json.dumps({"status": "ok", "version": __version__}))
-
-    @tornado.web.authenticated
-    def head(self) -> None:
-        self.get()  # tornado sends the headers only
 
 
 class ConfigHandler(CredentialsRequired, APIHandler):
@@ -263,10 +234,6 @@ class ConfigHandler(CredentialsRequired, APIHandler):
     def get(self) -> None:
         state = service(self)
         self.finish(json.dumps({"staging_dir": state.staging_dir, "root_dir": state.root_dir}))
-
-    @tornado.web.authenticated
-    def head(self) -> None:
-        self.get()
 
 
 class _FileHandler(CredentialsRequired, APIHandler, web.StaticFileHandler):
@@ -281,6 +248,14 @@ class _FileHandler(CredentialsRequired, APIHandler, web.StaticFileHandler):
     def resolve(self, *args: str) -> Path:
         raise NotImplementedError
 
+    @tornado.web.authenticated
+    async def get(self, *args: str) -> None:  # type: ignore[override]
+        await self._send(*args)
+
+    @tornado.web.authenticated
+    async def head(self, *args: str) -> None:  # type: ignore[override]
+        await self._send(*args, include_body=False)
+
     async def _send(self, *args: str, include_body: bool = True) -> None:
         try:
             self.file = self.resolve(*args)
@@ -288,19 +263,17 @@ class _FileHandler(CredentialsRequired, APIHandler, web.StaticFileHandler):
             raise http_error(err) from None
         if self.file.is_dir():
             await self._send_zip(self.file, include_body)
-            return
-        if self._gzip_helps():
+        elif self._gzip_helps():
             await self._send_gzip(self.file, include_body)
-            return
-        self.root = str(self.file.parent)
-        await web.StaticFileHandler.get(self, self.file.name, include_body=include_body)
+        else:
+            self.root = str(self.file.parent)
+            await web.StaticFileHandler.get(self, self.file.name, include_body=include_body)
 
     def _gzip_helps(self) -> bool:
         """Send gzip when the browser accepts it, no Range was asked for (a resume gets the file's
         own bytes, 206) and a sample of the file compresses (``compressible``)."""
-        if not service(self).compress_downloads or "Range" in self.request.headers:
-            return False
-        if not accepts_gzip(self.request.headers):
+        headers = self.request.headers
+        if not service(self).compress_downloads or "Range" in headers or not accepts_gzip(headers):
             return False
         assert self.file is not None
         stat = self.file.stat()
@@ -319,19 +292,12 @@ class _FileHandler(CredentialsRequired, APIHandler, web.StaticFileHandler):
         loop = asyncio.get_running_loop()
         packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         with open(path, "rb") as source:
-
-            def next_chunk() -> tuple[bytes, bool]:
-                """(compressed bytes, whether the file is done); deflate may hold bytes back."""
-                block = source.read(GZIP_CHUNK)
-                return (packer.compress(block), False) if block else (packer.flush(), True)
-
-            done = False
-            while not done:
-                chunk, done = await loop.run_in_executor(None, next_chunk)
-                if chunk:
+            while block := await loop.run_in_executor(None, source.read, GZIP_CHUNK):
+                # deflate may hold bytes back (an empty chunk) until the next block or the flush
+                if chunk := await loop.run_in_executor(None, packer.compress, block):
                     self.write(chunk)
                     await self.flush()
-        self.finish()
+        self.finish(await loop.run_in_executor(None, packer.flush))
 
     async def _send_zip(self, folder: Path, include_body: bool) -> None:
         """Stream ``folder`` as an uncompressed zip, one chunk of a file at a time."""
@@ -382,29 +348,15 @@ class StagedHandler(_FileHandler):
         self.disposition = "attachment" if which == "artifact" else "inline"
         return service(self).staged_file(sid, which)
 
-    @tornado.web.authenticated
-    async def get(self, sid: str, which: str) -> None:  # type: ignore[override]
-        await self._send(sid, which)
-
-    @tornado.web.authenticated
-    async def head(self, sid: str, which: str) -> None:  # type: ignore[override]
-        await self._send(sid, which, include_body=False)
-
 
 class DownloadHandler(_FileHandler):
     """``GET /modelsave/download/<path>``: a written artifact below the server's root."""
 
     def resolve(self, relative: str) -> Path:  # type: ignore[override]
-        allow_hidden = bool(self.contents_manager.allow_hidden)
-        return service(self).root_file(relative, allow_hidden=allow_hidden)
-
-    @tornado.web.authenticated
-    async def get(self, relative: str) -> None:  # type: ignore[override]
-        await self._send(relative)
-
-    @tornado.web.authenticated
-    async def head(self, relative: str) -> None:  # type: ignore[override]
-        await self._send(relative, include_body=False)
+        state, allow_hidden = service(self), bool(self.contents_manager.allow_hidden)
+        return written_artifact(
+            state.root_dir, relative, allow_hidden=allow_hidden, sha256=state.sha256
+        )
 
 
 # --- Netron ---
@@ -420,9 +372,7 @@ class _NetronPolicy:
 
 class NetronPageHandler(CredentialsRequired, _NetronPolicy, JupyterHandler):
     """``GET /modelsave/netron/``: the patched viewer page (a same-origin page, so cookies work).
-
-    A ``?url=`` that is not one of this server's graphs, or a ``?gist=``, is refused (400).
-    """
+    A ``?url=`` that is not one of this server's graphs, or a ``?gist=``, is refused (400)."""
 
     @tornado.web.authenticated
     def get(self) -> None:
@@ -440,10 +390,6 @@ class NetronPageHandler(CredentialsRequired, _NetronPolicy, JupyterHandler):
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.set_header("Cache-Control", "no-cache")
         self.finish(netron_index())
-
-    @tornado.web.authenticated
-    def head(self) -> None:
-        self.get()
 
 
 class NetronAssetHandler(CredentialsRequired, _NetronPolicy, JupyterHandler, web.StaticFileHandler):
@@ -463,9 +409,10 @@ def setup_route_handlers(web_app: Any) -> None:
     state = ModelSave(config=web_app.settings.get("config"))
     state.root_dir = str(web_app.settings.get("server_root_dir") or ".")
     web_app.settings[SETTINGS_KEY] = state
-    try:
-        removed = state.prepare_staging()
-    except (OSError, StagingFolderError) as err:  # the kernel side reports it when it stages
+    try:  # make the staging folder private, remove the exports of kernels that are gone
+        private_dir(state.staging_dir)
+        removed = remove_stale(state.staging_dir)
+    except OSError as err:  # StagingFolderError too; the kernel side reports it when it stages
         get_logger().warning("jupyter_modelsave: staging folder unusable: %s", err)
     else:
         if removed:

@@ -2,7 +2,9 @@
 
 The widget composes standard ipywidgets only (no JavaScript of its own), so it renders wherever
 ipywidgets does: JupyterLab, Notebook 7, VS Code, and rendered notebooks with embedded widget
-state. Every step is a core call (``find_models``, ``stage``, ``StagedExport.write/discard``).
+state. It is a view over the service the sidebar's kernel side uses (``service.py``): the same
+model list, example evaluation, format capabilities (which options a format takes), choices
+offered (precision variants, generation) and ``jms.stage`` arguments; every step is a core call.
 
 Its ``state`` moves ``pick -> staging -> staged -> written`` (or back to ``pick`` on discard);
 a failed stage ends in ``error``, a failed write stays ``staged`` so the destination can be fixed.
@@ -28,10 +30,11 @@ from traitlets import Unicode
 from . import _release
 from ._codegen import defaults, export_call
 from ._display import human_size
-from .core.discovery import ModelInfo, find_models, model_info, start_recording
+from .core.discovery import ModelInfo, model_info, start_recording
 from .core.errors import InvalidOptionError, ModelSaveError
-from .core.formats import formats, get_format
+from .core.formats import describe, formats
 from .core.inputs import TensorSpec
+from .service import ModelSaveService, axis_rows, offered
 
 _WIDE = {"description_width": "initial"}
 _LINK = "color: var(--jp-content-link-color, #1976d2); text-decoration: underline"
@@ -58,8 +61,7 @@ class ModelSaveWidget(w.VBox):
         namespace: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._namespace = _user_namespace() if namespace is None else namespace
-        self._models: dict[str, Any] = {}
+        self._service = ModelSaveService(_user_namespace() if namespace is None else namespace)
         self._infos: dict[str, ModelInfo] = {}  # what find_models said, by name
         # the dynamic-axes editor: (input name, dim, "dynamic?" checkbox, axis name) per dimension
         self.axes: list[tuple[str, int, w.Checkbox, w.Text]] = []
@@ -75,12 +77,12 @@ class ModelSaveWidget(w.VBox):
         self.input_info = w.HTML()
         self.format_picker = w.Dropdown(description="format", options=formats())
         self.format_picker.value = defaults()["format"]
-        self.opset_picker = w.Dropdown(description="opset", options=_opset_options())
-        # ONNX with past key values (issue 18): shown for ONNX of models that can generate
+        self.opset_picker = w.Dropdown(description="opset")
+        self.precision_picker = w.Dropdown(description="precision", options=[("model's own", None)])
+        # ONNX with past key values (issue 18): shown where ``service.offered`` says it applies
         self.generation = w.Checkbox(
             description="for generation (with cache)", indent=False, layout={"display": "none"}
         )
-        self.precision_picker = w.Dropdown(description="precision", options=[("model's own", None)])
         self.input_expr = w.Text(
             description="example input",
             placeholder="the last recorded call, or an expression",
@@ -92,7 +94,7 @@ class ModelSaveWidget(w.VBox):
         self.rtol = w.Text(description="rtol", placeholder="by dtype", layout={"width": "12em"})
         self.axes_box = w.VBox()
         self.stage_button = w.Button(description="Stage", button_style="primary", icon="cogs")
-        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="")
+        self.progress = w.FloatProgress(max=1.0)
         self.report = w.HTML()
         self.summary = w.HTML()
         self.release = w.HTML()  # precision, size, latency, the diff against dest's last version
@@ -133,10 +135,9 @@ class ModelSaveWidget(w.VBox):
         self.code_button.on_click(lambda _: self.show_code())
         self.model_picker.observe(lambda _: self._on_model_change(), "value")
         self.format_picker.observe(lambda _: self._follow_format(), "value")
+        self.generation.observe(lambda _: self._follow_format(), "value")
         self.dest.observe(lambda _: self._show_release(), "value")
         self.input_expr.observe(lambda _: self._rebuild_axes(keep=True), "value")
-        self.format_picker.observe(lambda _: self._follow_generation(), "value")
-        self.generation.observe(lambda _: self._follow_generation(), "value")
         self.observe(lambda _: self._update_buttons(), "state")
         start_recording()
         _after_each_cell(self)
@@ -146,31 +147,27 @@ class ModelSaveWidget(w.VBox):
 
     def refresh(self, model: Any = None) -> None:
         """List the namespace's models again; select ``model`` (an object or a name) if given."""
-        infos = find_models(self._namespace)
-        self._models = {i.name: self._namespace[i.name] for i in infos}
-        self._infos = {i.name: i for i in infos}
+        self._infos = {i.name: i for i in self._service.infos()}
         if model is not None and not isinstance(model, str):
-            name = next((n for n, m in self._models.items() if m is model), None)
+            name = next((n for n in self._infos if self._service.model(n) is model), None)
             if name is None:  # not bound in the namespace: list it under its class name
                 name = type(model).__name__.lower()
-                self._models[name] = model
+                self._service.unbound[name] = model
                 self._infos[name] = model_info(name, model)
             model = name
         current = model if model is not None else self.model_picker.value
-        self.model_picker.options = list(self._models)
+        self.model_picker.options = list(self._infos)
         self.model_picker.value = (
-            current if current in self._models else next(iter(self._models), None)
+            current if current in self._infos else next(iter(self._infos), None)
         )
         self._on_model_change()
 
     def pick(self, name: str) -> None:
         """Select the model bound to ``name`` (any staged export is discarded)."""
-        if name not in self._models:
+        if name not in self._infos:
             self.refresh()
-        if name not in self._models:
-            self._fail(
-                InvalidOptionError(f"No model named {name!r}; models: {list(self._models)}.")
-            )
+        if name not in self._infos:
+            self._fail(InvalidOptionError(f"No model named {name!r}; models: {list(self._infos)}."))
             return
         self.model_picker.value = name
 
@@ -186,49 +183,24 @@ class ModelSaveWidget(w.VBox):
         self._fail(InvalidOptionError(f"No input dimension {tensor}[{dim}]; rows: {rows}."))
 
     def options(self) -> dict[str, Any]:
-        """The ``jms.stage`` keyword arguments the controls describe (defaults left out)."""
-        options: dict[str, Any] = {"format": self.format_picker.value}
-        if self.opset_picker.value is not None:
-            options["opset"] = self.opset_picker.value
-        if self.generates():  # the graphs' axes are fixed: no dynamic-axes editor
-            options["generation"] = True
-            return {**options, **self._tolerances()}
-        if self.precision_picker.value is not None:
-            options["precision"] = self.precision_picker.value
-        axes: dict[str, dict[int, str]] = {}
-        for tensor, dim, box, name in self.axes:
-            if box.value:
-                axes.setdefault(tensor, {})[dim] = name.value.strip()
-        if axes:
-            options["dynamic_axes"] = axes
-        return {**options, **self._tolerances()}
-
-    def generates(self) -> bool:
-        """Whether "for generation (with cache)" is offered (ONNX of a model that can generate)
-        and ticked."""
-        return self.generation.layout.display != "none" and self.generation.value
-
-    def _tolerances(self) -> dict[str, float]:
-        options = {}
-        for key, text in (("atol", self.atol), ("rtol", self.rtol)):
-            if text.value.strip():
-                options[key] = _number(key, text.value)
-        return options
+        """The ``jms.stage`` keyword arguments the controls describe (defaults left out; options
+        the format does not take too), as the service turns them into arguments."""
+        return self._service.stage_options(self._args())
 
     def stage(self) -> Any:
         """Stage the picked model with the chosen options; return the ``StagedExport`` or None."""
-        import jupyter_modelsave as jms
-
         self._drop_staged()
         self.state, self.error = "staging", ""
-        self.report.value = self.summary.value = self.result.value = self.error_box.value = ""
+        self.report.value = self.summary.value = self.release.value = ""
+        self.result.value = self.error_box.value = ""
         self.progress.bar_style, self.progress.value = "", 0.0
         try:
-            model = self._model()
-            staged = jms.stage(
-                model, self._example(), name=self.model_picker.value, progress=self._progress,
-                **self.options(),
-            )  # fmt: skip
+            if self.model_picker.value is None:
+                raise InvalidOptionError(
+                    "No model picked. Define a model (torch.nn.Module, keras.Model or tf.Module) "
+                    "in the notebook, then press the refresh button."
+                )
+            staged = self._service.stage(self._args(), self._progress)
         except Exception as err:
             self.progress.bar_style = "danger"
             self._fail(err, "error")
@@ -236,7 +208,9 @@ class ModelSaveWidget(w.VBox):
         self.staged = staged
         self.progress.bar_style = "success"
         if staged.report is not None:
-            self.report.value = staged.report._repr_html_() + _divergence_html(staged.report)
+            self.report.value = staged.report._repr_html_() + _release.divergence_html(
+                staged.report
+            )
         self.summary.value = _summary_html(staged)
         self.state = "staged"
         self._show_release()
@@ -260,9 +234,7 @@ class ModelSaveWidget(w.VBox):
 
     def diff(self) -> dict[str, Any] | None:
         """The staged export against the newest artifact of its name in ``dest`` (if a folder)."""
-        if self.staged is None:
-            return None
-        return self.staged.diff(self.dest.value)
+        return None if self.staged is None else self.staged.diff(self.dest.value)
 
     def discard(self) -> None:
         """Delete the staged export and go back to picking."""
@@ -288,56 +260,29 @@ class ModelSaveWidget(w.VBox):
 
     # --- internals ---
 
-    def _model(self) -> Any:
-        if self.model_picker.value is None:
-            raise InvalidOptionError(
-                "No model picked. Define a model (torch.nn.Module, keras.Model or tf.Module) in "
-                "the notebook, then press the refresh button."
-            )
-        return self._models[self.model_picker.value]
+    def _args(self) -> dict[str, Any]:
+        """The choices as the sidebar sends them (``protocol.StageArgs``)."""
+        axes: dict[str, dict[int, str]] = {}
+        for tensor, dim, box, name in self.axes:
+            if box.value:
+                axes.setdefault(tensor, {})[dim] = name.value.strip()
+        args = {"model": self.model_picker.value, "format": self.format_picker.value,
+                "opset": self.opset_picker.value, "example": self.input_expr.value,
+                "dynamic_axes": axes or None, "precision": self.precision_picker.value,
+                "generation": self.generates()}  # fmt: skip
+        for key, text in (("atol", self.atol), ("rtol", self.rtol)):
+            args[key] = _number(key, text.value) if text.value.strip() else None
+        return args
+
+    def generates(self) -> bool:
+        """Whether "for generation (with cache)" is offered (``service.offered``) and ticked."""
+        return self.generation.layout.display != "none" and self.generation.value
 
     def _expression(self) -> str | None:
-        """The example-input expression to use: the field's, but not a guess for a format that
-        needs no inputs (weights are saved without running the model)."""
-        expr = self.input_expr.value.strip()
-        if expr and expr == self._guessed:
-            info = self._infos.get(self.model_picker.value)
-            framework = info.framework if info is not None else "torch"
-            if not get_format(self.format_picker.value, framework).needs_inputs:
-                return None
-        return expr or None
-
-    def _example(self) -> Any:
-        expr = self._expression()
-        if not expr:
-            return None
-        from .core.example_guess import evaluate_example
-
-        try:
-            return evaluate_example(expr, self._namespace)
-        except Exception as err:
-            raise InvalidOptionError(
-                f"example input {expr!r} could not be evaluated: {type(err).__name__}: {err}"
-            ) from None
-
-    def _input_specs(self) -> list[TensorSpec] | None:
+        """The example-input expression to use (``ModelSaveService.expression``)."""
         if self.model_picker.value is None:
-            return None
-        name = self.model_picker.value
-        model = self._models[name]
-        if not self.input_expr.value.strip():
-            return model_info(name, model).last_input
-        if self._guessed and self.input_expr.value.strip() == self._guessed:
-            guessed = model_info(name, model).guessed_input
-            return None if guessed is None else [guessed]
-        framework = self._infos[name].framework
-        if framework in ("keras", "tensorflow"):
-            from .core.keras.job import normalize_example
-
-            return normalize_example(model, framework, self._example())[0].specs
-        from .core.inputs import normalize_inputs
-
-        return normalize_inputs(model, self._example()).specs
+            return self.input_expr.value.strip() or None
+        return self._service.expression(self._args())
 
     def _on_model_change(self) -> None:
         self.discard()
@@ -345,7 +290,6 @@ class ModelSaveWidget(w.VBox):
         self._follow_framework()
         self._offer_guess()
         self._rebuild_axes()
-        self._follow_generation()
         self._update_buttons()
 
     def _offer_guess(self) -> None:
@@ -353,8 +297,7 @@ class ModelSaveWidget(w.VBox):
         field (editable); a guess shown earlier (untouched) goes when the model has a call."""
         info = self._infos.get(self.model_picker.value)
         guess = info.guessed_expression if info is not None else None
-        untouched = self.input_expr.value.strip() in ("", self._guessed)
-        if untouched:
+        if self.input_expr.value.strip() in ("", self._guessed):  # untouched
             self._guessed = guess or ""
             self.input_expr.value = self._guessed
 
@@ -363,40 +306,38 @@ class ModelSaveWidget(w.VBox):
         name = self.model_picker.value
         if self.state == "staging" or name is None or not self._guessed:
             return
-        if name in self._models and model_info(name, self._models[name]).last_input is not None:
-            self._infos[name] = model_info(name, self._models[name])
+        info = model_info(name, self._service.model(name)) if name in self._infos else None
+        if info is not None and info.last_input is not None:
+            self._infos[name] = info
             self._offer_guess()
             self._rebuild_axes(keep=True)
 
     def _rebuild_axes(self, keep: bool = False) -> None:
-        """One row per dimension of the example inputs: a checkbox (dynamic?) and an axis name.
-
-        ``keep``: rows for the same input and dimension keep their checkbox and name.
-        """
+        """One row per dimension of the example inputs: a checkbox (dynamic?) and an axis name;
+        with ``keep``, rows for the same input and dimension keep their checkbox and name."""
+        model, specs = self.model_picker.value, None
         try:
-            specs = self._input_specs()
+            if model is not None:
+                specs = self._service.example_specs(model, self.input_expr.value)
         except Exception as err:
-            specs = None
             self._fail(err, self.state)
         else:
             self.error_box.value = self.error = ""
         old = {(t, d): (box.value, name.value) for t, d, box, name in self.axes} if keep else {}
         self.axes = []
-        for spec in specs or []:
-            for dim, size in enumerate(spec.shape):
-                ticked, name = old.get(
-                    (spec.name, dim), (False, "batch" if dim == 0 else f"{spec.name}_dim{dim}")
-                )
-                self.axes.append((
-                    spec.name,
-                    dim,
-                    w.Checkbox(ticked, description=f"{spec.name}[{dim}] = {size}", indent=False),
-                    w.Text(name, layout={"width": "12em"}),
-                ))  # fmt: skip
+        for row in axis_rows(specs or []):
+            ticked, name = old.get((row["input"], row["dim"]), (False, row["name"]))
+            label = f"{row['input']}[{row['dim']}] = {row['size']}"
+            self.axes.append((
+                row["input"],
+                row["dim"],
+                w.Checkbox(ticked, description=label, indent=False),
+                w.Text(name, layout={"width": "12em"}),
+            ))  # fmt: skip
         rows = [w.HBox([box, name]) for _, _, box, name in self.axes]
         title = "dynamic axes (tick the dimensions that may change size)"
         self.axes_box.children = [w.Label(title), *rows] if rows else []
-        self.input_info.value = _inputs_html(specs, self.model_picker.value, self._guessed_layer())
+        self.input_info.value = _inputs_html(specs, model, self._guessed_layer())
 
     def _guessed_layer(self) -> str | None:
         """The layer the shown example was guessed from, while the guess is in the input field."""
@@ -404,39 +345,38 @@ class ModelSaveWidget(w.VBox):
             return None
         from .core.example_guess import guess_example
 
-        guess = guess_example(self._models.get(self.model_picker.value))
+        guess = guess_example(self._service.model(self.model_picker.value))
         return None if guess is None else guess.layer
 
     def _follow_framework(self) -> None:
-        """Offer the formats (and ONNX opsets) that apply to the picked model's framework."""
+        """Offer the formats that apply to the picked model (its framework's)."""
         info = self._infos.get(self.model_picker.value)
         names = info.formats if info is not None else formats()
         if tuple(names) != self.format_picker.options:
             current = self.format_picker.value
             self.format_picker.options = names
             self.format_picker.value = current if current in names else names[0]
-        framework = info.framework if info is not None else "torch"
-        opsets = _opset_options(framework)
-        if opsets != list(self.opset_picker.options):
-            current = self.opset_picker.value
-            self.opset_picker.options = opsets
-            self.opset_picker.value = current if current in dict(opsets).values() else None
         self._follow_format()
 
     def _follow_format(self) -> None:
-        """Offer the precisions this format takes here (for float32 PyTorch models)."""
-        from .core.precision import precisions
-
+        """Show the options the chosen format takes (its capabilities): opsets, dynamic axes;
+        and what ``service.offered`` offers for the model: precision variants, generation (a
+        ticked generation hides the dynamic axes: the graphs' are fixed)."""
         info = self._infos.get(self.model_picker.value)
         framework = info.framework if info is not None else "torch"
-        own = info.dtype.split(",")[0] if info is not None else "float32"
-        fp32 = own in ("float32", "none") and not (info is not None and info.sharding)
-        taken = precisions(self.format_picker.value, framework) if fp32 else []
-        options = [("model's own", None), *((p, p) for p in taken if p != "fp32")]
-        if options != list(self.precision_picker.options):
-            current = self.precision_picker.value
-            self.precision_picker.options = options
-            self.precision_picker.value = current if current in dict(options).values() else None
+        takes = describe(self.format_picker.value, framework)
+        offers = offered(info, takes) if info is not None else {"variants": [], "generation": False}
+        low, high = takes["opsets"].get("auto", (1, 0))
+        _choose(self.opset_picker,
+                [("default", None), *((str(v), v) for v in range(high, low - 1, -1))])  # fmt: skip
+        _choose(
+            self.precision_picker, [("model's own", None), *((p, p) for p in offers["variants"])]
+        )
+        self.opset_picker.layout.display = None if takes["opsets"] else "none"
+        self.precision_picker.layout.display = None if offers["variants"] else "none"
+        self.generation.layout.display = None if offers["generation"] else "none"
+        dynamic = takes["dynamic_axes"] and not self.generates()
+        self.axes_box.layout.display = None if dynamic else "none"
 
     def _show_release(self) -> None:
         """Precision, size, latency and the diff against ``dest`` (its failure shown inline)."""
@@ -448,14 +388,6 @@ class ModelSaveWidget(w.VBox):
         except ModelSaveError as err:
             previous, problem = None, f"<p><i>{html.escape(f'{type(err).__name__}: {err}')}</i></p>"
         self.release.value = _release.html(self.staged, previous) + problem
-
-    def _follow_generation(self) -> None:
-        """Offer "for generation" for ONNX of a model that can generate; hide the dynamic-axes
-        editor while it is ticked."""
-        info = self._infos.get(self.model_picker.value)
-        offered = info is not None and info.can_generate and self.format_picker.value == "onnx"
-        self.generation.layout.display = None if offered else "none"
-        self.axes_box.layout.display = "none" if self.generates() else None
 
     def _progress(self, step: str, fraction: float) -> None:
         self.progress.value, self.progress.description = fraction, step
@@ -473,8 +405,7 @@ class ModelSaveWidget(w.VBox):
             self.state = state
 
     def _update_buttons(self) -> None:
-        busy = self.state == "staging"
-        self.stage_button.disabled = busy or self.model_picker.value is None
+        self.stage_button.disabled = self.state == "staging" or self.model_picker.value is None
         self.write_button.disabled = self.discard_button.disabled = self.state != "staged"
 
 
@@ -508,30 +439,18 @@ def file_browser_url(path: Path) -> str | None:
     return f"{base}lab/tree/{quote('' if relative == '.' else relative)}"
 
 
+def _choose(picker: w.Dropdown, options: list[tuple[str, Any]]) -> None:
+    """Give ``picker`` these options, keeping its value when it is still one of them."""
+    if options != list(picker.options):
+        current = picker.value
+        picker.options = options
+        picker.value = current if current in dict(options).values() else None
+
+
 def _user_namespace() -> dict[str, Any]:
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
     return shell.user_ns if shell is not None else {}
-
-
-def _opset_options(framework: str = "torch") -> list[tuple[str, int | None]]:
-    if framework in ("keras", "tensorflow"):
-        low, high = _tf2onnx_opsets()
-    else:
-        from .core.options import opset_range
-
-        low, high = opset_range("auto")
-    return [("default", None), *((str(v), v) for v in range(high, low - 1, -1))]
-
-
-def _tf2onnx_opsets() -> tuple[int, int]:
-    """The opsets tf2onnx and onnx both support (none offered when tf2onnx is missing)."""
-    try:
-        import onnx
-        from tf2onnx.constants import OPSET_TO_IR_VERSION
-    except ImportError:
-        return 1, 0
-    return min(OPSET_TO_IR_VERSION), min(max(OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version())
 
 
 def _number(key: str, text: str) -> float:
@@ -573,14 +492,6 @@ def _after_each_cell(widget: ModelSaveWidget) -> None:
     shell.events.register("post_run_cell", after_cell)
 
 
-def _divergence_html(report: Any) -> str:
-    """Under the parity table: the first diverging module and its source line, when localized."""
-    from .core.localize.display import divergence_text
-
-    text = divergence_text(report)
-    return f'<pre class="jms-divergence">{html.escape(text)}</pre>' if text else ""
-
-
 def _summary_html(staged: Any) -> str:
     rows = [
         ("format", f"{staged.format} via {staged.exporter}"),
@@ -597,11 +508,10 @@ def _summary_html(staged: Any) -> str:
 
 
 def _written_html(path: Path) -> str:
-    url = file_browser_url(path)
-    link = (
-        f' &middot; <a href="{html.escape(url)}" target="_blank" rel="noopener" style="{_LINK}">'
-        "show in the file browser</a>"
-        if url
-        else ""
+    url, wrote = file_browser_url(path), f"<b>Wrote</b> <code>{html.escape(str(path))}</code>"
+    if not url:
+        return wrote
+    return (
+        f'{wrote} &middot; <a href="{html.escape(url)}" target="_blank" rel="noopener" '
+        f'style="{_LINK}">show in the file browser</a>'
     )
-    return f"<b>Wrote</b> <code>{html.escape(str(path))}</code>{link}"

@@ -2,7 +2,8 @@ import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { PromiseDelegate } from '@lumino/coreutils';
 
-import { COMM_TARGET, IServerConfig, KernelAPI } from './tokens';
+import { COMM_TARGET, KernelAPI } from './protocol';
+import { IServerConfig } from './tokens';
 
 /** Called with the engine's progress while a request runs. */
 export type ProgressCallback = (step: string, fraction: number) => void;
@@ -83,19 +84,19 @@ export class KernelSide implements IDisposable {
     await ready.promise;
   }
 
-  /** Run one operation of the kernel side. */
-  request<T>(
-    op: string,
-    args: object = {},
+  /** Run one operation of the kernel side (its arguments and reply typed by `protocol.ts`). */
+  request<K extends KernelAPI.Op>(
+    op: K,
+    args: KernelAPI.IOperations[K]['args'],
     onProgress?: ProgressCallback
-  ): Promise<T> {
+  ): Promise<KernelAPI.IOperations[K]['reply']> {
     if (!this._comm || this._isDisposed) {
       return Promise.reject(
         new KernelSideError('Disconnected', 'The kernel side is not connected.')
       );
     }
     const id = `r${++this._counter}`;
-    const delegate = new PromiseDelegate<T>();
+    const delegate = new PromiseDelegate<KernelAPI.IOperations[K]['reply']>();
     this._pending.set(id, { delegate, onProgress });
     this._comm.send({ id, op, args: args as any });
     return delegate.promise;
@@ -134,8 +135,10 @@ export class KernelSide implements IDisposable {
     this._comm = null;
   }
 
-  private _onMessage(data: any): void {
-    const pending = this._pending.get(data?.id);
+  private _onMessage(
+    data: KernelAPI.IProgressEvent | KernelAPI.IReplyEvent
+  ): void {
+    const pending = this._pending.get(String(data?.id));
     if (!pending) {
       return;
     }
@@ -143,11 +146,11 @@ export class KernelSide implements IDisposable {
       pending.onProgress?.(String(data.step), Number(data.fraction));
       return;
     }
-    this._pending.delete(data.id);
+    this._pending.delete(String(data.id));
     if (data.ok) {
       pending.delegate.resolve(data.result);
     } else {
-      const error = data.error as KernelAPI.IError;
+      const error = data.error as KernelAPI.IErrorInfo;
       pending.delegate.reject(new KernelSideError(error.type, error.message));
     }
   }

@@ -12,13 +12,13 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { KernelSide, KernelSideError } from './kernel';
 import { requestAPI } from './request';
+import { KernelAPI } from './protocol';
 import {
   HealthState,
   IHealth,
   IKernelState,
   IServerConfig,
   JobState,
-  KernelAPI,
   KernelSideState
 } from './tokens';
 
@@ -52,7 +52,7 @@ export class ModelSaveModel implements IDisposable {
   }
 
   /** Emitted after an artifact was written (the file browser refreshes). */
-  get written(): ISignal<this, KernelAPI.IWritten> {
+  get written(): ISignal<this, KernelAPI.IWrittenReply> {
     return this._writtenSignal;
   }
 
@@ -85,11 +85,11 @@ export class ModelSaveModel implements IDisposable {
   }
 
   /** The kernel's models, `null` before the first answer. */
-  get models(): KernelAPI.IModels['models'] | null {
+  get models(): KernelAPI.IModelsReply['models'] | null {
     return this._models;
   }
 
-  get options(): KernelAPI.IOptions | null {
+  get options(): KernelAPI.IOptionsReply | null {
     return this._options;
   }
 
@@ -102,12 +102,12 @@ export class ModelSaveModel implements IDisposable {
   }
 
   /** Where the staged export was written, once it was. */
-  get writtenTo(): KernelAPI.IWritten | null {
+  get writtenTo(): KernelAPI.IWrittenReply | null {
     return this._writtenTo;
   }
 
   /** An error of the last write or discard. */
-  get acceptError(): KernelAPI.IError | null {
+  get acceptError(): KernelAPI.IErrorInfo | null {
     return this._acceptError;
   }
 
@@ -157,9 +157,15 @@ export class ModelSaveModel implements IDisposable {
       return;
     }
     try {
-      const reply = await side.request<KernelAPI.IModels>('models');
+      const reply = await side.request('models', {});
+      // the kernel describes the frameworks it has imported: ask again for a new one's
+      const described = this._options?.frameworks ?? {};
+      const options = reply.models.every(m => m.framework in described)
+        ? this._options
+        : await side.request('options', {});
       if (side === this._side) {
         this._models = reply.models;
+        this._options = options;
         this._emit();
       }
     } catch (error) {
@@ -180,14 +186,10 @@ export class ModelSaveModel implements IDisposable {
     this._acceptError = null;
     this._emit();
     try {
-      const staged = await side.request<KernelAPI.IStaged>(
-        'stage',
-        args,
-        (step, fraction) => {
-          this._job = { kind: 'staging', step, fraction };
-          this._emit();
-        }
-      );
+      const staged = await side.request('stage', args, (step, fraction) => {
+        this._job = { kind: 'staging', step, fraction };
+        this._emit();
+      });
       this._job = { kind: 'staged', staged };
     } catch (error) {
       this._job = { kind: 'error', error: asError(error) };
@@ -196,14 +198,15 @@ export class ModelSaveModel implements IDisposable {
     void this.refreshModels();
   }
 
-  /** The precisions the review offers as variants of the staged export (not its own). */
-  variants(staged: KernelAPI.IStaged): string[] {
-    const taken = this._options?.precisions?.[staged.format] ?? [];
-    const torch = (this.selected?.framework ?? 'torch') === 'torch';
-    const fp32 =
-      (this.selected?.dtype ?? 'float32').split(',')[0] === 'float32';
-    return torch && fp32 && this._lastStage
-      ? taken.filter(p => p !== staged.precision)
+  /** The precisions the review offers as variants of the staged export (not its own): the
+   * format's capabilities, for a model variants are made of. */
+  variants(staged: KernelAPI.IStagedReply): string[] {
+    const model = this.selected;
+    const format =
+      model &&
+      this._options?.frameworks[model.framework]?.formats[staged.format];
+    return model?.variants && format && this._lastStage
+      ? format.precisions.filter(p => p !== staged.precision)
       : [];
   }
 
@@ -222,10 +225,10 @@ export class ModelSaveModel implements IDisposable {
     if (this._job.kind !== 'staged' || !this._side) {
       return null;
     }
-    const reply = await this._side.request<{ diff: KernelAPI.IDiff | null }>(
-      'diff',
-      { id: this._job.staged.id, folder }
-    );
+    const reply = await this._side.request('diff', {
+      id: this._job.staged.id,
+      folder
+    });
     return reply.diff;
   }
 
@@ -243,7 +246,7 @@ export class ModelSaveModel implements IDisposable {
     }
     this._acceptError = null;
     try {
-      const written = await this._side.request<KernelAPI.IWritten>('write', {
+      const written = await this._side.request('write', {
         ...args,
         id: this._job.staged.id
       });
@@ -319,10 +322,6 @@ export class ModelSaveModel implements IDisposable {
       this._config ??= await requestAPI<IServerConfig>('config');
       await side.open(this._config);
       this._setSide({ kind: 'ready' }, side);
-      if (side === this._side && !this._options) {
-        this._options = await side.request<KernelAPI.IOptions>('options');
-        this._emit();
-      }
       return side === this._side ? side : null;
     } catch (error) {
       this._setSide({ kind: 'error', message: asError(error).message }, side);
@@ -466,17 +465,17 @@ export class ModelSaveModel implements IDisposable {
   private _side: KernelSide | null = null;
   private _sideState: KernelSideState = { kind: 'none' };
   private _models: KernelAPI.IModelInfo[] | null = null;
-  private _options: KernelAPI.IOptions | null = null;
+  private _options: KernelAPI.IOptionsReply | null = null;
   private _selected: string | null = null;
   private _job: JobState = { kind: 'idle' };
   /** The arguments of the last stage, for staging its variants from the review. */
   private _lastStage: KernelAPI.IStageArgs | null = null;
-  private _writtenTo: KernelAPI.IWritten | null = null;
-  private _acceptError: KernelAPI.IError | null = null;
+  private _writtenTo: KernelAPI.IWrittenReply | null = null;
+  private _acceptError: KernelAPI.IErrorInfo | null = null;
   private _visible = false;
   private _isDisposed = false;
   private _changed = new Signal<this, void>(this);
-  private _writtenSignal = new Signal<this, KernelAPI.IWritten>(this);
+  private _writtenSignal = new Signal<this, KernelAPI.IWrittenReply>(this);
 }
 
 export namespace ModelSaveModel {
@@ -489,7 +488,7 @@ export namespace ModelSaveModel {
   }
 }
 
-function asError(error: unknown): KernelAPI.IError {
+function asError(error: unknown): KernelAPI.IErrorInfo {
   if (error instanceof KernelSideError) {
     return { type: error.type, message: error.message };
   }

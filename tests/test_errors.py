@@ -34,6 +34,8 @@ X = torch.randn(2, 8)
         ({"input_names": ["a", "b"]}, jms.InvalidOptionError, "has 2 names but the model has 1"),
         ({"output_names": ["bad name!"]}, jms.InvalidOptionError, "not a usable tensor name"),
         ({"metadata": {"producer": "me"}}, jms.InvalidOptionError, "reserved"),
+        ({"metadata": {"framework": "me"}}, jms.InvalidOptionError, "reserved"),
+        ({"metadata": {"torch_version": "1"}}, jms.InvalidOptionError, "reserved"),
         ({"metadata": {"f": object()}}, jms.InvalidOptionError, "JSON-serialisable"),
         ({"name": "../escape"}, jms.InvalidOptionError, "cannot be used in a file name"),
         ({"device": "gpu9"}, jms.InvalidOptionError, "not a torch device"),

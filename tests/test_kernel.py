@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
 import pytest
 import torch
 
+import jupyter_modelsave as jms
 from jupyter_modelsave import kernel as jk
 from jupyter_modelsave.core.errors import InvalidOptionError, ParityError
+from jupyter_modelsave.core.formats.onnx import OnnxFormat
 
 from . import models
 
@@ -51,10 +55,46 @@ def test_models_lists_the_namespace_and_their_last_inputs(side: jk.ModelSaveKern
 
 def test_options_offer_formats_and_opset_ranges(side: jk.ModelSaveKernel) -> None:
     options = side.options({})
-    assert "onnx" in options["formats"]
-    low, high = options["opsets"]["auto"]
+    torch_formats = options["frameworks"]["torch"]["formats"]
+    assert list(torch_formats) == jms.formats()
+    low, high = torch_formats["onnx"]["opsets"]["auto"]
     assert 7 <= low < 18 <= high
+    assert torch_formats["onnx"]["exporters"] == ["auto", "dynamo", "torchscript"]
+    assert (
+        torch_formats["safetensors"]["opsets"] == {}
+        and not torch_formats["safetensors"]["needs_inputs"]
+    )
     assert options["tolerances"]["float32"] == [1e-4, 1e-3]
+
+
+def test_a_guessed_example_is_not_run_for_a_format_that_needs_no_inputs(
+    side: jk.ModelSaveKernel,
+) -> None:
+    # Given a model never called, and the example guessed from its first layer (as the sidebar
+    # fills it in)
+    side.namespace["fresh"] = models.SmallCNN()
+    (info,) = [m for m in side.models({})["models"] if m["name"] == "fresh"]
+    guess = info["guessed_expression"]
+    # When it is sent with a weights format, then the model is saved without running it
+    staged = side.staged[
+        side.stage({"model": "fresh", "format": "safetensors", "example": guess})["id"]
+    ]
+    assert staged.input_specs == [] and staged.report.passed
+    # And with a graph format the guess is the example
+    staged = side.staged[
+        side.stage({"model": "fresh", "format": "torchscript", "example": guess})["id"]
+    ]
+    assert [s.shape for s in staged.input_specs] == [(1, 3, 224, 224)]
+
+
+def test_only_the_imported_frameworks_are_described() -> None:
+    # Describing a framework imports it: a kernel that only has torch describes only torch
+    code = (
+        "import sys, torch; from jupyter_modelsave.service import ModelSaveService;"
+        "print(sorted(ModelSaveService({}).options()['frameworks']), 'tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["['torch']", "False"]
 
 
 def test_stage_publishes_the_artifact_for_the_server(side: jk.ModelSaveKernel) -> None:
@@ -167,13 +207,13 @@ def test_respond_reports_an_interrupt_as_cancelled(side: jk.ModelSaveKernel) -> 
     assert sent[-1]["error"]["type"] == "Cancelled"
 
 
-def test_strip_weights_keeps_shapes_and_drops_data(
+def test_the_graph_view_keeps_shapes_and_drops_data(
     side: jk.ModelSaveKernel, tmp_path: Path
 ) -> None:
     called(side, "net", torch.randn(1, 3, 8, 8))
     staged = side.staged[side.stage({"model": "net"})["id"]]
     target = tmp_path / "graph.onnx"
-    jk.strip_weights(staged.path, target)
+    target.write_bytes(OnnxFormat().graph_view(staged.path))
     full, stripped = onnx.load(str(staged.path)), onnx.load(str(target))
     assert target.stat().st_size < staged.path.stat().st_size
     assert [list(t.dims) for t in stripped.graph.initializer] == [
@@ -186,10 +226,13 @@ def test_strip_weights_keeps_shapes_and_drops_data(
 def test_options_offer_the_precisions_this_machine_takes_per_format(
     side: jk.ModelSaveKernel,
 ) -> None:
-    precisions = side.options({})["precisions"]
+    # (each format's capabilities carry them: jms.precisions, what the runtime runs of them)
+    formats = side.options({})["frameworks"]["torch"]["formats"]
+    precisions = {name: info["precisions"] for name, info in formats.items()}
     assert precisions["safetensors"] == ["fp32", "fp16", "bf16"]
     assert precisions["torchscript"] == ["fp32"]
     assert {"fp32", "fp16", "int8"} <= set(precisions["onnx"])
+    assert precisions == {name: jms.precisions(name) for name in formats}
 
 
 def test_stage_a_variant_then_diff_it_against_the_folder_before_writing(

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from torch import nn
 
 import jupyter_modelsave as jms
-from jupyter_modelsave.core.localize import display
+from jupyter_modelsave.core import parity
 
 IF_LINE = "h = h * 2 if h.mean() > 0 else -h"
 
@@ -298,7 +298,7 @@ def test_divergence_only_at_the_final_output_is_said_plainly():
     assert report.localization.startswith("Only the final output differs")
     assert "every module inside BranchAtTheEnd agrees" in report.localization
     assert all(layer.passed for layer in report.layers if layer.module)
-    assert "only the model's final output differs" in display.divergence_text(report)
+    assert "only the model's final output differs" in parity.divergence_text(report)
 
 
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])

@@ -171,6 +171,23 @@ def test_core_errors_are_one_line_and_usage_errors_name_the_fix(shell, capsys):
         shell.run_line_magic("modelsave", "net")
 
 
+@pytest.mark.parametrize(
+    ("line", "refused"),
+    [
+        ("--format safetensors --opset 17", "--opset"),
+        ("--format state_dict --dynamic x:0=b", "--dynamic"),
+    ],
+)
+def test_options_a_format_does_not_take_are_refused_as_its_capabilities_say(
+    shell, tmp_path, line, refused
+):
+    # As the sidebar and the widget offer only what a format takes (core.formats.describe)
+    shell.user_ns["net"] = models.mlp()
+    with pytest.raises(UsageError, match=rf"format '\w+' takes no {refused} \("):
+        shell.run_line_magic("modelsave", f"net out/ {line}")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_model_called_after_load_ext_exports_without_an_input(shell, tmp_path, capsys):
     # Given %load_ext (the fixture) and a model defined and called in one cell, never listed
     shell.run_cell("net = torch.nn.Sequential(torch.nn.Linear(8, 3))\nnet(torch.randn(6, 8))")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import jupyter_modelsave as jms
+from jupyter_modelsave.core import _ort
 from jupyter_modelsave.core import precision as variants
 from jupyter_modelsave.core.parity import OutputDiff, ParityReport, ProbeResult
 
@@ -219,13 +220,13 @@ def test_bad_precision_options_say_what_the_format_and_runtime_take(cnn, image, 
         jms.stage(cnn, image, **options)
 
 
-@pytest.mark.skipif(variants.ort_has_bf16(), reason="this ONNX Runtime has bf16 kernels")
+@pytest.mark.skipif(_ort.has_bf16(), reason="this ONNX Runtime has bf16 kernels")
 def test_bf16_onnx_on_a_runtime_without_bf16_kernels_names_what_it_takes(cnn, image):
     with pytest.raises(jms.InvalidOptionError) as caught:
         jms.stage(cnn, image, precision="bf16")
     message = str(caught.value)
     assert "takes fp32, fp16, bf16, int8" in message and "here it takes fp32, fp16, int8" in message
-    assert variants.runtime_precisions("onnx") == ("fp32", "fp16", "int8")
+    assert jms.precisions("onnx") == ["fp32", "fp16", "int8"]
 
 
 def test_variants_are_made_from_float32_models_only(image):

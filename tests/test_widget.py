@@ -286,6 +286,24 @@ def test_errors_and_verdicts_keep_the_themes_text_colour():
     widget.discard()
 
 
+def test_the_options_shown_follow_the_formats_capabilities():
+    # Given the widget on a PyTorch model
+    widget = ModelSaveWidget("net", namespace={"net": models.mlp()})
+    shown = lambda box: box.layout.display != "none"  # noqa: E731
+    # Then ONNX shows opsets and dynamic axes; the other graph formats dynamic axes only;
+    # the weight formats neither
+    for fmt, opset, axes in [("onnx", True, True), ("torchscript", False, True),
+                             ("torch_export", False, True), ("safetensors", False, False)]:  # fmt: skip
+        widget.format_picker.value = fmt
+        assert (shown(widget.opset_picker), shown(widget.axes_box)) == (opset, axes), fmt
+    # And what a format does not take is not passed to stage (a ticked axis stays ticked)
+    widget.format_picker.value = "onnx"
+    widget.mark_dynamic("input", 0)
+    assert widget.options()["dynamic_axes"] == {"input": {0: "batch"}}
+    widget.format_picker.value = "safetensors"
+    assert widget.options() == {"format": "safetensors"}
+
+
 def test_the_precision_picker_follows_the_format_and_the_review_shows_the_release_check(
     namespace, tmp_path
 ):

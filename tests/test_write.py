@@ -48,6 +48,7 @@ def test_folder_destination_gets_versioned_names_and_manifest(tmp_path, staged):
     assert manifest["inputs"][0]["name"] == "input"
     assert manifest["dynamic_axes"] == {"input": {"0": "batch"}}
     assert manifest["versions"]["torch"] == torch.__version__
+    assert manifest["framework"] == "torch"
 
 
 def test_explicit_name_and_version(tmp_path, staged):
@@ -97,6 +98,14 @@ def test_export_names_the_file_after_the_callers_variable(tmp_path):
     classifier = models.mlp()
     path = jms.export(classifier, tmp_path, torch.randn(1, 8))
     assert path.name.startswith("classifier_v1.0.0_")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors"])
+def test_stage_names_the_artifact_after_the_callers_variable(tmp_path, fmt):
+    # through every wrapper around stage (decorators included), the caller's variable is found
+    classifier = models.mlp()
+    staged = jms.stage(classifier, torch.randn(1, 8), format=fmt)
+    assert staged.write(tmp_path).name.startswith("classifier_v1.0.0_")
 
 
 def test_tampered_artifact_is_refused(tmp_path, staged):

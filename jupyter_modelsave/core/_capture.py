@@ -52,15 +52,9 @@ def captured_output() -> Iterator[list[str]]:
     finally:
         for lg, (handlers, propagate) in zip(loggers, saved):
             lg.handlers, lg.propagate = handlers, propagate
-        texts = [_warning_text(w) for w in caught]
-        texts += out.getvalue().splitlines()
-        texts += _without_graph_dumps(native)
-        seen: set[str] = set()
-        for text in texts:
-            text = strip_ansi(text).strip()
-            if text and text not in seen and not any(n in text for n in _NOISE):
-                seen.add(text)
-                lines.append(text)
+        texts = [_warning_text(w) for w in caught] + out.getvalue().splitlines()
+        cleaned = (strip_ansi(t).strip() for t in texts + _without_graph_dumps(native))
+        lines += dict.fromkeys(t for t in cleaned if t and not any(n in t for n in _NOISE))
 
 
 def _exporter_loggers() -> list[logging.Logger]:
@@ -108,13 +102,10 @@ def _native_output(lines: list[str]) -> Iterator[None]:
     global _native_depth
     with _NATIVE_LOCK:
         _native_depth += 1
-        if _native_depth > 1:
-            try:
-                yield
-            finally:
-                _native_depth -= 1
-            return
         try:
+            if _native_depth > 1:
+                yield
+                return
             with tempfile.TemporaryFile(mode="w+b") as sink:
                 saved = _redirect_fds(sink.fileno())
                 try:
@@ -131,9 +122,8 @@ def _native_output(lines: list[str]) -> Iterator[None]:
 def _redirect_fds(target: int) -> list[tuple[int, int]]:
     saved = []
     for stream, fd in ((sys.__stdout__, 1), (sys.__stderr__, 2)):
-        with contextlib.suppress(Exception):
-            if stream is not None:
-                stream.flush()
+        with contextlib.suppress(Exception):  # None (no console) has no flush either
+            stream.flush()
         with contextlib.suppress(OSError):
             saved.append((fd, os.dup(fd)))
             os.dup2(target, fd)
@@ -141,18 +131,14 @@ def _redirect_fds(target: int) -> list[tuple[int, int]]:
 
 
 def _restore_fds(saved: list[tuple[int, int]]) -> None:
-    _flush_c_stdio()
-    for fd, copy in saved:
-        os.dup2(copy, fd)
-        os.close(copy)
-
-
-def _flush_c_stdio() -> None:
-    """Flush C's stdio buffers, so native output lands before the descriptors go back."""
+    """Flush C's stdio buffers (so native output lands first), then put the descriptors back."""
     import ctypes
 
     with contextlib.suppress(Exception):
         ctypes.CDLL(None).fflush(None)
+    for fd, copy in saved:
+        os.dup2(copy, fd)
+        os.close(copy)
 
 
 _CONVERSION = re.compile(
@@ -176,8 +162,7 @@ def value_conversions(lines: list[str]) -> list[str]:
         match = _CONVERSION.search(line)
         if match and not match.group(2).startswith(torch_dir):
             found.append(
-                f"tracing turned a tensor into a Python {match.group(1)} at "
-                f"{match.group(2)}:{match.group(3)}"
+                "tracing turned a tensor into a Python {} at {}:{}".format(*match.groups())
             )
         elif not match and any(marker in line for marker in DATA_DEPENDENT):
             found.append("torch.export stopped at a data-dependent branch (a Python `if` on "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +61,39 @@ def session(
         extra["disabled_optimizers"] = DISABLED_OPTIMIZERS
     model = path if isinstance(path, bytes) else str(path)
     return ort.InferenceSession(model, options, providers=providers(prefer_cuda), **extra)
+
+
+def numpy_feeds(session: Any, names: Iterable[str], tensors: Iterable[Any]) -> dict[str, Any]:
+    """The tensors (named ``names``) that ``session`` takes as inputs, as numpy arrays."""
+    wanted = {i.name for i in session.get_inputs()}
+    return {n: t.detach().cpu().numpy() for n, t in zip(names, tensors) if n in wanted}
+
+
+def run_named(session: Any, feeds: dict[str, Any]) -> dict[str, Any]:
+    """``session``'s outputs on ``feeds``, by output name."""
+    return dict(zip((o.name for o in session.get_outputs()), session.run(None, feeds)))
+
+
+@functools.cache
+def has_bf16() -> bool:
+    """Whether ONNX Runtime here runs bf16 MatMul and Add (its CPU provider has no bf16 kernels)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    nodes, inputs = [], []
+    for i, op in enumerate(("MatMul", "Add")):  # a graph's most common compute ops
+        inputs.append(helper.make_tensor_value_info(f"x{i}", TensorProto.BFLOAT16, [2, 2]))
+        nodes.append(helper.make_node(op, [f"x{i}", f"x{i}"], [f"y{i}"]))
+    outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.BFLOAT16, [2, 2])
+               for i in range(len(nodes))]  # fmt: skip
+    graph = helper.make_graph(nodes, "bf16_probe", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        ort.InferenceSession(
+            model.SerializeToString(), options, providers=providers(prefer_cuda=True)
+        )
+    except Exception:  # NOT_IMPLEMENTED: no kernel for a bf16 node
+        return False
+    return True

@@ -12,14 +12,14 @@ write to that folder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,10 +51,9 @@ def next_version(folder: Path, name: str, extension: str) -> str:
 
 
 def _listdir(folder: Path) -> list[str]:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         return os.listdir(folder)
-    except FileNotFoundError:
-        return []
+    return []
 
 
 def is_folder_destination(dest: Path | str, extension: str = "") -> bool:
@@ -86,9 +85,7 @@ def destination_path(
 ) -> tuple[Path, str, AutoVersion | None]:
     """The artifact path, its version, and (when the version is picked automatically) how to
     pick it again at commit time. Folders get ``<name>_v<version>_<sha12><ext>``."""
-    text = os.path.expanduser(str(dest))
-    if "\x00" in text:
-        raise InvalidOptionError("The destination path contains a NUL byte.")
+    text = os.path.expanduser(str(dest))  # ``options.check_destination`` refused NUL bytes
     dest = Path(text)
     if not is_folder_destination(text, extension):
         return dest, version or DEFAULT_VERSION, None
@@ -206,7 +203,7 @@ def _temporary(target: Path, tag: str = "") -> Path:
     return target.parent / f".{target.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}{tag}"
 
 
-@contextmanager
+@contextlib.contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
     """An exclusive ``flock`` on the folder, between processes and threads alike.
 
@@ -220,10 +217,8 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         return
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        try:
+        with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -252,7 +247,7 @@ def _commit(
                 os.rename(set_aside, manifest_path)
             raise
     os.replace(tmp_manifest, manifest_path)
-    _fsync_dir(target.parent)
+    _fsync_file(target.parent, os.O_DIRECTORY)
     if set_aside is not None:
         _remove(set_aside)
 
@@ -303,7 +298,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
-def _link_or_copy(source: Path | str, tmp: Path | str) -> None:
+def _copy_file(source: Path, tmp: Path) -> None:
     """A hard link when the staging folder shares the destination's filesystem, else a copy.
 
     A link costs no I/O, so writing a staged export is as fast as renaming it; the staged file
@@ -313,26 +308,33 @@ def _link_or_copy(source: Path | str, tmp: Path | str) -> None:
         os.link(source, tmp)
     except OSError:  # another filesystem, or links refused: copy the bytes
         shutil.copyfile(source, tmp)
-
-
-def _copy_file(source: Path, tmp: Path) -> None:
-    _link_or_copy(source, tmp)
     _fsync_file(tmp)
 
 
 def _copy_tree(source: Path, tmp: Path) -> None:
-    """Link or copy a folder artifact file by file; the first error is raised as it is."""
-    folders = [tmp]
-    os.mkdir(tmp)
+    """Link or copy a folder artifact file by file, then fsync its folders."""
+    for folder in reversed(copy_tree(source, tmp, _copy_file)):
+        _fsync_file(folder, os.O_DIRECTORY)
+
+
+def copy_tree(source: Path, target: Path, copy_file: Callable[[Path, Path], None],
+              make_dir: Callable[[Path], None] = os.mkdir) -> list[Path]:  # fmt: skip
+    """``copy_file`` for a file artifact; for a folder artifact, its tree: ``make_dir`` for each
+    folder before what it holds, ``copy_file`` for each file. Returns the folders made; the
+    first error is raised as it is."""
+    if not source.is_dir():
+        copy_file(source, target)
+        return []
+    folders = [target]
+    make_dir(target)
     for src in sorted(source.rglob("*")):  # a folder sorts before what it holds
-        dst = tmp / src.relative_to(source)
+        dst = target / src.relative_to(source)
         if src.is_dir():
-            os.mkdir(dst)
+            make_dir(dst)
             folders.append(dst)
         else:
-            _copy_file(src, dst)
-    for folder in reversed(folders):
-        _fsync_dir(folder)
+            copy_file(src, dst)
+    return folders
 
 
 def _write_bytes(data: bytes, tmp: Path) -> None:
@@ -342,16 +344,9 @@ def _write_bytes(data: bytes, tmp: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync_file(path: Path, flags: int = 0) -> None:
+    """fsync a file, or a folder with ``flags=os.O_DIRECTORY``."""
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:
@@ -362,10 +357,8 @@ def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        try:
+        with contextlib.suppress(OSError):  # already gone, or a read-only folder: best effort
             path.unlink()
-        except OSError:  # already gone, or a read-only folder: best effort
-            pass
 
 
 def clean_stale_temporaries(folder: Path) -> list[Path]:
@@ -392,7 +385,18 @@ def _original_name(entry: str) -> str:
 
 def _writer_alive(entry: str) -> bool:
     pid = entry.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
-    return not pid.isdigit() or _alive(int(pid))
+    return not pid.isdigit() or pid_alive(int(pid))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _put_back(tmp: Path, original: Path) -> bool:
@@ -417,13 +421,3 @@ def _recorded_sha256(manifest: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -25,12 +25,10 @@ only your own signed programs are run), on the model's device.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._capture import first_line
 from .errors import ModelSaveError
-
-if TYPE_CHECKING:
-    from .staging import StagedExport
 
 SIZE_GROWTH = 1.5
 SIZE_SHRINK = 0.67
@@ -53,16 +51,18 @@ def previous_artifact(folder: str | Path, name: str) -> Any:
     return next((a for a in list_artifacts(folder) if a.name == name), None)
 
 
-def compare(staged: StagedExport, previous: Any) -> dict[str, Any]:
-    """The differences between ``staged`` and ``previous`` (an ``ArtifactInfo``)."""
+def compare(staged: dict[str, Any], parts: tuple, previous: Any) -> dict[str, Any]:
+    """The differences between a staged export and ``previous`` (an ``ArtifactInfo``): ``staged``
+    holds its manifest fields that ``signature`` reads and ``size_bytes``, ``parts`` its format,
+    ``Exported`` and ``ExportJob`` (``StagedExport._signature_fields`` and ``_parts``)."""
     from .manifest import read_manifest
 
     try:
         before = read_manifest(previous.path) or {}
     except ModelSaveError:
         before = {}
-    ratio = staged.size_bytes / previous.size_bytes if previous.size_bytes else None
-    changed = signature_changes(before, signature(_staged_fields(staged)))
+    ratio = staged["size_bytes"] / previous.size_bytes if previous.size_bytes else None
+    changed = signature_changes(before, signature(staged))
     result: dict[str, Any] = {
         "previous_version": previous.version,
         "previous_path": str(previous.path),
@@ -75,37 +75,18 @@ def compare(staged: StagedExport, previous: Any) -> dict[str, Any]:
         "notes": [],
         "problems": [],
     }
-    result.update(_values(staged, previous))
+    result.update(_values(staged, parts, previous))
     result["warnings"] = _warnings(result, staged, previous)
     del result["problems"]  # now in the warnings
     return result
 
 
-def _staged_fields(staged: StagedExport) -> dict[str, Any]:
-    """The manifest fields of a staged export that make up its signature."""
-    return {
-        "inputs": [s.to_dict() for s in staged.input_specs],
-        "outputs": [s.to_dict() for s in staged.output_specs],
-        "dynamic_axes": {
-            k: {str(d): a for d, a in v.items()} for k, v in staged.dynamic_axes.items()
-        },
-        "opset": staged.opset,
-        "format": staged.format,
-        "precision": staged.precision,
-    }
-
-
 def signature(fields: dict[str, Any]) -> dict[str, Any]:
     """The comparable signature of a manifest's fields."""
     axes = fields.get("dynamic_axes") or {}
-    return {
-        "inputs": _tensors(fields.get("inputs"), axes),
-        "outputs": _tensors(fields.get("outputs"), axes),
-        "dynamic_axes": axes,
-        "opset": fields.get("opset"),
-        "format": fields.get("format"),
-        "precision": fields.get("precision"),
-    }
+    found = {key: fields.get(key) for key in SIGNATURE_FIELDS}
+    found.update(inputs=_tensors(found["inputs"], axes), outputs=_tensors(found["outputs"], axes))
+    return {**found, "dynamic_axes": axes}
 
 
 def signature_changes(before_manifest: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -134,37 +115,32 @@ def _tensors(specs: Any, axes: dict[str, Any]) -> list[Any]:
     return found
 
 
-def _values(staged: StagedExport, previous: Any) -> dict[str, Any]:
+def _values(staged: dict[str, Any], parts: tuple, previous: Any) -> dict[str, Any]:
     """``max_abs``, ``cosine``, ``compared``, ``notes`` and ``problems``: outputs or weights."""
     from .formats.base import WeightsFormat
-    from .verify import device_of
 
-    fmt, exported, job = staged._parts
-    graph = staged.format in GRAPH_FORMATS and previous.format in GRAPH_FORMATS
+    fmt, exported, job = parts
+    graph = staged["format"] in GRAPH_FORMATS and previous.format in GRAPH_FORMATS
     weights = isinstance(fmt, WeightsFormat) and previous.format in _WEIGHT_FORMATS
     if not (graph or weights):
         return {"notes": [f"values not compared: a {previous.format} artifact and a "
-                          f"{staged.format} one hold different things"]}  # fmt: skip
-    if max(staged.size_bytes, previous.size_bytes) > VALUES_MAX_BYTES:
+                          f"{staged['format']} one hold different things"]}  # fmt: skip
+    if max(staged["size_bytes"], previous.size_bytes) > VALUES_MAX_BYTES:
         return {"notes": [f"values not compared: over {VALUES_MAX_BYTES / 1024**3:g} GiB"]}
     if graph and not job.input_names:
         return {"notes": ["values not compared: this stage ran without example inputs"]}
     try:
-        old = _load_previous(previous, device_of(job.model))
+        from .loading import load
+
+        old = load(previous.path, map_location=job.adapter.device_of(job.model))
         if graph:
             return _graph_stats(fmt.runner(exported, job), job, old)
         return _weight_stats(fmt.weights(fmt.load(exported.path, trusted=True)), previous, old)
     except Exception as err:  # the comparison is advice: it never stops a stage or a write
-        return {"notes": [f"values not compared: {type(err).__name__}: {_first_line(err)}"]}
+        return {"notes": [f"values not compared: {type(err).__name__}: {first_line(err)}"]}
 
 
 _WEIGHT_FORMATS = ("safetensors", "state_dict", "checkpoint")
-
-
-def _load_previous(previous: Any, device: str) -> Any:
-    from .loading import load
-
-    return load(previous.path, map_location=device)
 
 
 class _Stats:
@@ -212,7 +188,7 @@ def _graph_stats(run_new: Any, job: Any, old: Any) -> dict[str, Any]:
             before = run_old(probe)
         except Exception as err:  # the previous artifact's runtime: many types
             stats.problems.append(f"probe {probe_name!r}: the previous version cannot run it "
-                                  f"({type(err).__name__}: {_first_line(err)})")  # fmt: skip
+                                  f"({type(err).__name__}: {first_line(err)})")  # fmt: skip
             continue
         for name, current, prior in _paired(new, before):
             stats.add(f"{name!r} on {probe_name!r}", current, prior)
@@ -234,18 +210,18 @@ def _runner_of(old: Any, job: Any) -> Any:
     import numpy as np
     import torch
 
-    from .verify import flatten_outputs, to_numpy
+    from . import _ort
+    from .frameworks.torch import flatten_outputs, to_numpy
 
     if hasattr(old, "get_inputs"):  # an ONNX Runtime session
         names = [i.name for i in old.get_inputs()]
-        out_names = [o.name for o in old.get_outputs()]
 
         def run_session(probe: Any) -> dict[str, Any]:
             given = dict(zip(job.input_names, probe.tensors))
             tensors = ([given[n] for n in names] if all(n in given for n in names)
                        else list(probe.tensors)[: len(names)])  # fmt: skip
             feeds = {n: np.asarray(t.detach().cpu().numpy()) for n, t in zip(names, tensors)}
-            return dict(zip(out_names, old.run(None, feeds)))
+            return _ort.run_named(old, feeds)
 
         return run_session
     module = old.module() if hasattr(old, "module") and hasattr(old, "graph_signature") else old
@@ -262,7 +238,7 @@ def _runner_of(old: Any, job: Any) -> Any:
 def _weight_stats(now: dict[str, Any], previous: Any, old: Any) -> dict[str, Any]:
     """The two artifacts' tensors of the same name (each as float, so a cast compares too)."""
     from .formats import get_format
-    from .verify import to_numpy
+    from .frameworks.torch import to_numpy
 
     before = get_format(previous.format, "torch").weights(old)
     stats = _Stats()
@@ -275,7 +251,7 @@ def _weight_stats(now: dict[str, Any], previous: Any, old: Any) -> dict[str, Any
     return stats.result("weights")
 
 
-def _warnings(result: dict[str, Any], staged: StagedExport, previous: Any) -> list[str]:
+def _warnings(result: dict[str, Any], staged: dict[str, Any], previous: Any) -> list[str]:
     version = previous.version
     warnings = []
     ratio = result["size_ratio"]
@@ -283,7 +259,7 @@ def _warnings(result: dict[str, Any], staged: StagedExport, previous: Any) -> li
         grew = "grew" if ratio > 1 else "shrank"
         warnings.append(
             f"size {grew}: {ratio:.2f}x version {version} ({previous.size_bytes:,} -> "
-            f"{staged.size_bytes:,} bytes); check that this is intended."
+            f"{staged['size_bytes']:,} bytes); check that this is intended."
         )
     for key, change in result["signature_changed"].items():
         warnings.append(
@@ -309,9 +285,3 @@ def for_manifest(result: dict[str, Any]) -> dict[str, Any]:
              "sha256": result["previous_sha256"]}  # fmt: skip
     entry.update({k: v for k, v in result.items() if not k.startswith("previous_")})
     return _json_safe(entry)
-
-
-def _first_line(err: BaseException) -> str:
-    from ._capture import first_line
-
-    return first_line(err)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import NotAModelError
-from .example_guess import guess_example
 
 if TYPE_CHECKING:
     import torch
@@ -47,13 +46,14 @@ class ModelInfo:
     guessed_expression: str | None = None
     # generation=True applies (a transformers language model; issue 18, core/generation)
     can_generate: bool = False
+    # stage(precision=...) makes variants of it (a float32 model of a framework with the release
+    # check, on one process; which precisions: the format's ``Capabilities.precisions``)
+    variants: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        data["last_input"] = (
-            None if self.last_input is None else [s.to_dict() for s in self.last_input]
-        )
-        data["guessed_input"] = None if self.guessed_input is None else self.guessed_input.to_dict()
+        last, guess = self.last_input, self.guessed_input
+        data = {**self.__dict__, "guessed_input": None if guess is None else guess.to_dict()}
+        data["last_input"] = None if last is None else [s.to_dict() for s in last]
         return data
 
 
@@ -81,13 +81,9 @@ def recording_paused() -> Iterator[None]:
         _PAUSED.depth = depth
 
 
-def _record_last_input(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-    """Forward pre-hook of ``watch``: remember this call's inputs (replacing the previous)."""
-    _record(module, args, kwargs)
-
-
 def _record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-    """Remember ``module``'s call with these inputs, unless it is not a real call of the user's.
+    """Remember ``module``'s call with these inputs (replacing the previous), unless it is not a
+    real call of the user's (also ``watch``'s forward pre-hook).
 
     Only calls whose positional arguments are all tensors (keyword tensors are kept, other
     keywords ignored) are recorded; calls made by ``stage`` (``recording_paused``) and calls under
@@ -184,16 +180,13 @@ def start_recording() -> None:
         return
     if _RECORDER:
         return
-    from torch.compiler import is_compiling
-    from torch.nn.modules.module import (
-        register_module_forward_hook,
-        register_module_forward_pre_hook,
-    )
+    import torch
+    from torch.nn.modules import module
 
     global _is_compiling
-    _is_compiling = is_compiling
-    _RECORDER.append(register_module_forward_pre_hook(_entered))
-    _RECORDER.append(register_module_forward_hook(_left, with_kwargs=True, always_call=True))
+    _is_compiling = torch.compiler.is_compiling
+    _RECORDER.append(module.register_module_forward_pre_hook(_entered))
+    _RECORDER.append(module.register_module_forward_hook(_left, with_kwargs=True, always_call=True))
     _reset_depth_before_each_cell()
 
 
@@ -230,8 +223,7 @@ def _left(module: Any, args: tuple, *rest: Any) -> None:
 
 def _reset_depth_before_each_cell() -> None:
     """In IPython, start each cell at depth 0: Ctrl-C inside a forward skips torch's exit hooks."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
+    shell = ipython_shell()
     if shell is not None and _reset_depth not in shell.events.callbacks["pre_run_cell"]:
         shell.events.register("pre_run_cell", _reset_depth)
 
@@ -278,7 +270,7 @@ def watch(model: Any) -> None:
     if not isinstance(model, torch.nn.Module):
         raise NotAModelError(f"jms.watch needs a torch.nn.Module, got {type(model).__name__}.")
     if model not in _HOOKS:
-        _HOOKS[model] = model.register_forward_pre_hook(_record_last_input, with_kwargs=True)
+        _HOOKS[model] = model.register_forward_pre_hook(_record, with_kwargs=True)
 
 
 def unwatch(model: Any) -> None:
@@ -316,175 +308,47 @@ def find_models(
         namespace = _default_namespace()
     if not any(m in sys.modules for m in ("torch", "keras", "tensorflow")):
         return []  # no framework imported, so no model can exist: never import one just to look
-    from .keras._tf import framework_of
+    from .frameworks import adapter, framework_of
 
     candidates: dict[int, tuple[str, Any, str]] = {}
     for name, value in list(namespace.items()):
         if name.startswith("_") or id(value) in candidates or isinstance(value, type):
             continue
-        framework = framework_of(value)
-        if framework is not None:
+        if (framework := framework_of(value)) is not None:
             candidates[id(value)] = (name, value, framework)
-    nested = {id(sub) for _, model, fw in candidates.values() for sub in _submodels(model, fw)}
+    nested = {
+        id(sub) for _, model, fw in candidates.values() for sub in adapter(fw).submodels(model)
+    }
     found = [(n, m, fw) for key, (n, m, fw) in candidates.items() if key not in nested]
     if watch_found:
         for _, model, framework in found:
-            if framework == "torch":
+            if adapter(framework).records_calls:
                 watch(model)
-    return [
-        describe(name, model) if fw == "torch" else describe_keras(name, model, fw)
-        for name, model, fw in found
-    ]  # framework_of already chose; model_info would ask again
-
-
-def _submodels(model: Any, framework: str) -> list[Any]:
-    """The models nested in ``model`` (its submodules or layers), not ``model`` itself."""
-    if framework == "torch":
-        return [sub for sub in model.modules() if sub is not model]
-    if framework == "tensorflow":
-        return list(model.submodules)
-    found: list[Any] = []
-    stack = list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop()
-        found.append(layer)
-        stack += list(getattr(layer, "layers", []))
-    torch = sys.modules.get("torch")  # Keras on the torch backend: layers hold nn.Modules too
-    if torch is not None and isinstance(model, torch.nn.Module):
-        found += [sub for sub in model.modules() if sub is not model]
-    return found
-
-
-def describe(name: str, model: torch.nn.Module) -> ModelInfo:
-    """A ``ModelInfo`` from tensor metadata only (no data read, no device sync).
-
-    A sharded model's DTensors count with their full sizes (``DTensor.numel``).
-    """
-    from .distributed import sharding_note
-
-    tensors = [*model.parameters(), *model.buffers()]
-    params = list(model.parameters())
-    devices = sorted({str(t.device) for t in tensors}) or ["cpu"]
-    float_dtypes = sorted(
-        {str(t.dtype).removeprefix("torch.") for t in params if t.is_floating_point()}
-    )
-    last = last_inputs(model)
-    guess = guess_example(model) if last is None else None
-    return ModelInfo(
-        name=name,
-        class_name=type(model).__name__,
-        num_params=sum(p.numel() for p in params),
-        size_bytes=sum(t.numel() * t.element_size() for t in tensors),
-        device=",".join(devices),
-        dtype=",".join(float_dtypes) or "none",
-        training=model.training,
-        last_input=None if last is None else last.specs,
-        framework="torch",
-        formats=_formats("torch"),
-        sharding=sharding_note(tensors),
-        guessed_input=None if guess is None else guess.spec,
-        guessed_expression=None if guess is None else guess.expression,
-        can_generate=_can_generate(model),
-    )
+    return [_described(name, model, fw) for name, model, fw in found]
 
 
 def model_info(name: str, model: Any) -> ModelInfo:
-    """``describe`` for a model of any framework (``NotAModelError`` for anything else)."""
-    from .keras._tf import framework_of
+    """A ``ModelInfo`` of a model of any framework (``NotAModelError`` for anything else)."""
+    from .frameworks import adapter_for
 
-    framework = framework_of(model)
-    if framework is None:
-        raise NotAModelError(
-            f"{type(model).__name__} is not a model: expected a torch.nn.Module, a keras.Model "
-            "or a tf.Module."
-        )
-    return describe(name, model) if framework == "torch" else describe_keras(name, model, framework)
+    return _described(name, model, adapter_for(model).name)
 
 
-def describe_keras(name: str, model: Any, framework: str) -> ModelInfo:
-    """A ``ModelInfo`` of a Keras model or ``tf.Module`` from its variables' metadata only.
+def _described(name: str, model: Any, framework: str) -> ModelInfo:
+    """The framework's description of ``model``, with the formats this process can export it to."""
+    from .formats import formats, get_format
+    from .frameworks import adapter
 
-    ``last_input`` is the example jms would use without one: a functional model's declared
-    inputs with ``None`` dimensions as 2 (Keras has no forward hooks to record calls with).
-    """
-    from .keras._tf import TF_ONLY_FORMATS, keras_backend
-    from .keras.parity import device_of
-
-    variables = list(getattr(model, "weights", None) or getattr(model, "variables", []))
-    sizes = [(_count(v.shape), _dtype_name(v.dtype)) for v in variables]
-    float_dtypes = sorted({d for _, d in sizes if d.startswith(("float", "bfloat"))})
-    names = _formats(framework)
-    if framework == "keras" and keras_backend() not in (None, "tensorflow"):
-        names = [n for n in names if n not in TF_ONLY_FORMATS]
-    return ModelInfo(
-        name=name,
-        class_name=type(model).__name__,
-        num_params=sum(n for n, _ in sizes),
-        size_bytes=sum(n * _itemsize(d) for n, d in sizes),
-        device=device_of(model),
-        dtype=",".join(float_dtypes) or "none",
-        training=False,  # Keras has no global mode: jms calls it with training=False
-        last_input=_declared_specs(model) if framework == "keras" else None,
-        framework=framework,
-        formats=names,
-    )
-
-
-def _can_generate(model: Any) -> bool:
-    from .generation import can_generate
-
-    return can_generate(model)
-
-
-def _formats(framework: str) -> list[str]:
-    from .formats import formats
-
-    return formats(framework)
-
-
-def _count(shape: Any) -> int:
-    total = 1
-    for size in tuple(shape):
-        total *= int(size or 0)
-    return total
-
-
-def _dtype_name(dtype: Any) -> str:
-    return str(getattr(dtype, "name", dtype)).removeprefix("torch.")
-
-
-def _itemsize(dtype: str) -> int:
-    import numpy as np
-
-    try:
-        return np.dtype(dtype).itemsize
-    except TypeError:
-        return 2 if "16" in dtype else 4
-
-
-def _declared_specs(model: Any) -> list[TensorSpec] | None:
-    from .inputs import TensorSpec
-    from .keras.job import DEFAULT_BATCH, declared_input_names
-
-    try:
-        inputs = list(model.inputs or [])
-    except (AttributeError, ValueError):
-        return None
-    names = declared_input_names(model)
-    if not inputs or len(names) not in (0, len(inputs)):
-        return None
-    if not names:
-        names = ["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))]
-    return [
-        TensorSpec(n, tuple(DEFAULT_BATCH if s is None else int(s) for s in t.shape),
-                   _dtype_name(getattr(t, "dtype", "float32")), "cpu")
-        for n, t in zip(names, inputs)
-    ]  # fmt: skip
+    usable = [n for n in formats(framework) if get_format(n, framework).available()]
+    return adapter(framework).describe(name, model, usable)
 
 
 def _default_namespace() -> dict[str, Any]:
-    ipython_module = sys.modules.get("IPython")
-    shell = ipython_module.get_ipython() if ipython_module is not None else None
-    if shell is not None:
-        return shell.user_ns
-    return sys._getframe(2).f_globals
+    shell = ipython_shell()
+    return shell.user_ns if shell is not None else sys._getframe(2).f_globals
+
+
+def ipython_shell() -> Any:
+    """IPython's running shell, or None (without importing IPython)."""
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython is not None else None

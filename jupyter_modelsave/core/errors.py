@@ -6,6 +6,8 @@ Messages quote the user's values with ``shown``, which never raises and stays sh
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -90,3 +92,28 @@ class MissingDependencyError(ModelSaveError, ImportError):
 
 class DistributedTimeoutError(ModelSaveError, TimeoutError):
     """A collective call on a sharded model (DTensor weights) did not hear from every rank in time."""
+
+
+@contextlib.contextmanager
+def raised_as(error: type[ModelSaveError], before: str, after: str, *keep: type) -> Iterator[None]:
+    """Raise any other exception of the block as ``error(before + "Type: first line" + after)``
+    (``_capture.first_line``); ``ModelSaveError``s and the types in ``keep`` pass unchanged."""
+    from ._capture import first_line
+
+    try:
+        yield
+    except (ModelSaveError, *keep):
+        raise
+    except Exception as err:
+        raise error(f"{before}{type(err).__name__}: {first_line(err)}{after}") from err
+
+
+def typed_errors(step: str, format_name: str) -> contextlib.AbstractContextManager[None]:
+    """Raise what is not already a ``ModelSaveError`` (nor ``MemoryError``) as ``ExportError``.
+
+    The formats turn the errors they expect into messages of their own; this is the net under
+    them, so no raw exception from an exporter or a runtime leaves ``stage``.
+    """
+    before = f"The {step} of the {format_name} artifact failed: "
+    after = ". Try another format or exporter, or report the model."
+    return raised_as(ExportError, before, after, MemoryError)

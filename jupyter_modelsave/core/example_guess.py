@@ -64,13 +64,10 @@ def _input_shape(nn: Any, m: Any) -> tuple[tuple[int, ...], int | None] | None:
         return (1, m.in_features), None
     if isinstance(m, nn.RNNBase):
         return _sequence(m.batch_first, m.input_size), None
-    if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerEncoder, nn.Transformer)):
-        layer = m if isinstance(m, nn.TransformerEncoderLayer) else None
-        if layer is None:
-            return (
-                None  # an encoder: its first layer follows in modules(); nn.Transformer: 2 inputs
-            )
-        return _sequence(layer.self_attn.batch_first, layer.self_attn.embed_dim), None
+    if isinstance(m, (nn.TransformerEncoder, nn.Transformer)):
+        return None  # an encoder: its first layer follows in modules(); nn.Transformer: 2 inputs
+    if isinstance(m, nn.TransformerEncoderLayer):
+        return _sequence(m.self_attn.batch_first, m.self_attn.embed_dim), None
     if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)):
         return (1, m.num_features, IMAGE, IMAGE), None
     if isinstance(m, (nn.BatchNorm1d, nn.InstanceNorm1d)):
@@ -87,7 +84,7 @@ def _sequence(batch_first: bool, features: int) -> tuple[int, ...]:
 def _guess(
     torch: Any, model: Any, layer: Any, found: tuple[tuple[int, ...], int | None]
 ) -> ExampleGuess:
-    from .inputs import TensorSpec, input_names_for
+    from .inputs import TensorSpec, float_dtype, input_names_for
 
     shape, tokens = found
     device = next((str(p.device) for p in model.parameters()), "cpu")
@@ -96,14 +93,7 @@ def _guess(
         dtype = "int64"
         call = f"torch.randint(0, {tokens}, ({dims}{',' if len(shape) == 1 else ''}))"
     else:
-        dtype = next(
-            (
-                str(p.dtype).removeprefix("torch.")
-                for p in model.parameters()
-                if p.is_floating_point()
-            ),
-            "float32",
-        )
+        dtype = float_dtype(model)
         call = f"torch.randn({dims}{'' if dtype == 'float32' else f', dtype=torch.{dtype}'})"
     if device != "cpu":
         call = f"{call[:-1]}, device={device!r})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,15 +29,11 @@ class TensorSpec:
 
     @classmethod
     def of(cls, name: str, tensor: torch.Tensor) -> TensorSpec:
-        return cls(name, tuple(tensor.shape), _dtype_name(tensor.dtype), str(tensor.device))
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        return cls(name, tuple(tensor.shape), dtype, str(tensor.device))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "device": self.device,
-        }
+        return {**dataclasses.asdict(self), "shape": list(self.shape)}
 
 
 @dataclass
@@ -46,6 +43,9 @@ class ExampleInputs:
     args: tuple[torch.Tensor, ...]
     kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
+    # how the framework packs the tensors into call arguments (Keras' ``Layout``); None: the
+    # args and kwargs as they are (PyTorch)
+    layout: Any = None
 
     @property
     def tensors(self) -> list[torch.Tensor]:
@@ -61,14 +61,20 @@ class ExampleInputs:
     def replaced(self, tensors: list[torch.Tensor]) -> ExampleInputs:
         """The same call with other tensors, in ``names`` order."""
         n = len(self.args)
-        return ExampleInputs(tuple(tensors[:n]), dict(zip(self.kwargs, tensors[n:])), self.names)
+        return ExampleInputs(
+            tuple(tensors[:n]), dict(zip(self.kwargs, tensors[n:])), self.names, self.layout
+        )
 
     def to(self, device: torch.device) -> ExampleInputs:
         return self.replaced([t.to(device) for t in self.tensors])
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+def float_dtype(model: torch.nn.Module) -> str:
+    """The dtype of the model's first floating weight ("float32" without one): its float inputs'."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return str(p.dtype).removeprefix("torch.")
+    return "float32"
 
 
 def normalize_inputs(model: torch.nn.Module, example_inputs: Any) -> ExampleInputs:
@@ -150,14 +156,15 @@ def make_probes(
     """
     gen = torch.Generator().manual_seed(seed)
     shapes = [tuple(t.shape) for t in example.tensors]
+
+    def drawn(sizes: list[Any], matched: bool = True) -> ExampleInputs:
+        pairs = zip(example.tensors, sizes)
+        return example.replaced([_random_like(t, tuple(s), gen, matched=matched) for t, s in pairs])
+
     probes = {
         "example": example,
-        "random normal": example.replaced(
-            [_random_like(t, s, gen, matched=False) for t, s in zip(example.tensors, shapes)]
-        ),
-        "random matched": example.replaced(
-            [_random_like(t, s, gen, matched=True) for t, s in zip(example.tensors, shapes)]
-        ),
+        "random normal": drawn(shapes, matched=False),
+        "random matched": drawn(shapes),
         **derived_from_example(example),
     }
     for axis, places in dynamic_dims.items():
@@ -165,10 +172,7 @@ def make_probes(
         for index, dim in places:
             size = resized[index][dim]
             resized[index][dim] = size - 1 if size > 1 else 2
-        tensors = [
-            _random_like(t, tuple(s), gen, matched=True) for t, s in zip(example.tensors, resized)
-        ]
-        probes[f"{axis}={resized[places[0][0]][places[0][1]]}"] = example.replaced(tensors)
+        probes[f"{axis}={resized[places[0][0]][places[0][1]]}"] = drawn(resized)
     return probes
 
 

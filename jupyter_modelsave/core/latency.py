@@ -63,19 +63,16 @@ def measure(
     "runs", "eager_runs"}`` for the staged artifact and the live model on ``job.example``."""
     import torch
 
-    from .model_state import preserved
-    from .verify import call_model, device_of, flatten_outputs
-
-    device = device_of(job.model)
+    adapter = job.adapter
+    device = adapter.device_of(job.model)
     run_artifact, runtime = _artifact_call(fmt, exported, job, device)
 
     def run_eager() -> None:
-        outputs = flatten_outputs(call_model(job.model, job.example))[1]
-        for tensor in outputs:
+        for tensor in adapter.flatten(adapter.call(job.model, job.example))[1]:
             tensor.detach().cpu()
 
     share = budget.max_seconds / 2
-    with preserved(job.model), torch.no_grad():
+    with adapter.kept(job.model), torch.no_grad():
         artifact_times = _timed(run_artifact, budget.max_runs, share)
         eager_times = _timed(run_eager, budget.max_runs, share)
     return {
@@ -103,9 +100,7 @@ def _artifact_call(fmt: ArtifactFormat, exported: Exported, job: ExportJob,
         # threads that sleep between runs: spinning ones would take the cores from the eager runs
         session = _ort.session(path, prefer_cuda=device.startswith("cuda"), map_weights=large,
                                spin=False)  # fmt: skip
-        wanted = {i.name for i in session.get_inputs()}
-        feeds = {n: t.detach().cpu().numpy() for n, t in zip(job.input_names, job.example.tensors)
-                 if n in wanted}  # fmt: skip
+        feeds = _ort.numpy_feeds(session, job.input_names, job.example.tensors)
         runtime = f"onnxruntime {session.get_providers()[0]}"
         if large:
             runtime += " (weights mapped, not prepacked)"

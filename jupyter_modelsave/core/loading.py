@@ -8,24 +8,16 @@ module says how it keeps to that, and refuses (``UnsafeArtifactError``) what it 
 
 from __future__ import annotations
 
-import stat
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import hashing, trust
-from ._capture import first_line
-from .distributed import is_sharded
-from .errors import (
-    IntegrityError,
-    InvalidOptionError,
-    ModelSaveError,
-    NotAModelError,
-    StateDictMismatchError,
-)
+from .distributed import collective_flow
+from .errors import IntegrityError, InvalidOptionError
 from .formats import format_for_path, get_format
 from .formats.base import ArtifactFormat
-from .keras._tf import KERAS_FRAMEWORKS, framework_of
+from .frameworks import adapter_for
+from .load_checks import artifact_path, check_map_location, readable
 from .manifest import read_manifest
 from .options import check_flag
 
@@ -56,14 +48,14 @@ def load(
 
 
 def load_into(
-    model: torch.nn.Module,
+    model: Any,
     path: str | Path,
     *,
     strict: bool = True,
     map_location: str | torch.device | None = None,
     trusted: bool = False,
 ) -> Any:
-    """Copy an artifact's weights into ``model`` (``load_state_dict``); return its missing/unexpected keys.
+    """Copy an artifact's weights into ``model``; for PyTorch, return its missing/unexpected keys.
 
     With ``strict=True`` (the default) every key must match, and shapes always must:
     otherwise ``StateDictMismatchError`` lists the missing, unexpected and reshaped keys, and the
@@ -71,58 +63,22 @@ def load_into(
     tied: aliases come back as one tensor, copied into each name. A Keras model takes the
     weights of a ``weights`` or ``keras`` artifact (returns None).
     """
-    import torch
-
-    from .verify import device_of
-
-    if framework_of(model) in KERAS_FRAMEWORKS:  # Keras (any backend) and tf.Module
-        from .keras.loading import load_into_keras
-
-        trusted = check_flag("trusted", trusted)
-        path, fmt, signed = _checked(path)
-        return load_into_keras(model, path, fmt, trusted=trusted or signed)
-    if not isinstance(model, torch.nn.Module):
-        raise NotAModelError(f"load_into needs a torch.nn.Module, got {type(model).__name__}.")
-    if is_sharded(model):  # DTensor weights: every rank loads its slices (a collective call)
-        from .distributed.loading import load_into_sharded
-
-        return load_into_sharded(model, path, strict=strict, map_location=map_location,
-                                 trusted=trusted)  # fmt: skip
+    adapter = adapter_for(model)
+    if (
+        adapter.shards and (collective := collective_flow(model)) is not None
+    ):  # each rank: its slices
+        return collective.load_into(model, path, strict=strict, map_location=map_location,
+                                    trusted=trusted)  # fmt: skip
     trusted, strict = check_flag("trusted", trusted), check_flag("strict", strict)
     path, fmt, signed = _checked(path)
-    trusted = trusted or signed
-    device = check_map_location(map_location if map_location is not None else device_of(model))
-    loaded = readable(path, f"a {fmt.name} artifact", lambda: fmt.load(path, device, trusted))
-    weights = _without_non_persistent(model, fmt.weights(loaded))
-    _check_fits(model, weights, strict, path)
-    return model.load_state_dict(weights, strict=strict)
-
-
-def check_map_location(map_location: Any) -> torch.device:
-    """A ``torch.device`` that exists on this machine, or ``InvalidOptionError`` saying why."""
-    import torch
-
-    try:
-        device = torch.device(map_location)
-    except (RuntimeError, TypeError, ValueError):
-        raise InvalidOptionError(
-            f"map_location={map_location!r} is not a device; use 'cpu', 'cuda', 'cuda:1' or a "
-            "torch.device."
-        ) from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (device.index or 0) >= count:
-            raise InvalidOptionError(
-                f"map_location={map_location!r}, but this machine has {count} CUDA device(s); "
-                "use map_location='cpu'."
-            )
-    return device
+    return adapter.load_into(model, path, fmt, strict=strict, map_location=map_location,
+                             trusted=trusted or signed)  # fmt: skip
 
 
 def _checked(path: str | Path) -> tuple[Path, ArtifactFormat, bool]:
     """The artifact's path, its format, and whether this user signed it, after checking it
     against its manifest (a sha256 that matches proves no authorship: only the signature does)."""
-    path = _artifact_path(path)
+    path = artifact_path(path)
     manifest = read_manifest(path)
     if manifest is None:
         fmt = readable(path, "a model artifact", lambda: format_for_path(str(path)))
@@ -146,71 +102,3 @@ def _checked(path: str | Path) -> tuple[Path, ArtifactFormat, bool]:
             "know. Update it, or export the model again."
         ) from None
     return path, fmt, trust.is_signed(actual, fmt.name, manifest.get("signature"))
-
-
-def _artifact_path(path: Any) -> Path:
-    """``path`` as an existing file or folder (not a FIFO or a device: reading could block)."""
-    try:
-        path = Path(path)
-        info = path.stat()
-    except (TypeError, ValueError, OSError):  # not a path, a NUL byte, missing, too long
-        raise InvalidOptionError(
-            f"No artifact at {path!r}; pass the path of a written artifact."
-        ) from None
-    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
-        raise InvalidOptionError(f"{path} is not a file or a folder, so not an artifact.")
-    return path
-
-
-def _without_non_persistent(model: torch.nn.Module, weights: dict[str, Any]) -> dict[str, Any]:
-    """``weights`` less the model's non-persistent buffers (not in its ``state_dict()``).
-
-    TorchScript archives store every buffer, also those registered with ``persistent=False``
-    (BERT's ``embeddings.position_ids``); ``load_state_dict`` never loads those, so they are
-    neither unexpected nor copied.
-    """
-    kept = model.state_dict().keys()
-    transient = {name for name, _ in model.named_buffers() if name not in kept}
-    return {k: v for k, v in weights.items() if k not in transient}
-
-
-def _check_fits(model: torch.nn.Module, weights: dict[str, Any], strict: bool, path: Path) -> None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in weights]
-    unexpected = sorted(k for k in weights if k not in expected)
-    reshaped = [
-        f"{k}: model {list(expected[k].shape)}, artifact {list(weights[k].shape)}"
-        for k in expected
-        if k in weights and expected[k].shape != weights[k].shape
-    ]
-    problems = [
-        *([f"{len(missing)} missing: {', '.join(missing)}"] if strict and missing else []),
-        *([f"{len(unexpected)} unexpected: {', '.join(unexpected)}"] if strict and unexpected else []),
-        *([f"{len(reshaped)} with another shape: {'; '.join(reshaped)}"] if reshaped else []),
-    ]  # fmt: skip
-    if problems:
-        hint = " Pass strict=False to load the matching keys only." if not reshaped else ""
-        raise StateDictMismatchError(
-            f"The weights in {path.name} do not fit {type(model).__name__}: "
-            + "; ".join(problems)
-            + f".{hint} Check that the model is built with the same configuration.",
-            missing,
-            unexpected,
-            reshaped,
-        )
-
-
-def readable(path: Path, what: str, read: Callable[[], Any]) -> Any:
-    """``read()``, turning the many errors of damaged or foreign files into one ``IntegrityError``.
-
-    ``ModelSaveError``s (``UnsafeArtifactError`` among them) pass through unchanged.
-    """
-    try:
-        return read()
-    except ModelSaveError:
-        raise
-    except Exception as err:  # torch.load, zipfile, safetensors and ORT each raise their own
-        raise IntegrityError(
-            f"{path} cannot be read as {what} ({type(err).__name__}: {first_line(err)}). It is damaged or "
-            "not what its name says; export it again."
-        ) from err

@@ -32,9 +32,7 @@ def read_manifest(artifact: str | Path) -> dict[str, Any] | None:
         info = os.stat(path)
     except (OSError, ValueError):
         return None
-    if stat.S_ISDIR(info.st_mode):
-        return None
-    return parse_manifest(path, info)
+    return None if stat.S_ISDIR(info.st_mode) else parse_manifest(path, info)
 
 
 def parse_manifest(path: Path, info: os.stat_result | None = None) -> dict[str, Any]:

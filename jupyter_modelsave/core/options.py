@@ -7,10 +7,12 @@ import numbers
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidOptionError, shown
-from .inputs import ExampleInputs
+
+if TYPE_CHECKING:
+    from .inputs import ExampleInputs
 
 # (atol, rtol) by the reference model's floating dtype. float16/bfloat16 carry ~3 and ~2
 # significant digits, so their defaults are looser; float64 is held tighter.
@@ -234,13 +236,20 @@ def opset_range(exporter: str) -> tuple[int, int]:
     return _constants.ONNX_MIN_OPSET, high
 
 
-def check_opset(opset: Any, exporter: str) -> int | None:
+def check_opset(opset: Any, adapter: Any, exporter: str) -> int | None:
+    """None, or an opset the framework's ONNX exporter builds (``Adapter.opsets``)."""
     if opset is None:
         return None
-    low, high = opset_range(exporter)
+    low, high, what = adapter.opsets(exporter)
     if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
         raise InvalidOptionError(
-            f"opset={shown(opset)} is not supported here: the installed onnx and torch "
-            f"({exporter} exporter) support opsets {low} to {high}. Leave opset=None for the default."
+            f"opset={shown(opset)} is not supported here: the installed {what} support opsets "
+            f"{low} to {high}. Leave opset=None for the default."
         )
     return opset
+
+
+def default_axis_name(tensor: str, dim: int) -> str:
+    """The name jms gives a dynamic axis nobody named: ``batch`` for dim 0, else
+    ``<tensor>_dim<dim>`` (the surfaces' dynamic-axes editors start from it)."""
+    return "batch" if dim == 0 else f"{tensor}_dim{dim}"

@@ -158,11 +158,9 @@ def compare_output(
     the same pass.
     """
     if live.shape != artifact.shape:
-        return OutputDiff(
-            name, list(live.shape), math.inf, math.inf, 1.0, 0.0, math.inf,
-            shape_mismatch=f"live {list(live.shape)} vs artifact {list(artifact.shape)}",
-            passed=False,
-        )  # fmt: skip
+        return failed_output(
+            name, live.shape, f"live {list(live.shape)} vs artifact {list(artifact.shape)}"
+        )
     last = live.shape[-1] if live.ndim else 1
     rows = live.ndim >= 2 and 2 <= last <= 100_000 and live.size > 0  # class scores [..., classes]
     shape = (-1, last) if rows else (-1,)
@@ -178,6 +176,12 @@ def compare_output(
     if scaled is not None and diff.cosine < DRIFT_COSINE:
         diff.passed = False
     return diff
+
+
+def failed_output(name: str, shape: Any, why: str = "missing from the artifact") -> OutputDiff:
+    """An output whose values could not be compared: ``why`` (shapes differ, output missing)."""
+    inf = math.inf
+    return OutputDiff(name, list(shape), inf, inf, 1.0, 0.0, inf, shape_mismatch=why, passed=False)
 
 
 def _peak(ref: np.ndarray, step: int) -> float:
@@ -198,10 +202,9 @@ class _Running:
 
     def __init__(self, atol: float, rtol: float) -> None:
         self.atol, self.rtol = atol, rtol
-        self.bad = 0
+        self.bad = self.top1 = 0
         self.max_abs = self.max_rel = self.min_atol = 0.0
         self.aa = self.bb = self.ab = 0.0  # for the cosine similarity
-        self.top1 = 0
 
     def add(self, live: np.ndarray, artifact: np.ndarray, rows: bool) -> None:
         ref = live.astype(np.float64).ravel()
@@ -265,7 +268,7 @@ def diagnose(probes: list[ProbeResult], atol: float, rtol: float) -> list[str]:
         outs = [o for _, o in failures]
         where = f"output {name!r} on {_probe_list([p for p, _ in failures])}"
         if kind == "tiny":
-            worst = max(outs, key=lambda o: o.max_abs / (o.peak or 1))
+            worst = max(outs, key=_relative_error)
             notes.append(f"{where}: {_tiny_note(worst, atol)}")
         elif kind == "shape":
             shapes = "; ".join(dict.fromkeys(str(o.shape_mismatch) for o in outs))
@@ -314,20 +317,15 @@ def _tiny_note(out: OutputDiff, atol: float) -> str:
 
 def _tiny_outputs_that_passed(probes: list[ProbeResult], atol: float) -> list[str]:
     """One note per output that was judged relative to its scale and passed on every probe."""
-    tiny: dict[str, OutputDiff] = {}
-    failed: set[str] = set()
-    for probe in probes:
-        for out in probe.outputs:
-            if out.scaled_atol is None:
-                continue
-            if not out.passed:
-                failed.add(out.name)
-            elif out.name not in tiny or out.max_abs / (out.peak or 1) > tiny[out.name].max_abs / (
-                tiny[out.name].peak or 1
-            ):
-                tiny[out.name] = out
-    return [f"output {name!r}: {_tiny_note(out, atol)}" for name, out in tiny.items()
-            if name not in failed]  # fmt: skip
+    scaled = [o for probe in probes for o in probe.outputs if o.scaled_atol is not None]
+    failed = {o.name for o in scaled if not o.passed}
+    names = dict.fromkeys(o.name for o in scaled if o.name not in failed)
+    worst = (max((o for o in scaled if o.name == n), key=_relative_error) for n in names)
+    return [f"output {o.name!r}: {_tiny_note(o, atol)}" for o in worst]
+
+
+def _relative_error(out: OutputDiff) -> float:
+    return out.max_abs / (out.peak or 1)
 
 
 def _failure_kind(out: OutputDiff) -> str:
@@ -373,11 +371,7 @@ def report_html(report: ParityReport) -> str:
     )  # fmt: skip
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.diagnosis)
     tf32 = "on" if report.tf32 else "off"
-    where = ""
-    if report.localization is not None or report.layers:  # the first diverging module first
-        from .localize.display import localization_html
-
-        where = localization_html(report)
+    where = localization_html(report)  # the first diverging module first
     return (
         f'<div class="jms-parity"><p style="{style}"><b>{verdict} {html.escape(report.summary())}</b>'
         f" &middot; reference on {html.escape(report.reference_device)}, TF32 {tf32}</p>{where}"
@@ -385,3 +379,68 @@ def report_html(report: ParityReport) -> str:
         + (f"<ul>{notes}</ul>" if notes else "")
         + "</div>"
     )
+
+
+# The localization (``core/localize``) as surfaces show it: HTML, and plain text for the magic.
+
+
+def divergence_text(report: ParityReport) -> str | None:
+    """``First diverging module: 'blocks.2' (Block) at file.py:14`` and the line's code; the
+    localization in words when no module diverges; None when nothing was localized."""
+    first = report.first_divergence
+    if first is None:
+        return report.localization
+    text = f"First diverging module: {_name(first)} ({first.class_name})"
+    if first.source:
+        text += f" at {first.source}"
+    if first.code:
+        text += f"\n    {first.code}"
+    if first.module == "":
+        text += "\n(only the model's final output differs: every submodule agrees)"
+    return text
+
+
+def localization_html(report: ParityReport) -> str:
+    """The first diverging module (with its source line), the sentence, the per-layer table."""
+    if report.localization is None and not report.layers:
+        return ""
+    parts = []
+    first = report.first_divergence
+    if first is not None:
+        source = f" at <code>{html.escape(first.source)}</code>" if first.source else ""
+        code = f"<pre>{html.escape(first.code)}</pre>" if first.code else ""
+        parts.append(
+            f"<p><b>First diverging module:</b> <code>{html.escape(_name(first))}</code> "
+            f"({html.escape(first.class_name)}){source}</p>{code}"
+        )
+    if report.localization:
+        parts.append(f"<p>{html.escape(report.localization)}</p>")
+    if report.layers:
+        parts.append(_layers_table(report.layers, first))
+    return f'<div class="jms-localization">{"".join(parts)}</div>'
+
+
+def _layers_table(layers: list[LayerDiff], first: LayerDiff | None) -> str:
+    rows = []
+    for layer in layers:
+        is_first = first is not None and (layer.module, layer.call) == (first.module, first.call)
+        style = ' style="background:rgba(207,34,46,0.22);font-weight:bold"' if is_first else (
+            "" if layer.passed else ' style="background:rgba(207,34,46,0.08)"'
+        )  # fmt: skip
+        call = f" #{layer.call + 1}" if layer.call else ""
+        rows.append(
+            f"<tr{style}><td><code>{html.escape(_name(layer))}{call}</code></td>"
+            f"<td>{html.escape(layer.class_name)}</td><td>{layer.shape}</td>"
+            f"<td>{layer.max_abs:.3g}</td><td>{layer.cosine:.6f}</td>"
+            f"<td>{'&#10003;' if layer.passed else '&#10007;'}</td></tr>"
+        )
+    head = "".join(f"<th>{h}</th>" for h in ("module", "class", "shape", "max abs", "cosine", ""))
+    return (
+        f"<details{' open' if first is not None else ''}><summary>Per-layer comparison "
+        f"({len(layers)} module calls, in the order they finish)</summary>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></details>"
+    )
+
+
+def _name(layer: LayerDiff) -> str:
+    return repr(layer.module) if layer.module else "the model"

@@ -1,8 +1,8 @@
 """Precision variants: an artifact in fp16, bf16 or int8, judged against the live model.
 
-A format declares the precisions it can write (``ArtifactFormat.precisions``); the runtime may
-take fewer (ONNX Runtime's CPU provider has no bf16 kernels). ``check`` refuses what the format
-or the runtime cannot do, naming what they take.
+A format declares the precisions it can write (``Capabilities.precisions``); the runtime may
+take fewer (``ArtifactFormat.precisions_here``: ONNX Runtime's CPU provider has no bf16
+kernels). ``check`` refuses what the format or the runtime cannot do, naming what they take.
 
 How each variant is made (the live model is never cast or moved):
 
@@ -31,14 +31,15 @@ for the rest.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _ort
 from .errors import ExportError, InvalidOptionError, shown
+from .formats.base import CAST_DTYPES
 
 if TYPE_CHECKING:
     import torch
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # a model's own floating dtype -> its precision name (the default variant: no conversion)
 OWN_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
-CAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 @dataclass(frozen=True)
@@ -71,34 +71,22 @@ RULES: dict[str, Rule] = {
 # weights cast to a half type: bitwise equal to the cast, and within half a unit in the last
 # place of it (rtol) or below its smallest normal number (atol), i.e. no overflow to inf
 CAST_TOLERANCES = {"fp16": (2.0**-14, 2.0**-11), "bf16": (2.0**-126, 2.0**-8)}
-_BF16_PROBE_OPS = ("MatMul", "Add")  # a graph's most common compute ops
 
 
 def own_precision(model: Any) -> str:
-    """The precision of a model's first floating parameter (``fp32`` for models without one)."""
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.is_floating_point():
-            return OWN_PRECISION.get(str(tensor.dtype).removeprefix("torch."), "fp32")
-    return "fp32"
+    """The precision of a model's first floating weight (``fp32`` for models without one)."""
+    from .frameworks import adapter_for
+
+    return OWN_PRECISION.get(adapter_for(model).float_dtype(model), "fp32")
 
 
 def precisions(format: str = "onnx", framework: str = "torch") -> list[str]:
     """The precisions ``stage(precision=...)`` takes for a float32 model of ``framework`` in
-    ``format`` on this machine: what the format declares, less what the runtime cannot run."""
+    ``format`` on this machine: what the format declares (``Capabilities.precisions``), less
+    what the runtime cannot run (``ArtifactFormat.precisions_here``)."""
     from .formats import get_format
 
-    declared = get_format(format, framework).precisions
-    return [p for p in runtime_precisions(format) if p in declared]
-
-
-def runtime_precisions(format_name: str) -> tuple[str, ...]:
-    """What this machine's runtime runs of a format's precisions (ONNX: bf16 needs kernels)."""
-    from .formats import get_format
-
-    declared = get_format(format_name).precisions
-    if format_name == "onnx" and "bf16" in declared and not ort_has_bf16():
-        return tuple(p for p in declared if p != "bf16")
-    return declared
+    return list(get_format(format, framework).precisions_here())
 
 
 def check(precision: Any, fmt: ArtifactFormat, own: str) -> str:
@@ -111,7 +99,7 @@ def check(precision: Any, fmt: ArtifactFormat, own: str) -> str:
             f"precision={shown(precision)} is not one of {', '.join(PRECISIONS)} (default: the "
             f"model's own, here {own})."
         )
-    declared = fmt.precisions
+    declared = fmt.capabilities.precisions
     if precision not in declared:
         raise InvalidOptionError(
             f"format {fmt.name!r} takes precision {', '.join(declared)}, not {precision!r}. "
@@ -122,11 +110,11 @@ def check(precision: Any, fmt: ArtifactFormat, own: str) -> str:
             f"precision variants are made from a float32 model; this one is {own}. Stage it "
             f"without precision=, or make a float32 copy (model.float()) first."
         )
-    available = runtime_precisions(fmt.name)
+    available = fmt.precisions_here()
     if precision not in available:
         raise InvalidOptionError(
             f"precision={precision!r}: format {fmt.name!r} takes {', '.join(declared)}, but this "
-            f"ONNX Runtime ({', '.join(_providers())}) has no {precision} kernels, so here it "
+            f"ONNX Runtime ({', '.join(_ort.providers())}) has no {precision} kernels, so here it "
             f"takes {', '.join(available)}. Install onnxruntime-gpu on a CUDA machine for "
             f"{precision}, or choose fp16."
         )
@@ -137,7 +125,7 @@ def _formats_taking(precision: str) -> str:
     from .formats import REGISTRY, get_format
 
     names = [n for n, impls in REGISTRY.items() if "torch" in impls
-             and precision in get_format(n, "torch").precisions]  # fmt: skip
+             and precision in get_format(n, "torch").capabilities.precisions]  # fmt: skip
     return f"Formats with {precision}: {', '.join(names)}." if names else ""
 
 
@@ -158,62 +146,7 @@ def check_calibration(calibration: Any, precision: str) -> Any:
     )
 
 
-@functools.cache
-def ort_has_bf16() -> bool:
-    """Whether ONNX Runtime here runs bf16 MatMul and Add (its CPU provider has no bf16 kernels)."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    from . import _ort
-
-    nodes, inputs = [], []
-    for i, op in enumerate(_BF16_PROBE_OPS):
-        inputs.append(helper.make_tensor_value_info(f"x{i}", TensorProto.BFLOAT16, [2, 2]))
-        nodes.append(helper.make_node(op, [f"x{i}", f"x{i}"], [f"y{i}"]))
-    outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.BFLOAT16, [2, 2])
-               for i in range(len(nodes))]  # fmt: skip
-    graph = helper.make_graph(nodes, "bf16_probe", inputs, outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
-        ort.InferenceSession(
-            model.SerializeToString(), options, providers=_ort.providers(prefer_cuda=True)
-        )
-    except Exception:  # NOT_IMPLEMENTED: no kernel for a bf16 node
-        return False
-    return True
-
-
-def _providers() -> list[str]:
-    from . import _ort
-
-    return _ort.providers(prefer_cuda=True)
-
-
 # --- making the variant ---
-
-
-def cast_state_dict(state: dict[str, torch.Tensor], precision: str) -> dict[str, torch.Tensor]:
-    """Floating tensors cast to ``precision`` (others as they are); one cast per view, so tied
-    weights stay one tensor under several names."""
-    import torch
-
-    if precision not in CAST_DTYPES:
-        return state
-    dtype = getattr(torch, CAST_DTYPES[precision])
-    casts: dict[tuple, torch.Tensor] = {}
-    result = {}
-    for name, tensor in state.items():
-        if not tensor.is_floating_point() or tensor.dtype == dtype:
-            result[name] = tensor
-            continue
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
-               tensor.stride(), str(tensor.device)) if tensor.numel() else (name,)  # fmt: skip
-        if key not in casts:
-            casts[key] = tensor.detach().to(dtype)
-        result[name] = casts[key]
-    return result
 
 
 def make(fmt: ArtifactFormat, exported: Exported, job: ExportJob,
@@ -254,6 +187,7 @@ def convert_onnx(exported: Exported, job: ExportJob, precision: str,
     and notes for the warnings. Keeps the artifact's layout (one file, or a folder with data)."""
     import onnx
 
+    from .artifacts import _remove
     from .formats.onnx import DATA_FILE, MODEL_FILE
 
     folder = exported.path.is_dir()
@@ -477,15 +411,6 @@ class _CalibrationReader:
         return 0
 
 
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 # --- judging the variant ---
 
 
@@ -536,9 +461,8 @@ def judge(report: ParityReport, precision: str, element_wise: bool = True) -> Pa
     report.passed = all(p.passed for p in report.probes) and not report.value_conversions
     report.agreement = {"element_wise": element_wise, "outputs": agreement}
     shown_probes = report.probes if element_wise else _shape_failures_only(report.probes)
-    kept = [
-        n for n in report.diagnosis if n not in diagnose(report.probes, report.atol, report.rtol)
-    ]
+    element_notes = diagnose(report.probes, report.atol, report.rtol)
+    kept = [n for n in report.diagnosis if n not in element_notes]
     report.diagnosis = [*kept, *_agreement_notes(precision, agreement, element_wise),
                         *diagnose(shown_probes, report.atol, report.rtol)]  # fmt: skip
     return report
@@ -605,8 +529,9 @@ def cast_weights_parity(model: torch.nn.Module, reloaded: dict[str, torch.Tensor
     last place of its fp32 value, so a value beyond the half type's range fails."""
     import torch
 
+    from .formats.safetensors_format import cast_state_dict
+    from .frameworks.torch import device_of, to_numpy
     from .parity import OutputDiff, ParityReport, ProbeResult, compare_output
-    from .verify import device_of, to_numpy
 
     atol, rtol = CAST_TOLERANCES[precision]
     live = model.state_dict()

@@ -61,7 +61,7 @@ def from_base64(text: str, *, map_location: str | torch.device = "cpu", trusted:
     A string you made with ``to_base64`` (signed with your key) is trusted as it is; any other is
     loaded as untrusted unless ``trusted=True`` (see ``jms.load``).
     """
-    from .loading import check_map_location, readable
+    from .load_checks import check_map_location, readable
     from .options import check_flag
 
     trusted = check_flag("trusted", trusted)

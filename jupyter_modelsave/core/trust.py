@@ -100,9 +100,7 @@ def _read_key(path: Path) -> bytes | None:
               "nothing and no signature made with it is believed. Remove it (a new one is "
               "made on the next write) or chmod 600 it.")  # fmt: skip
         return None
-    if len(key) < 32:  # an empty or cut file (a writer died while creating it)
-        return None
-    return key
+    return key if len(key) >= 32 else None  # else empty or cut (a writer died creating it)
 
 
 def _create_key(path: Path) -> None:

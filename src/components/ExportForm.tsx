@@ -3,30 +3,19 @@ import { HTMLSelect } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { formatShapes } from '../format';
-import {
-  isTorch,
-  modelFormats,
-  offersGeneration,
-  takesDynamicAxes,
-  WEIGHT_FORMATS
-} from '../frameworks';
-import { KernelAPI } from '../tokens';
+import { KernelAPI } from '../protocol';
 
 export interface IExportFormProps {
   model: KernelAPI.IModelInfo;
-  options: KernelAPI.IOptions;
+  options: KernelAPI.IOptionsReply;
   disabled: boolean;
   onStage: (args: KernelAPI.IStageArgs) => void;
   trans: TranslationBundle;
 }
 
 /** One dimension of one input in the dynamic-axes editor. */
-interface IAxisRow {
-  input: string;
-  dim: number;
-  size: number;
+interface IAxisRow extends KernelAPI.IAxisRow {
   enabled: boolean;
-  name: string;
 }
 
 interface IFormState {
@@ -41,7 +30,7 @@ interface IFormState {
   atol: string;
   rtol: string;
   name: string;
-  /** ONNX with past key values (offered for models that can generate). */
+  /** "For generation (with cache)": ONNX with past key values. */
   generation: boolean;
   /** '' : the model's own precision. */
   precision: string;
@@ -49,49 +38,58 @@ interface IFormState {
 
 type Errors = Partial<Record<string, string>>;
 
+/** The [lowest, highest] opset a format takes with an exporter, or null when it takes none. */
+function opsetRange(
+  format: KernelAPI.IFormatInfo,
+  exporter: string
+): number[] | null {
+  return format.opsets[exporter] ?? Object.values(format.opsets)[0] ?? null;
+}
+
+/** What the form offers besides the format's capabilities (as `service.py::offered`): the
+ * precision variants (the format's, for a model they are made of; fp32 is its own) and "for
+ * generation" (a model that can generate, in a format that holds it). */
+export function offered(
+  model: KernelAPI.IModelInfo,
+  format: KernelAPI.IFormatInfo
+): { variants: string[]; generation: boolean } {
+  return {
+    variants: model.variants ? format.precisions.filter(p => p !== 'fp32') : [],
+    generation: model.can_generate && format.generation
+  };
+}
+
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
 
-/** The inputs the form starts from: the last recorded call, else the guess from the first layer. */
-function exampleSpecs(model: KernelAPI.IModelInfo): KernelAPI.ITensorSpec[] {
-  return model.last_input ?? (model.guessed_input ? [model.guessed_input] : []);
-}
-
-/** One row per input dimension; rows of the same input and dimension keep their tick and name. */
+/**
+ * The kernel's rows for the inputs the form starts from (the last recorded call, else the guess
+ * from the first layer); rows of the same input and dimension keep their tick and name.
+ */
 function axisRows(
-  specs: KernelAPI.ITensorSpec[],
+  rows: KernelAPI.IAxisRow[],
   old: IAxisRow[] = []
 ): IAxisRow[] {
-  const axes: IAxisRow[] = [];
-  for (const spec of specs) {
-    spec.shape.forEach((size, dim) => {
-      const kept = old.find(r => r.input === spec.name && r.dim === dim);
-      axes.push({
-        input: spec.name,
-        dim,
-        size,
-        enabled: kept?.enabled ?? false,
-        name: kept?.name ?? (dim === 0 ? 'batch' : `${spec.name}_dim${dim}`)
-      });
-    });
-  }
-  return axes;
+  return rows.map(row => {
+    const kept = old.find(r => r.input === row.input && r.dim === row.dim);
+    return {
+      ...row,
+      enabled: kept?.enabled ?? false,
+      name: kept?.name ?? row.name
+    };
+  });
 }
 
 /**
  * The form's first state, from the model's last recorded call; without one, the example input
  * guessed from its first layer fills the expression (editable), so Stage works without typing.
  */
-function initialState(
-  model: KernelAPI.IModelInfo,
-  options: KernelAPI.IOptions
-): IFormState {
-  const formats = modelFormats(model, options.formats);
+function initialState(model: KernelAPI.IModelInfo): IFormState {
   return {
-    format: formats.includes('onnx') ? 'onnx' : formats[0],
+    format: model.formats[0] ?? '',
     exporter: 'auto',
     opset: '',
-    axes: axisRows(exampleSpecs(model)),
+    axes: axisRows(model.axes),
     exampleMode: model.last_input ? 'last' : 'expression',
     expression: model.last_input ? '' : (model.guessed_expression ?? ''),
     guess: model.last_input ? '' : (model.guessed_expression ?? ''),
@@ -116,10 +114,9 @@ function useLastCall(
     if (!model.last_input) {
       return;
     }
-    const specs = model.last_input;
     setState(s => {
       if (s.exampleMode === 'last') {
-        return { ...s, axes: axisRows(specs, s.axes) };
+        return { ...s, axes: axisRows(model.axes, s.axes) };
       }
       const typed = s.expression.trim();
       if (typed !== '' && typed !== s.guess) {
@@ -130,48 +127,31 @@ function useLastCall(
         exampleMode: 'last',
         expression: '',
         guess: '',
-        axes: axisRows(specs, s.axes)
+        axes: axisRows(model.axes, s.axes)
       };
     });
   }, [signature]);
 }
 
-/** Whether the form asks for a generation export (offered and ticked). */
-function generates(model: KernelAPI.IModelInfo, state: IFormState): boolean {
-  return state.generation && offersGeneration(model, state.format);
-}
-
-/** The precision variants the form offers for a format: the kernel's list, when the model is a
- * float32 PyTorch model (variants are made from one), less fp32 (its own). */
-export function variantPrecisions(
-  model: KernelAPI.IModelInfo,
-  options: KernelAPI.IOptions,
-  format: string
-): string[] {
-  const float32 = ['float32', 'none'].includes(model.dtype.split(',')[0]);
-  if (!isTorch(model) || !float32 || model.sharding) {
-    return [];
-  }
-  return (options.precisions?.[format] ?? []).filter(p => p !== 'fp32');
-}
-
 /** Every invalid field with the reason; empty when the form can be staged. */
 export function validate(
   state: IFormState,
-  options: KernelAPI.IOptions,
+  format: KernelAPI.IFormatInfo,
+  framework: KernelAPI.IFrameworkInfo,
   trans: TranslationBundle,
   generation = false
 ): Errors {
   const errors: Errors = {};
-  if (state.opset !== '') {
-    const [low, high] = options.opsets[state.exporter] ?? [0, 0];
+  const opsets = opsetRange(format, state.exporter);
+  if (state.opset !== '' && opsets) {
+    const [low, high] = opsets;
     const opset = Number(state.opset);
     if (!Number.isInteger(opset) || opset < low || opset > high) {
       errors.opset = trans.__('Choose an opset from %1 to %2.', low, high);
     }
   }
   state.axes.forEach(row => {
-    if (row.enabled && !IDENTIFIER.test(row.name)) {
+    if (format.dynamic_axes && row.enabled && !IDENTIFIER.test(row.name)) {
       errors[`axis-${row.input}-${row.dim}`] = trans.__(
         'An axis name is an identifier such as batch or seq_len.'
       );
@@ -184,7 +164,8 @@ export function validate(
     !generation
   ) {
     errors.expression = trans.__(
-      'Give a Python expression, e.g. torch.randn(1, 3, 224, 224).'
+      'Give a Python expression, e.g. %1.',
+      framework.example_hint
     );
   }
   for (const key of ['atol', 'rtol'] as const) {
@@ -201,66 +182,41 @@ export function validate(
   return errors;
 }
 
-/** The example expression to send: null for the last call, and for a guess a weight format
- * does not need (weights are saved without running the model). */
-function exampleArg(
-  model: KernelAPI.IModelInfo,
-  state: IFormState
-): string | null {
-  if (state.exampleMode !== 'expression') {
-    return null;
-  }
-  const guessed = state.guess !== '' && state.expression.trim() === state.guess;
-  if (guessed && isTorch(model) && WEIGHT_FORMATS.includes(state.format)) {
-    return null;
-  }
-  return state.expression;
-}
-
-/** The `stage` arguments of a valid form. */
+/**
+ * The `stage` arguments of a valid form. Every choice offered is sent: the kernel leaves out what
+ * the format does not take (`service.py::stage_options`), and an expression guessed from the
+ * first layer for a format that needs no inputs.
+ */
 function stageArgs(
   model: KernelAPI.IModelInfo,
-  options: KernelAPI.IOptions,
-  state: IFormState
+  state: IFormState,
+  offers: ReturnType<typeof offered>
 ): KernelAPI.IStageArgs {
-  const args: KernelAPI.IStageArgs = {
+  const axes: { [input: string]: { [dim: string]: string } } = {};
+  for (const row of state.axes.filter(r => r.enabled)) {
+    axes[row.input] = { ...axes[row.input], [String(row.dim)]: row.name };
+  }
+  return {
     model: model.name,
     format: state.format,
+    exporter: state.exporter,
+    opset: state.opset ? Number(state.opset) : null,
     name: state.name,
-    example: exampleArg(model, state),
+    example: state.exampleMode === 'expression' ? state.expression : null,
     atol: state.atol.trim() ? Number(state.atol) : null,
-    rtol: state.rtol.trim() ? Number(state.rtol) : null
+    rtol: state.rtol.trim() ? Number(state.rtol) : null,
+    dynamic_axes: Object.keys(axes).length > 0 ? axes : null,
+    generation: offers.generation && state.generation,
+    precision: offers.variants.includes(state.precision)
+      ? state.precision
+      : null
   };
-  if (state.format === 'onnx') {
-    if (isTorch(model)) {
-      args.exporter = state.exporter;
-    }
-    args.opset = state.opset ? Number(state.opset) : null;
-  }
-  if (
-    !generates(model, state) &&
-    variantPrecisions(model, options, state.format).includes(state.precision)
-  ) {
-    args.precision = state.precision;
-  }
-  if (generates(model, state)) {
-    args.generation = true; // the graphs' axes are fixed: no dynamic axes
-  } else if (takesDynamicAxes(model, state.format)) {
-    const axes: KernelAPI.IStageArgs['dynamic_axes'] = {};
-    for (const row of state.axes.filter(r => r.enabled)) {
-      axes[row.input] = { ...axes[row.input], [String(row.dim)]: row.name };
-    }
-    if (Object.keys(axes).length > 0) {
-      args.dynamic_axes = axes;
-    }
-  }
-  return args;
 }
 
 /**
- * The export options of the picked model: the formats that apply to it (its framework's);
- * ONNX options (exporter for PyTorch, opset) show for ONNX, dynamic axes for the formats that
- * take them; invalid values are refused in the form, with the reason.
+ * The export options of the picked model: the formats that apply to it, and the options the
+ * chosen format takes (its capabilities: an exporter choice, opsets, dynamic axes); invalid
+ * values are refused in the form, with the reason.
  */
 export function ExportForm({
   model,
@@ -269,10 +225,14 @@ export function ExportForm({
   onStage,
   trans
 }: IExportFormProps): JSX.Element {
-  const [state, setState] = React.useState(() => initialState(model, options));
+  const [state, setState] = React.useState(() => initialState(model));
   useLastCall(model, setState);
-  const generation = generates(model, state);
-  const errors = validate(state, options, trans, generation);
+  // what the kernel says of the model's framework and of the chosen format's capabilities
+  const framework = options.frameworks[model.framework];
+  const format = framework.formats[state.format];
+  const offers = offered(model, format);
+  const generation = offers.generation && state.generation;
+  const errors = validate(state, format, framework, trans, generation);
   const valid = Object.keys(errors).length === 0;
   const update = (patch: Partial<IFormState>) =>
     setState(s => ({ ...s, ...patch }));
@@ -281,14 +241,12 @@ export function ExportForm({
       ...s,
       axes: s.axes.map((row, i) => (i === index ? { ...row, ...patch } : row))
     }));
-  const [low, high] = options.opsets[state.exporter] ?? [0, 0];
+  const opsets = opsetRange(format, state.exporter);
+  const [low, high] = opsets ?? [0, 0];
   const dtype = model.dtype.split(',')[0];
   const tolerances = options.tolerances[dtype] ??
     options.tolerances.float32 ?? [1e-4, 1e-3];
-  const onnx = state.format === 'onnx';
-  const torch = isTorch(model);
-  const dynamic = takesDynamicAxes(model, state.format) && !generation;
-  const precisions = variantPrecisions(model, options, state.format);
+  const recorded = framework.records_calls;
   const id = (field: string) => `jp-ModelSave-${model.name}-${field}`;
 
   return (
@@ -298,7 +256,7 @@ export function ExportForm({
       onSubmit={event => {
         event.preventDefault();
         if (valid && !disabled) {
-          onStage(stageArgs(model, options, state));
+          onStage(stageArgs(model, state, offers));
         }
       }}
     >
@@ -307,11 +265,11 @@ export function ExportForm({
           id={id('format')}
           value={state.format}
           onChange={e => update({ format: e.target.value })}
-          options={modelFormats(model, options.formats)}
+          options={model.formats}
         />
       </Field>
 
-      {precisions.length > 0 && (
+      {offers.variants.length > 0 && (
         <Field
           id={id('precision')}
           label={trans.__('Precision')}
@@ -321,17 +279,19 @@ export function ExportForm({
         >
           <HTMLSelect
             id={id('precision')}
-            value={precisions.includes(state.precision) ? state.precision : ''}
+            value={
+              offers.variants.includes(state.precision) ? state.precision : ''
+            }
             onChange={e => update({ precision: e.target.value })}
             options={[
               { value: '', label: trans.__('model’s own (fp32)') },
-              ...precisions.map(p => ({ value: p, label: p }))
+              ...offers.variants.map(p => ({ value: p, label: p }))
             ]}
           />
         </Field>
       )}
 
-      {onnx && torch && (
+      {format.exporters.length > 1 && (
         <Field
           id={id('exporter')}
           label={trans.__('Exporter')}
@@ -341,11 +301,11 @@ export function ExportForm({
             id={id('exporter')}
             value={state.exporter}
             onChange={e => update({ exporter: e.target.value })}
-            options={options.exporters}
+            options={format.exporters}
           />
         </Field>
       )}
-      {onnx && (
+      {opsets && (
         <Field
           id={id('opset')}
           label={trans.__('Opset')}
@@ -371,7 +331,7 @@ export function ExportForm({
           />
         </Field>
       )}
-      {offersGeneration(model, state.format) && (
+      {offers.generation && (
         <div className="jp-ModelSave-generation">
           <label>
             <input
@@ -388,7 +348,7 @@ export function ExportForm({
           </small>
         </div>
       )}
-      {dynamic && (
+      {format.dynamic_axes && !generation && (
         <fieldset className="jp-ModelSave-axes">
           <legend>{trans.__('Dynamic axes')}</legend>
           {state.axes.length === 0 ? (
@@ -448,13 +408,13 @@ export function ExportForm({
             onChange={() => update({ exampleMode: 'last' })}
           />
           {model.last_input
-            ? torch
+            ? recorded
               ? trans.__('Last call %1', formatShapes(model.last_input))
               : trans.__(
                   'Declared input %1 (random values)',
                   formatShapes(model.last_input)
                 )
-            : torch
+            : recorded
               ? trans.__('Last call (none recorded yet)')
               : trans.__('Declared input (none: give an expression)')}
         </label>
@@ -477,9 +437,7 @@ export function ExportForm({
                 ? trans.__(
                     'token ids, e.g. tokenizer(text).input_ids; empty: random'
                   )
-                : torch
-                  ? trans.__('e.g. torch.randn(1, 3, 224, 224)')
-                  : trans.__("e.g. np.zeros((1, 224, 224, 3), 'float32')")
+                : trans.__('e.g. %1', framework.example_hint)
             }
             value={state.expression}
             aria-invalid={!!errors.expression}

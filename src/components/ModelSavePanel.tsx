@@ -2,7 +2,7 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { ModelSaveModel } from '../model';
-import { KernelAPI } from '../tokens';
+import { KernelAPI } from '../protocol';
 import { EmptyState } from './EmptyState';
 import { ExportForm } from './ExportForm';
 import { KernelHeader } from './KernelHeader';
@@ -15,8 +15,11 @@ import { StageProgress } from './StageProgress';
 /** What the sidebar can do besides changing the model (they need the app). */
 export interface ISidebarActions {
   /** Open the graph; with `nodes`, select and centre them. Resolves to the count selected. */
-  openGraph: (staged: KernelAPI.IStaged, nodes?: string[]) => Promise<number>;
-  downloadStaged: (staged: KernelAPI.IStaged) => void;
+  openGraph: (
+    staged: KernelAPI.IStagedReply,
+    nodes?: string[]
+  ) => Promise<number>;
+  downloadStaged: (staged: KernelAPI.IStagedReply) => void;
   downloadWritten: (path: string) => void;
 }
 
@@ -105,6 +108,7 @@ function Body({ model, actions, trans }: IModelSavePanelProps): JSX.Element {
     <>
       <ModelList
         models={models}
+        options={model.options}
         selected={selected?.name ?? null}
         disabled={staging || job.kind === 'staged'}
         onSelect={name => model.select(name)}
@@ -152,7 +156,7 @@ function Body({ model, actions, trans }: IModelSavePanelProps): JSX.Element {
 }
 
 /** A failed stage: sticks to the bottom of the sidebar and scrolls into view when it appears. */
-function StageError({ error }: { error: KernelAPI.IError }): JSX.Element {
+function StageError({ error }: { error: KernelAPI.IErrorInfo }): JSX.Element {
   const ref = useScrolledIntoView<HTMLDivElement>();
   return (
     <div

@@ -2,7 +2,7 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { formatNumber, formatShape } from '../format';
-import { KernelAPI } from '../tokens';
+import { KernelAPI } from '../protocol';
 
 export interface IParityTableProps {
   report: KernelAPI.IReport;

@@ -2,10 +2,10 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { formatNumber } from '../format';
-import { KernelAPI } from '../tokens';
+import { KernelAPI } from '../protocol';
 
 export interface IReleaseFactsProps {
-  staged: KernelAPI.IStaged;
+  staged: KernelAPI.IStagedReply;
   /** Precisions the review offers as variants of this export. */
   variants: string[];
   onVariant: (precision: string) => void;

@@ -4,18 +4,18 @@ import { copyIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { formatBytes } from '../format';
-import { KernelAPI } from '../tokens';
+import { KernelAPI } from '../protocol';
 import { DivergencePanel } from './DivergencePanel';
 import { ParityTable } from './ParityTable';
 import { useScrolledIntoView } from './scroll';
 import { DiffView, ReleaseFacts } from './ReleaseCheck';
 
 export interface IReviewPanelProps {
-  staged: KernelAPI.IStaged;
+  staged: KernelAPI.IStagedReply;
   /** The folder the form starts with (relative to the Jupyter root). */
   defaultFolder: string;
-  written: KernelAPI.IWritten | null;
-  error: KernelAPI.IError | null;
+  written: KernelAPI.IWrittenReply | null;
+  error: KernelAPI.IErrorInfo | null;
   /** Open the graph; with `nodes`, select and centre them. Resolves to the count selected. */
   onGraph: (nodes?: string[]) => Promise<number>;
   onDownload: () => void;

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import jupyter_modelsave as jms
-from jupyter_modelsave.core.distributed import is_sharded, sharding_note
+from jupyter_modelsave.core.distributed import is_sharded
 from jupyter_modelsave.core.distributed._collective import (
     DEFAULT_TIMEOUT_S,
     TIMEOUT_ENV,
@@ -20,6 +20,7 @@ from jupyter_modelsave.core.distributed._collective import (
 from jupyter_modelsave.core.distributed._layout import element_runs, plan_layout
 from jupyter_modelsave.core.formats._safetensors_writer import save_file
 from jupyter_modelsave.core.formats.safetensors_format import _header
+from jupyter_modelsave.core.frameworks.torch import sharding_note
 
 from . import _models as models
 

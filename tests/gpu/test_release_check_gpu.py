@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import jupyter_modelsave as jms
-from jupyter_modelsave.core import precision as variants
+from jupyter_modelsave.core import _ort
 
 from .. import models
 
@@ -41,7 +41,7 @@ def test_fp16_latency_is_measured_on_the_cuda_provider():
     assert _unchanged(before, cnn)
 
 
-@pytest.mark.skipif(not variants.ort_has_bf16(), reason="ONNX Runtime here has no bf16 kernels")
+@pytest.mark.skipif(not _ort.has_bf16(), reason="ONNX Runtime here has no bf16 kernels")
 def test_bf16_onnx_runs_where_the_runtime_has_bf16_kernels():
     cnn = models.SmallCNN().cuda()
     staged = jms.stage(cnn, torch.randn(4, 3, 16, 16, device="cuda"), precision="bf16")

@@ -12,8 +12,10 @@ transformers = pytest.importorskip("transformers")
 
 import jupyter_modelsave as jms  # noqa: E402
 import jupyter_modelsave.kernel as jk  # noqa: E402
+from jupyter_modelsave import protocol  # noqa: E402
 
 from .. import architectures as arch  # noqa: E402
+from ..test_protocol import conforms  # noqa: E402
 
 PROMPT = torch.randint(1, arch.VOCAB, (2, 5), generator=torch.Generator().manual_seed(3))
 
@@ -40,8 +42,9 @@ def test_the_kernel_side_stages_a_seq2seq_generation_export_and_publishes_its_de
         assert listed == {"lm": True, "t5": True, "bert": False}
         # When T5 is staged with "generation": true
         result = side.stage({"model": "t5", "example": "prompt", "generation": True})
-        # Then the reply carries the greedy runs, and the published folder holds both graphs
-        # and a graph for Netron: the decoder, without its weights
+        # Then the reply carries the greedy runs (as the protocol says), and the published
+        # folder holds both graphs and a graph for Netron: the decoder, without its weights
+        conforms(result, protocol.StagedReply)
         assert result["report"]["passed"] is True
         assert [r["name"] for r in result["report"]["generation"]] == [
             "prompt", "left-padded batch of 2"]  # fmt: skip

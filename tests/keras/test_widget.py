@@ -53,3 +53,26 @@ def test_a_torch_model_is_unaffected(namespace):
     namespace["net"](torch.randn(2, 8))
     widget.refresh()
     assert widget.format_picker.options == tuple(jms.formats())
+
+
+def test_the_kernel_describes_keras_onnx_with_tf2onnx_opsets_not_torchs(namespace, tmp_path):
+    # The sidebar used to check a Keras ONNX opset against PyTorch's range: each framework's
+    # ONNX format now carries its own range, read from one place (Adapter.opsets)
+    import onnx
+    from tf2onnx.constants import OPSET_TO_IR_VERSION
+
+    from jupyter_modelsave import kernel as jk
+    from jupyter_modelsave.core.options import opset_range
+
+    side = jk.ModelSaveKernel(namespace, tmp_path / "staging", tmp_path)
+    frameworks = side.options({})["frameworks"]
+    keras_onnx = frameworks["keras"]["formats"]["onnx"]
+    tf2onnx_high = min(max(OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version())
+    assert keras_onnx["opsets"] == {"auto": [min(OPSET_TO_IR_VERSION), tf2onnx_high]}
+    assert keras_onnx["exporters"] == []  # no exporter choice for Keras
+    assert frameworks["torch"]["formats"]["onnx"]["opsets"]["auto"] == list(opset_range("auto"))
+    assert frameworks["keras"]["formats"]["weights"]["opsets"] == {}
+    # and the widget offers the same range for the Keras model
+    widget = ModelSaveWidget("cnn", namespace=namespace)
+    offered = [v for _, v in widget.opset_picker.options if v is not None]
+    assert (min(offered), max(offered)) == (min(OPSET_TO_IR_VERSION), tf2onnx_high)

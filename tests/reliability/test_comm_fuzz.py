@@ -8,7 +8,6 @@ works after them, and staged exports removed when the Comm closes and when the k
 from __future__ import annotations
 
 import json
-import re
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -674,19 +673,3 @@ def test_a_real_kernel_answers_each_hostile_message_once(
     )
     after = _send(kernel_sidebar, {"id": "after", "op": "models", "args": {}})
     assert after["id"] == "after" and after["ok"] is True
-
-
-@pytest.mark.parametrize(("op", "interface"), [("stage", "IStageArgs"), ("write", "IWriteArgs")])
-def test_the_field_table_matches_the_sidebars_types(op: str, interface: str) -> None:
-    # src/tokens.ts declares what the sidebar sends; kernel.FIELDS what the kernel side takes
-    tokens = (Path(__file__).parents[2] / "src" / "tokens.ts").read_text()
-    body = re.search(rf"interface {interface} \{{(.*?)\n  \}}", tokens, re.S).group(1)
-    declared = {}
-    for name, optional, kind in re.findall(r"^\s+(\w+)(\??): ([^;]+);", body, re.M):
-        declared[name] = (optional == "?", kind)
-    fields = jk.FIELDS[op]
-    assert set(declared) == set(fields)
-    json_kind = {"string": "string", "integer": "number", "number": "number", "boolean": "boolean"}
-    for name, kind in fields.items():
-        if kind.rstrip("?") in json_kind:
-            assert declared[name][1].split(" |")[0] == json_kind[kind.rstrip("?")], name

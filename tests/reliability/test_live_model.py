@@ -28,6 +28,8 @@ from jupyter_modelsave.core.formats.onnx import OnnxFormat
 from jupyter_modelsave.core.formats.safetensors_format import SafetensorsFormat
 from jupyter_modelsave.core.formats.torch_export import TorchExportFormat
 from jupyter_modelsave.core.formats.torchscript import TorchScriptFormat
+from jupyter_modelsave.core.frameworks import torch as torch_adapter
+from jupyter_modelsave.core.frameworks.torch import TorchAdapter
 from jupyter_modelsave.core.model_state import _HOOK_ATTRS
 
 
@@ -129,13 +131,13 @@ def _targets(fmt: str) -> dict[str, tuple[Any, str]]:
     """step name -> (object, attribute) that stage calls during that step, for format ``fmt``."""
     cls = FORMAT_CLASS[fmt]
     steps: dict[str, tuple[Any, str]] = {
-        "input normalisation": (staging, "normalize_inputs"),
+        "input normalisation": (torch_adapter, "normalize_inputs"),
         "format lookup": (staging, "get_format"),
         "format options": (cls, "check_options"),
         "dynamic axes check": (staging, "check_dynamic_axes"),
-        "placement": (staging, "_placed"),
-        "reference forward": (staging, "call_model"),
-        "output flattening": (staging, "flatten_outputs"),
+        "placement": (TorchAdapter, "placed"),
+        "reference forward": (TorchAdapter, "call"),
+        "output flattening": (TorchAdapter, "flatten"),
         "staging folder": (tempfile, "mkdtemp"),
         "format export": (cls, "export"),
         "format verify": (cls, "verify"),
@@ -146,7 +148,7 @@ def _targets(fmt: str) -> dict[str, tuple[Any, str]]:
         steps |= {
             "runner creation": (cls, "runner"),
             "parity probes": (verify, "make_probes"),
-            "parity forward": (verify, "call_model"),
+            "parity forward": (verify, "live_outputs"),
             "parity comparison": (verify, "compare_output"),
         }
     steps |= {

@@ -437,7 +437,6 @@ def test_published_exports_are_private_from_the_start(monkeypatch, tmp_path, fmt
         created.append(Path(path))
         return f
 
-    monkeypatch.setattr(jk, "open_private", watched)
     monkeypatch.setattr(_paths, "open_private", watched)
     staging = tmp_path / "staging"
     namespace = {"mlp": models.mlp(), "torch": torch}
@@ -590,7 +589,7 @@ def test_a_publish_cut_short_leaves_nothing(monkeypatch, tmp_path) -> None:
             f.write(b"half")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(jk, "_publish_tree", full)
+    monkeypatch.setattr(jk, "publish_tree", full)
     side = jk.ModelSaveKernel({"mlp": models.mlp()}, tmp_path / "staging", tmp_path)
     # When the kernel side stages, the user gets a WriteError that says what to do
     with pytest.raises(WriteError, match=r"No space left.*staging_dir"):
@@ -604,7 +603,6 @@ def test_a_publish_cut_short_leaves_nothing(monkeypatch, tmp_path) -> None:
 @pytest.mark.parametrize("kernel_copy", [True, False])
 def test_a_published_copy_is_whole_and_private(monkeypatch, tmp_path, kernel_copy) -> None:
     # Given a staged file with the umask's usual 0644 (so it is copied, not linked)
-    from jupyter_modelsave import kernel as jk
 
     source = tmp_path / "staged.bin"
     source.write_bytes(PAYLOAD * 3000)
@@ -616,7 +614,7 @@ def test_a_published_copy_is_whole_and_private(monkeypatch, tmp_path, kernel_cop
 
         monkeypatch.setattr(os, "copy_file_range", unsupported, raising=False)
     # When it is published
-    jk._publish_file(source, tmp_path / "published.bin")
+    _paths.publish_file(source, tmp_path / "published.bin")
     # Then the copy has the same bytes, its own inode, and mode 0600
     published = tmp_path / "published.bin"
     assert published.read_bytes() == source.read_bytes()

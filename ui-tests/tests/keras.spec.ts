@@ -21,6 +21,11 @@ async function formatChoices(form: Locator): Promise<string[]> {
   return form.getByLabel('Format').locator('option').allInnerTexts();
 }
 
+/** The opset choices: "default", then the highest to the lowest. */
+async function opsetChoices(form: Locator): Promise<string[]> {
+  return form.getByLabel('Opset').locator('option').allInnerTexts();
+}
+
 test.describe('Model Save sidebar: Keras', () => {
   test.beforeEach(async ({ page, tmpPath }) => {
     await page.contents.uploadFile(
@@ -52,6 +57,7 @@ test.describe('Model Save sidebar: Keras', () => {
     const form = sidebar.getByRole('form', { name: 'Export options' });
     await model(sidebar, 'mlp').click();
     expect(await formatChoices(form)).toContain('safetensors');
+    const torchOpsets = await opsetChoices(form);
     await model(sidebar, 'kcnn').click();
     await expect(model(sidebar, 'kcnn')).toHaveAttribute(
       'aria-pressed',
@@ -65,6 +71,12 @@ test.describe('Model Save sidebar: Keras', () => {
     ]);
     await expect(form.getByLabel('Exporter')).toHaveCount(0);
     await expect(form.getByLabel('Opset')).toBeVisible();
+    // Keras ONNX offers tf2onnx's opsets (the format's capabilities), not PyTorch's
+    const kerasOpsets = await opsetChoices(form);
+    expect(kerasOpsets).not.toEqual(torchOpsets);
+    await expect(
+      form.getByText(`This kernel supports ${kerasOpsets[kerasOpsets.length - 1]} to ${kerasOpsets[1]}`)
+    ).toBeVisible();
 
     // SavedModel with a dynamic batch dimension.
     await form.getByLabel('Format').selectOption('savedmodel');

@@ -1,16 +1,19 @@
 """Models bigger than one process: weights that are DTensors (FSDP2 ``fully_shard``, tensor parallel).
 
-``stage``, ``export``, ``load_into`` and ``find_models`` call the small functions here to notice such
-a model; the work is done in the modules beside this one, through ``torch.distributed.checkpoint``
-(DCP): ``export`` (the collective safetensors export and its parity), ``gather`` (other formats, by
-gathering the weights to rank 0 on request), ``loading`` (each rank loads its slices), ``convert``
-(a DCP checkpoint folder into a safetensors artifact) and ``_collective`` (jms's own process group
-with a timeout). Nothing here imports ``torch.distributed`` unless the process already has.
+For a model of an adapter that ``shards`` (PyTorch's), ``stage``, ``export`` and ``load_into`` ask
+``collective_flow`` whether it is one, and then hand it to the flow every rank runs together
+(``find_models`` names its sharding: ``frameworks.torch.sharding_note``). The work is done in the
+modules beside this one, through ``torch.distributed.checkpoint`` (DCP): ``export`` (the
+collective safetensors export and its parity), ``gather`` (other formats, by gathering the weights
+to rank 0 on request), ``loading`` (each rank loads its slices), ``convert`` (a DCP checkpoint
+folder into a safetensors artifact) and ``_collective`` (jms's own process group with a timeout).
+Nothing here imports ``torch.distributed`` unless the process already has.
 """
 
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 
@@ -27,14 +30,12 @@ def is_sharded(model: Any) -> bool:
     return any(isinstance(t, DTensor) for t in (*model.parameters(), *model.buffers()))
 
 
-def sharding_note(tensors: list[Any]) -> str | None:
-    """``"sharded over N ranks"`` when any of ``tensors`` is a DTensor (for ``find_models``), else None."""
-    if "torch.distributed.tensor" not in sys.modules:
+def collective_flow(model: Any) -> Any:
+    """For a sharded model, its ``stage``, ``export`` and ``load_into`` (collective calls: every
+    rank makes them); None for any other model."""
+    if not is_sharded(model):
         return None
-    from torch.distributed.tensor import DTensor
+    from .export import export_sharded, stage_sharded
+    from .loading import load_into_sharded
 
-    meshes = {id(t.device_mesh): t.device_mesh for t in tensors if isinstance(t, DTensor)}
-    if not meshes:
-        return None
-    ranks = max(mesh.size() for mesh in meshes.values())
-    return f"sharded over {ranks} rank{'s' if ranks != 1 else ''}"
+    return SimpleNamespace(stage=stage_sharded, export=export_sharded, load_into=load_into_sharded)

@@ -53,12 +53,7 @@ def check_timeout(value: Any) -> float:
             value = float(value)
         except ValueError:
             pass
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
         raise InvalidOptionError(f"{source} must be a number of seconds > 0, got {value!r}.")
     return float(value)
 
@@ -85,10 +80,8 @@ class Collective:
         """
         try:
             outcome: tuple[bool, Any] = (True, step())
-        except Exception as err:
-            outcome = (False, as_model_save_error(err))
         except BaseException as err:  # DCP's CheckpointException is a BaseException
-            if type(err).__name__ != "CheckpointException":
+            if not isinstance(err, Exception) and type(err).__name__ != "CheckpointException":
                 raise
             outcome = (False, as_model_save_error(err))
         outcomes = self._all_gather(_portable(outcome))
@@ -101,8 +94,7 @@ class Collective:
 
     def from_coordinator(self, step: Callable[[], T]) -> T:
         """Run ``step`` on rank 0 only; every rank returns its result or raises its error."""
-        results = self.agree(lambda: step() if self.is_coordinator else None)
-        return results[0]
+        return self.agree(lambda: step() if self.is_coordinator else None)[0]
 
     def _all_gather(self, value: Any) -> list[Any]:
         import torch.distributed as dist
@@ -167,7 +159,7 @@ def as_model_save_error(err: BaseException) -> ModelSaveError:
     if type(err).__name__ == "CheckpointException" and failures:
         rank, (cause, _) = sorted(failures.items(), key=lambda item: item[0])[0]
         inner = as_model_save_error(cause)
-        return _same_kind(inner, f"rank {rank}: {_message(inner)}")
+        return _build(type(inner), f"rank {rank}: {_message(inner)}", getattr(inner, "errno", None))
     if isinstance(err, OSError):
         where = f" ({err.filename})" if err.filename else ""
         return WriteError(
@@ -194,10 +186,6 @@ def _remote_error(rank: int, failure: tuple[str, str, int | None]) -> ModelSaveE
     error = _build(cls, f"rank {rank} failed: {message}", code)
     error.rank = rank  # type: ignore[attr-defined]
     return error
-
-
-def _same_kind(error: ModelSaveError, message: str) -> ModelSaveError:
-    return _build(type(error), message, getattr(error, "errno", None))
 
 
 def _build(cls: type[ModelSaveError], message: str, code: int | None = None) -> ModelSaveError:

@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 import torch
 
 from ..errors import IntegrityError, UnsafeArtifactError
+from ..formats._safetensors_header import _plain_name
 
 METADATA_FILE = ".metadata"
 MAX_METADATA_BYTES = 1 << 30
@@ -127,13 +128,10 @@ def _check_tensor(folder: Path, name: str, entry: Any, storage: dict) -> None:
     covered = 0
     for chunk in entry.chunks:
         offsets, sizes = tuple(chunk.offsets), tuple(chunk.sizes)
-        if (
-            len(offsets) != len(shape)
-            or len(sizes) != len(shape)
-            or not all(
-                _natural(o) and _natural(s) and o + s <= n for o, s, n in zip(offsets, sizes, shape)
-            )
-        ):
+        ok = all(
+            _natural(o) and _natural(s) and o + s <= n for o, s, n in zip(offsets, sizes, shape)
+        )
+        if len(offsets) != len(shape) or len(sizes) != len(shape) or not ok:
             _refuse(folder, f"a chunk of tensor {name!r} lies outside its shape {list(shape)}")
         if MetadataIndex(name, torch.Size(offsets)) not in storage:
             _refuse(folder, f"the chunk of tensor {name!r} at {list(offsets)} has no stored data "
@@ -146,22 +144,15 @@ def _check_tensor(folder: Path, name: str, entry: Any, storage: dict) -> None:
 
 def _overlap(chunks: list[Any]) -> bool:
     boxes = [(tuple(c.offsets), tuple(c.sizes)) for c in chunks]
-    for i, (a_off, a_size) in enumerate(boxes):
-        for b_off, b_size in boxes[i + 1 :]:
-            if all(
-                ao < bo + bs and bo < ao + as_
-                for ao, as_, bo, bs in zip(a_off, a_size, b_off, b_size)
-            ):
-                return True
-    return False
+    return any(
+        all(ao < bo + bs and bo < ao + as_ for ao, as_, bo, bs in zip(*a, *b))
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+    )
 
 
 def _natural(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _plain_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 def _regular_size(path: Path, what: str) -> int:

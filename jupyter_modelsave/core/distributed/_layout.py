@@ -49,7 +49,6 @@ class Layout:
     sizes: dict[str, int]
     places: dict[str, Place]
     index: bytes
-    aliases: dict[str, str]
 
     @property
     def files(self) -> list[str]:
@@ -95,7 +94,7 @@ def plan_layout(
     total = sum(p.nbytes for p in places.values())
     meta = {"total_size": total, **_string_meta(extra)}
     index = json.dumps({"metadata": meta, "weight_map": weight_map}, indent=2).encode()
-    return Layout(headers, sizes, places, index, aliases)
+    return Layout(headers, sizes, places, index)
 
 
 def element_runs(shape: Shape, offsets: Shape, sizes: Shape) -> Iterator[tuple[int, int, int]]:
@@ -124,8 +123,4 @@ def element_runs(shape: Shape, offsets: Shape, sizes: Shape) -> Iterator[tuple[i
 
 
 def _strides(shape: Shape) -> list[int]:
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= size
-    return strides[::-1]
+    return [math.prod(shape[i + 1 :]) for i in range(len(shape))]

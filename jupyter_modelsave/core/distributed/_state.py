@@ -30,12 +30,11 @@ def sharded_state(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict
                 "safetensors holds tensors only."
             )
         key = ("object", id(tensor)) if is_dtensor(tensor) else _view_key(tensor)
-        if key is not None and key in seen:
-            aliases[name] = seen[key]
-            continue
-        if key is not None:
-            seen[key] = name
-        tensors[name] = tensor
+        first = name if key is None else seen.setdefault(key, name)
+        if first == name:
+            tensors[name] = tensor
+        else:
+            aliases[name] = first
     return tensors, aliases
 
 

@@ -126,7 +126,7 @@ def _check_prefix(prefix: Any) -> str:
 
 
 def _read(folder: Path, trusted: bool) -> Any:
-    from ..loading import readable
+    from ..load_checks import readable
 
     return readable(folder, "a DCP checkpoint", lambda: read_metadata(folder, trusted))
 

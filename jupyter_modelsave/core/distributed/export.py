@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 import uuid
-import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +36,12 @@ from typing import Any
 import torch
 
 from .. import artifacts
-from ..errors import InvalidOptionError, ParityError, WriteError
+from ..errors import InvalidOptionError, WriteError
 from ..formats import get_format
-from ..formats.base import Exported, ExportJob
 from ..formats.safetensors_format import INDEX_FILE
-from ..inputs import ExampleInputs
 from ..options import check_artifact_name, check_destination, check_flag, check_metadata
 from ..parity import ParityReport
-from ..staging import StagedExport, _guess_name, check_progress
-from ..verify import Progress
+from ..verify import Progress, check_progress
 from ._collective import Collective, check_timeout, joined
 from ._layout import Layout, plan_layout
 from ._parity import parity_report, slice_problems
@@ -59,7 +56,7 @@ _GRAPH_OPTIONS = {"opset", "dynamic_axes", "input_names", "output_names", "atol"
 
 
 @dataclass
-class _Request:
+class Request:
     """The checked options of one sharded stage."""
 
     name: str
@@ -69,12 +66,16 @@ class _Request:
     progress: Progress
 
 
-def stage_sharded(model: torch.nn.Module, example_inputs: Any = None, *, format: str = "onnx",
-                  name: str | None = None, parity: bool = True, metadata: dict | None = None,
+def stage_sharded(model: torch.nn.Module, example_inputs: Any = None, *, build: Callable[..., Any],
+                  stage_whole: Callable[..., Any], format: str = "onnx", name: str,
+                  parity: bool = True, metadata: dict | None = None,
                   device: Any = None, progress: Progress | None = None, timeout: float | None = None,
                   gather: bool = False, work_parent: Path | None = None,
-                  _call: str = "jms.stage", **options: Any) -> StagedExport:  # fmt: skip
+                  _call: str = "jms.stage", **options: Any) -> Any:  # fmt: skip
     """``jms.stage`` of a model whose weights are DTensors; a collective call (every rank).
+
+    ``core.staging`` hands in ``build`` (makes its ``ShardedStagedExport`` of the staged folder)
+    and ``stage_whole`` (its ``stage``, for the model gathered to rank 0).
 
     ``format="safetensors"`` is written by every rank in parallel (see the module docstring).
     Other formats need the whole model in one process: ``gather=True`` gathers it to rank 0
@@ -84,19 +85,18 @@ def stage_sharded(model: torch.nn.Module, example_inputs: Any = None, *, format:
     writes its shards from where they live).
     """
     seconds = check_timeout(timeout)
-    name = name if name is not None else _guess_name(model)
     if format != "safetensors" or gather is not False:
         from .gather import stage_gathered
 
-        return stage_gathered(model, example_inputs, timeout=seconds, gather=gather, format=format,
-                              call=_call, name=name, parity=parity, metadata=metadata, device=device,
-                              progress=progress, **options)  # fmt: skip
+        return stage_gathered(model, example_inputs, stage_whole, timeout=seconds, gather=gather,
+                              format=format, call=_call, name=name, parity=parity,
+                              metadata=metadata, device=device, progress=progress, **options)  # fmt: skip
     with joined(_call, seconds) as coll:
-        checked: list[_Request] = []  # each rank keeps its own (a callable does not travel)
+        checked: list[Request] = []  # each rank keeps its own (a callable does not travel)
         coll.agree(
             lambda: checked.append(_request(name, parity, metadata, device, progress, options))
         )
-        return _stage(coll, model, checked[0], work_parent)
+        return _stage(coll, model, checked[0], work_parent, build)
 
 
 def export_sharded(model: torch.nn.Module, dest: str | Path, example_inputs: Any = None, *,
@@ -113,56 +113,8 @@ def export_sharded(model: torch.nn.Module, dest: str | Path, example_inputs: Any
         staged.discard()
 
 
-class ShardedStagedExport(StagedExport):
-    """A sharded model's staged export; the same object (same sha256, same report) on every rank.
-
-    ``write`` and ``verify`` are collective: call them on every rank. The staged folder belongs to
-    rank 0: ``discard`` there (or garbage collection) deletes it; on other ranks it does nothing.
-    """
-
-    def __init__(self, coll: Collective, model: torch.nn.Module, folder: Path, hashes: dict[str, str],
-                 report: ParityReport | None, request: _Request, slices: tuple[Layout, dict],
-                 distributed: dict[str, Any]) -> None:  # fmt: skip
-        job = ExportJob(model, ExampleInputs(()), [], [], {}, None, "auto", request.metadata,
-                        folder, None, request.format_options)  # fmt: skip
-        exported = Exported(folder, EXPORTER, file_hashes=hashes)
-        fmt = get_format("safetensors", "torch")
-        super().__init__(fmt, exported, job, report, request.name, [], [], (0.0, 0.0))
-        self.distributed = distributed
-        self._timeout = coll.timeout
-        self._slices = slices
-        self._verify_again = lambda atol, rtol: self._parity_again()
-        if not coll.is_coordinator:  # the folder is rank 0's to delete
-            self._cleanup.detach()
-            self._cleanup = weakref.finalize(self, _nothing)
-
-    def write(self, dest: str | Path, **options: Any) -> Path:  # type: ignore[override]
-        """``StagedExport.write`` on rank 0, collectively: every rank returns the same path."""
-        if self.report is not None and not self.report.passed and not options.get("allow_mismatch"):
-            raise ParityError(  # every rank holds the same report: raise it everywhere, with why
-                f"Not written: {self.report.summary()}: {' '.join(self.report.diagnosis[:3])} "
-                "Look at staged.report, or pass allow_mismatch=True to write it anyway.",
-                self.report,
-            )
-        with joined("StagedExport.write", self._timeout) as coll:
-            return Path(
-                coll.from_coordinator(lambda: str(StagedExport.write(self, dest, **options)))
-            )
-
-    def manifest(self, name: str, version: str) -> dict[str, Any]:
-        return {**super().manifest(name, version), "distributed": self.distributed}
-
-    def _parity_again(self) -> ParityReport:
-        with joined("StagedExport.verify", self._timeout) as coll:
-            return _parity(coll, self.path, *self._slices)
-
-
-def _nothing() -> None:
-    pass
-
-
 def _request(name: str, parity: Any, metadata: Any, device: Any, progress: Any,
-             options: dict[str, Any]) -> _Request:  # fmt: skip
+             options: dict[str, Any]) -> Request:  # fmt: skip
     if device is not None:
         raise InvalidOptionError(
             "device= does not apply to a sharded model: every rank writes its shards from where "
@@ -172,7 +124,7 @@ def _request(name: str, parity: Any, metadata: Any, device: Any, progress: Any,
         raise InvalidOptionError("external_data= does not apply to format 'safetensors'.")
     weight_options = {k: v for k, v in options.items() if k not in _GRAPH_OPTIONS}
     fmt = get_format("safetensors", "torch")
-    return _Request(
+    return Request(
         name=check_artifact_name(name),
         metadata=check_metadata(metadata),
         format_options=fmt.check_options(weight_options),
@@ -181,8 +133,8 @@ def _request(name: str, parity: Any, metadata: Any, device: Any, progress: Any,
     )
 
 
-def _stage(coll: Collective, model: torch.nn.Module, request: _Request,
-           work_parent: Path | None) -> ShardedStagedExport:  # fmt: skip
+def _stage(coll: Collective, model: torch.nn.Module, request: Request,
+           work_parent: Path | None, build: Callable[..., Any]) -> Any:  # fmt: skip
     progress = request.progress
     planned: list[tuple[dict[str, torch.Tensor], Layout]] = []
     shared = coll.agree(lambda: _plan(model, request, planned))
@@ -195,9 +147,8 @@ def _stage(coll: Collective, model: torch.nn.Module, request: _Request,
         coll.agree(lambda: _save(coll, tensors, folder, layout, progress))
         hashes = coll.agree(lambda: _hash_share(folder, layout, coll, progress))
         merged = {name: digest for share in hashes for name, digest in share.items()}
-        report = _parity(coll, folder, layout, tensors) if request.parity else None
-        staged = ShardedStagedExport(coll, model, folder, merged, report, request,
-                                     (layout, tensors), distributed)  # fmt: skip
+        report = parity_again(coll, folder, layout, tensors) if request.parity else None
+        staged = build(coll, model, folder, merged, report, request, (layout, tensors), distributed)
         coll.agree(lambda: progress("done", 1.0))
     except BaseException:
         if coll.is_coordinator:
@@ -206,7 +157,7 @@ def _stage(coll: Collective, model: torch.nn.Module, request: _Request,
     return staged
 
 
-def _plan(model: torch.nn.Module, request: _Request,
+def _plan(model: torch.nn.Module, request: Request,
           planned: list[tuple[dict[str, torch.Tensor], Layout]]) -> dict[str, Any]:  # fmt: skip
     """Append this rank's tensors and layout to ``planned``; return what all ranks must share."""
     import torch.distributed as dist
@@ -319,7 +270,7 @@ def sha256_overlapped(path: Path, chunk: int = 8 * 2**20) -> str:
     return digest.hexdigest()
 
 
-def _parity(coll: Collective, folder: Path, layout: Layout,
+def parity_again(coll: Collective, folder: Path, layout: Layout,
             tensors: dict[str, torch.Tensor]) -> ParityReport:  # fmt: skip
     problems = coll.agree(lambda: slice_problems(folder, layout, tensors))
     return parity_report(layout, problems)

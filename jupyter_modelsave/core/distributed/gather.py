@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,11 @@ class GatheredWarning(UserWarning):
     """Rank 0 is about to hold a sharded model's full weights (the message says how many bytes)."""
 
 
-def stage_gathered(model: torch.nn.Module, example_inputs: Any, *, timeout: float, gather: Any,
-                   format: str, call: str = "jms.stage", **options: Any) -> GatheredStagedExport:  # fmt: skip
-    """``jms.stage`` of a sharded model in a format that needs the whole model (collective)."""
-    from ..staging import stage
-
+def stage_gathered(model: torch.nn.Module, example_inputs: Any, stage: Callable[..., Any], *,
+                   timeout: float, gather: Any, format: str, call: str = "jms.stage",
+                   **options: Any) -> GatheredStagedExport:  # fmt: skip
+    """``jms.stage`` of a sharded model in a format that needs the whole model (collective);
+    rank 0 stages the gathered copy with ``stage`` (``core.staging.stage``, handed in)."""
     with joined(call, timeout) as coll:
         nbytes = coll.agree(lambda: _check_gather(model, gather, format))[0]
         message = (f"gathered to rank 0 for format {format!r}: rank 0 held all {nbytes:,} bytes "
@@ -133,10 +134,7 @@ def _gather(model: torch.nn.Module, coll: Collective) -> dict[int, torch.Tensor]
 
 
 def _unique_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
-    seen: dict[int, torch.Tensor] = {}
-    for tensor in (*model.parameters(), *model.buffers()):
-        seen.setdefault(id(tensor), tensor)
-    return list(seen.values())
+    return list({id(t): t for t in (*model.parameters(), *model.buffers())}.values())
 
 
 def _recorded(model: torch.nn.Module) -> Any:

@@ -13,7 +13,6 @@ holds no code, so ``trusted`` changes nothing here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,9 @@ from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageReader
 from .. import hashing
 from ..errors import IntegrityError, InvalidOptionError
 from ..formats._safetensors_header import check_artifact
-from ..formats.safetensors_format import INDEX_FILE
-from ..loading import _artifact_path, _check_fits, read_manifest, readable
+from ..formats.safetensors_format import INDEX_FILE, files_and_aliases
+from ..load_checks import artifact_path, check_fits, readable
+from ..manifest import read_manifest
 from ..options import check_flag
 from ._collective import Collective, check_timeout, joined
 
@@ -72,7 +72,7 @@ def _check(model: torch.nn.Module, path: Any, strict: Any, map_location: Any,
             "map_location does not apply to a sharded model: each rank loads its slices into its "
             "shards, where they are. Leave it unset."
         )
-    path = _artifact_path(path)
+    path = artifact_path(path)
     manifest = read_manifest(path)
     if manifest is not None and manifest.get("format") != "safetensors":
         raise InvalidOptionError(
@@ -88,17 +88,10 @@ def _read_headers(path: Path, manifest: dict | None) -> _Checked:
     from safetensors import safe_open
 
     check_artifact(path, INDEX_FILE)
-    if path.is_dir():
-        index = json.loads((path / INDEX_FILE).read_text())
-        files = [path / f for f in dict.fromkeys(index["weight_map"].values())]
-        aliases = json.loads(index.get("metadata", {}).get("aliases", "{}"))
-    else:
-        files, aliases = [path], None
+    files, aliases = files_and_aliases(path)
     shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
         with safe_open(str(file), framework="pt") as handle:
-            if aliases is None:
-                aliases = json.loads((handle.metadata() or {}).get("aliases", "{}"))
             shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})  # noqa: SIM118 (safe_open is not iterable)
     return _Checked(path, manifest, files, shapes, aliases or {})
 
@@ -108,7 +101,7 @@ def _match(model: torch.nn.Module, artifact: _Checked, strict: bool) -> None:
     shapes = {**artifact.shapes}
     shapes.update({a: shapes[o] for a, o in artifact.aliases.items() if o in shapes})
     metas = {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
-    _check_fits(model, metas, strict, artifact.path)
+    check_fits(model, metas, strict, artifact.path)
     full = model.state_dict(keep_vars=True)
     artifact.missing = [k for k in full if k not in shapes]
     artifact.unexpected = sorted(k for k in shapes if k not in full)

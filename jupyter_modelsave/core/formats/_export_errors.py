@@ -35,12 +35,8 @@ def suggested_fixes(err: BaseException) -> list[str]:
 
 def fixed_axes(err: BaseException) -> dict[str, int]:
     """Axes the model fixes to one size: suggested fixes of the form ``batch = 2``."""
-    fixed = {}
-    for fix in suggested_fixes(err):
-        name, _, value = fix.partition(" = ")
-        if value.isdigit():
-            fixed[name] = int(value)
-    return fixed
+    pairs = (fix.partition(" = ") for fix in suggested_fixes(err))
+    return {name: int(value) for name, _, value in pairs if value.isdigit()}
 
 
 def is_data_dependent(err: BaseException) -> bool:

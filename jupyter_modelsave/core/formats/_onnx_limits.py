@@ -19,6 +19,7 @@ and symlinks leading out) and only up to the file's real length.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,32 +46,26 @@ def check_sparse(model_file: Path) -> None:
 
 
 def _sparse_tensors(model: Any) -> Iterator[Any]:
-    graphs = [model.graph]
-    functions = list(model.functions)
-    while graphs or functions:
-        nodes = []
+    graphs, nodes = [model.graph], [node for f in model.functions for node in f.node]
+    while graphs or nodes:
         if graphs:
             graph = graphs.pop()
             yield from graph.sparse_initializer
-            nodes = list(graph.node)
-        else:
-            nodes = list(functions.pop().node)
-        for node in nodes:
-            for attr in node.attribute:
-                if attr.HasField("sparse_tensor"):
-                    yield attr.sparse_tensor
-                yield from attr.sparse_tensors
-                if attr.HasField("g"):
-                    graphs.append(attr.g)
-                graphs.extend(attr.graphs)
+            nodes.extend(graph.node)
+            continue
+        for attr in nodes.pop().attribute:
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor
+            yield from attr.sparse_tensors
+            if attr.HasField("g"):
+                graphs.append(attr.g)
+            graphs.extend(attr.graphs)
 
 
 def _dense_bytes(sparse: Any) -> int:
     import onnx
 
-    count = 1
-    for dim in sparse.dims:
-        count *= max(int(dim), 0)
+    count = math.prod(max(int(dim), 0) for dim in sparse.dims)
     data_type = sparse.values.data_type
     try:
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize

@@ -2,66 +2,62 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import InvalidOptionError
+from ..job import Exported, ExportJob  # the formats' job and result (re-exported here)
 
 if TYPE_CHECKING:
     import torch
 
-    from ..inputs import ExampleInputs
-    from ..options import DynamicAxes
     from ..parity import ParityReport
-    from ..verify import Progress
+    from ..verify import ArtifactRunner, Progress
 
 
-@dataclass
-class ExportJob:
-    """Everything a format needs to export one model, already validated."""
+@dataclass(frozen=True)
+class Capabilities:
+    """What a format can do, declared once on its class and read by every surface: ``stage``,
+    the magic, the widget, and the sidebar (the kernel sends them with its ``options`` reply)."""
 
-    model: torch.nn.Module
-    example: ExampleInputs  # tensors on the model's device, names = forward's parameter names
-    input_names: list[str]  # names in the artifact (``input_names`` option or ``example.names``)
-    output_names: list[str]
-    dynamic_axes: DynamicAxes  # keyed by artifact input/output names
-    opset: int | None
-    exporter: str  # "auto", "dynamo" or "torchscript"
-    metadata: dict[str, Any]  # embedded where the format can hold it
-    workdir: Path
-    external_data: bool | None = None  # None: only when the model is over 2 GB
-    format_options: dict[str, Any] = field(default_factory=dict)  # checked by the format
-    # the live model's outputs on ``example``, computed once by ``stage``: the parity check's
-    # "example" probe reuses them (cleared after the stage, so a later verify() runs the model)
-    example_outputs: list[torch.Tensor] | None = None
-    precision: str = "fp32"  # of the artifact (``core/precision.py``); weight formats cast to it
+    kind: str = "graph"  # "graph" (the computation, checked on probes) or "weights" (tensors only)
+    needs_inputs: bool = True  # staged by running the model on example inputs
+    dynamic_axes: bool = True  # takes ``dynamic_axes``
+    exporters: tuple[str, ...] = ()  # the choices of ``exporter`` (none: no choice to offer)
+    opsets: bool = False  # takes ``opset`` (its range: the framework's, ``Adapter.opsets``)
+    folder: bool = False  # the artifact can be a folder (else always one file)
+    graph_view: bool = False  # Netron can show its graph (the sidebar's graph view)
+    # the precisions ``stage(precision=...)`` can make of a float32 model (``core/precision.py``;
+    # ``ArtifactFormat.precisions_here``: those this machine's runtime runs)
+    precisions: tuple[str, ...] = ("fp32",)
+    generation: bool = False  # holds ``generation=True`` exports (``core/generation``)
 
 
-@dataclass
-class Exported:
-    """A format's result: ``path`` (a file, or a folder for multi-file artifacts) in the workdir."""
-
-    path: Path
-    exporter: str
-    opset: int | None = None
-    warnings: list[str] = field(default_factory=list)
-    # sha256 of each file by its path relative to the artifact's folder (as
-    # ``hashing.file_hashes`` gives them), when the format hashed the bytes while writing them
-    file_hashes: dict[str, str] | None = None
-    # where the exporter turned tensor values into Python constants (``_capture.value_conversions``):
-    # parity then fails, whatever the probes say
-    value_conversions: list[str] = field(default_factory=list)
+WEIGHTS = Capabilities(kind="weights", needs_inputs=False, dynamic_axes=False)
+# the weight formats' half precisions: a cast copy of the floating tensors
+CAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 class ArtifactFormat:
     name: ClassVar[str]
     extension: ClassVar[str]  # of the file, or of the folder for multi-file artifacts
     description: ClassVar[str]
-    needs_inputs: ClassVar[bool] = True  # weight formats save without running the model
-    # the precisions ``stage(precision=...)`` can make of a float32 model (``core/precision.py``)
-    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def available(self) -> bool:
+        """Whether this process can export to this format (Keras' SavedModel and ONNX need
+        Keras' TensorFlow backend); the surfaces offer only the formats that are."""
+        return True
+
+    def precisions_here(self) -> tuple[str, ...]:
+        """The ``capabilities.precisions`` this machine's runtime runs (by default: all)."""
+        return self.capabilities.precisions
+
+    def graph_view(self, path: Path) -> bytes:
+        """The artifact at ``path`` as a file that shows its graph without the weights
+        (``capabilities.graph_view``: the sidebar shows large artifacts from it)."""
+        raise NotImplementedError
 
     def matches(self, path: Path) -> bool:
         """Whether a file without a manifest looks like this format (by default: its extension)."""
@@ -91,9 +87,7 @@ class ArtifactFormat:
         run = artifact_runner(lambda: self.runner(exported, job), self.name)
         return outputs_parity(run, job, atol, rtol, progress, exported.value_conversions)
 
-    def runner(
-        self, exported: Exported, job: ExportJob
-    ) -> Callable[[ExampleInputs], dict[str, Any]]:
+    def runner(self, exported: Exported, job: ExportJob) -> ArtifactRunner:
         """A function running the artifact on a probe, returning numpy outputs by name."""
         raise NotImplementedError
 
@@ -116,7 +110,7 @@ class ArtifactFormat:
 class WeightsFormat(ArtifactFormat):
     """A format that stores weights only: saved without running the model, parity = round trip."""
 
-    needs_inputs = False
+    capabilities = WEIGHTS
 
     def verify(
         self, exported: Exported, job: ExportJob, atol: float, rtol: float, progress: Progress
@@ -130,19 +124,25 @@ class WeightsFormat(ArtifactFormat):
         return loaded
 
 
-EXTRA_FILE = "jupyter_modelsave.json"  # name of the embedded note in TorchScript and .pt2 archives
+EXTRA_FILE = "jupyter_modelsave.json"  # the embedded note's name in archives and folders
+
+
+def producer(framework: str) -> dict[str, str]:
+    """Who made an artifact: jms and its version, the framework and its versions
+    (``producer``, ``producer_version``, ``framework``, ``<library>_version``)."""
+    from ..frameworks import adapter
+    from ..version import __version__
+
+    versions = adapter(framework).versions()
+    return {"producer": "jupyter_modelsave", "producer_version": __version__,
+            "framework": framework, **{f"{k}_version": v for k, v in versions.items()}}  # fmt: skip
 
 
 def embedded_note(job: ExportJob) -> str:
-    """JSON embedded in archives that hold extra files: producer, torch, I/O names, metadata."""
+    """JSON embedded in artifacts that hold extra files: producer, I/O names, metadata."""
     import json
 
-    import torch
-
-    from ... import __version__
-
-    return json.dumps({"producer": "jupyter_modelsave", "producer_version": __version__,
-                       "torch_version": str(torch.__version__), "inputs": job.input_names,
+    return json.dumps({**producer(job.framework), "inputs": job.input_names,
                        "outputs": job.output_names, "metadata": job.metadata})  # fmt: skip
 
 
@@ -158,14 +158,11 @@ def dynamic_shapes(job: ExportJob, derived: bool = False) -> dict[str, Any] | No
 
     if not any(name in job.dynamic_axes for name in job.input_names):
         return None
-    dims: dict[str, Any] = {}
+    dims: dict[str, Any] = {}  # axis name -> its Dim
     shapes: dict[str, Any] = {}
     for param, name in zip(job.example.names, job.input_names):
-        axes = job.dynamic_axes.get(name)
-        if derived:
-            shapes[param] = dict.fromkeys(axes, torch.export.Dim.DYNAMIC) if axes else None
-            continue
-        shapes[param] = (
-            {d: dims.setdefault(a, torch.export.Dim(a)) for d, a in axes.items()} if axes else None
-        )
+        axes = job.dynamic_axes.get(name) or {}
+        for axis in axes.values():
+            dims.setdefault(axis, torch.export.Dim.DYNAMIC if derived else torch.export.Dim(axis))
+        shapes[param] = {d: dims[a] for d, a in axes.items()} or None
     return shapes

@@ -48,9 +48,8 @@ class CheckpointFormat(WeightsFormat):
             )
         for key in ("epoch", "step"):
             value = options.get(key)
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 0
-            ):
+            natural = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            if value is not None and not natural:
                 raise InvalidOptionError(f"{key} must be a non-negative int, got {value!r}.")  # fmt: skip
         config = options.get("config", {})
         if not isinstance(config, Mapping):

@@ -20,25 +20,24 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ... import __version__
 from .._capture import captured_output, first_line, value_conversions
+from .._exporter_steps import exporter_steps
 from ..errors import ExportError
 from ..inputs import ExampleInputs
-from ..options import shared_dimensions
+from ..options import EXPORTERS, shared_dimensions
+from ..verify import ArtifactRunner, no_progress
 from . import _baked_values
-from .base import ArtifactFormat, Exported, ExportJob, dynamic_shapes
+from .base import ArtifactFormat, Capabilities, Exported, ExportJob, dynamic_shapes, producer
 
 EXTERNAL_DATA_BYTES = 2 * 1024**3 - 64 * 1024**2  # leave room for the graph itself
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 _ALIGNMENT = 64 * 1024  # external data offsets of big tensors: ORT maps aligned ones, copies others
-RESERVED_METADATA = ("producer", "producer_version", "torch_version", "inputs", "outputs")
 DYNAMO_OPSET = 18  # the opset torch.onnx's dynamo exporter builds; lower ones are converted
 _RNN_OPS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
@@ -49,7 +48,15 @@ class OnnxFormat(ArtifactFormat):
     description = (
         "ONNX graph (+ external data over 2 GB), checked with onnx.checker and ONNX Runtime"
     )
-    precisions = ("fp32", "fp16", "bf16", "int8")
+    capabilities = Capabilities(exporters=EXPORTERS, opsets=True, folder=True, graph_view=True,
+                                precisions=("fp32", "fp16", "bf16", "int8"), generation=True)  # fmt: skip
+
+    def precisions_here(self) -> tuple[str, ...]:
+        """bf16 only where ONNX Runtime has bf16 kernels (not its CPU provider)."""
+        from .. import _ort
+
+        here = self.capabilities.precisions
+        return here if _ort.has_bf16() else tuple(p for p in here if p != "bf16")
 
     def export(self, job: ExportJob) -> Exported:
         large = job.external_data
@@ -58,32 +65,39 @@ class OnnxFormat(ArtifactFormat):
         folder = job.workdir / "artifact.onnx" if large else job.workdir
         folder.mkdir(exist_ok=True)
         path = folder / MODEL_FILE
-        exporter, notes, conversions = _export_with_fallback(job, path, large)
+        with exporter_steps(job.progress or no_progress, 0.1, 0.6):  # torch.onnx's own steps
+            exporter, notes, conversions = _export_with_fallback(job, path, large)
         opset = _finish(path, job, large, embedded=exporter == "dynamo")
         return Exported(folder if large else path, exporter, opset, notes,
                         value_conversions=conversions)  # fmt: skip
 
-    def runner(
-        self, exported: Exported, job: ExportJob
-    ) -> Callable[[ExampleInputs], dict[str, Any]]:
+    def runner(self, exported: Exported, job: ExportJob) -> ArtifactRunner:
         from .. import _ort
 
         # with external data (a large model), ORT maps the weights rather than copying them
         sess = _ort.session(
             _model_file(exported.path), map_weights=exported.path.is_dir(), spin=False
         )
-        feed_names = {i.name for i in sess.get_inputs()}
-        out_names = [o.name for o in sess.get_outputs()]
 
         def run(probe: ExampleInputs) -> dict[str, Any]:
-            feeds = {
-                name: t.detach().cpu().numpy()
-                for name, t in zip(job.input_names, probe.tensors)
-                if name in feed_names
-            }
-            return dict(zip(out_names, sess.run(None, feeds)))
+            return _ort.run_named(sess, _ort.numpy_feeds(sess, job.input_names, probe.tensors))
 
         return run
+
+    def graph_view(self, path: Path) -> bytes:
+        """An ONNX copy whose initializers keep name, dtype and dims but hold no data (of a
+        generation export's seq2seq folder: the decoder's)."""
+        import onnx
+
+        from ..generation import graph_file
+
+        model = onnx.load(str(graph_file(path)), load_external_data=False)
+        for tensor in model.graph.initializer:
+            for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
+                          "uint64_data", "string_data", "external_data"):  # fmt: skip
+                tensor.ClearField(field)
+            tensor.data_location = onnx.TensorProto.DEFAULT
+        return model.SerializeToString()
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
         """An ORT session; an untrusted file is checked first and opened without constant
@@ -122,10 +136,8 @@ def exporters_to_try(job: ExportJob) -> list[str]:
     order = ["dynamo", "torchscript"]
     if job.exporter == "torchscript" or (job.opset is not None and job.opset < DYNAMO_OPSET):
         order.reverse()
-    if (
-        job.opset is not None
-        and job.opset > torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
-    ):
+    torchscript_max = torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    if job.opset is not None and job.opset > torchscript_max:
         order.remove("torchscript")
     return order
 
@@ -147,13 +159,10 @@ def _export_with_fallback(
             problem = _opset_problem(opset, job, lines)
             if problem:
                 raise ExportError(problem)
-        except ExportError as err:  # ours: the graph is not the one asked for
-            failed.append(exporter)
-            notes.append(f"{exporter} exporter: {err}")
-            continue
         except Exception as err:  # exporters raise many unrelated types; we report them all
-            failed.append(exporter)
-            notes.append(f"{exporter} exporter failed: {failure_text(err)}")
+            failed.append(exporter)  # an ExportError is ours: the graph is not the one asked for
+            why = f": {err}" if isinstance(err, ExportError) else f" failed: {failure_text(err)}"
+            notes.append(f"{exporter} exporter{why}")
             continue
         conversions, shape_notes = _baked_values.confirmed(job, value_conversions([*notes, *lines]))
         if exporter == "dynamo" and job.opset is not None and job.opset < DYNAMO_OPSET:
@@ -165,13 +174,10 @@ def _export_with_fallback(
             notes.append(f"used the {exporter} exporter instead; check the parity report closely.")
         notes += [f"{exporter}: {line}" for line in [*own_notes, *lines[:20]]] + shape_notes
         return exporter, notes, conversions
+    at = f" at opset {job.opset}" if job.opset is not None else ""
+    tried = "\n  ".join(notes)
     raise ExportError(
-        "The model could not be exported to ONNX"
-        + (f" at opset {job.opset}" if job.opset is not None else "")
-        + ".\n  "
-        + "\n  ".join(notes)
-        + "\n"
-        + _export_hint(job, failed, notes)
+        f"The model could not be exported to ONNX{at}.\n  {tried}\n{_export_hint(job, failed, notes)}"
     )
 
 
@@ -245,7 +251,7 @@ def _export_dynamo(job: ExportJob, path: Path, large: bool) -> tuple[list[str], 
         raise ExportError(fixed)
     _program_cache.remember(job, program)
     program.model.metadata_props.clear()
-    program.model.metadata_props.update(_metadata_props(job))
+    program.model.metadata_props.update(metadata_props(job))
     _save_program(program, path, large)
     return notes, program.model.opset_imports.get("")
 
@@ -377,7 +383,7 @@ def _rewrite_with_metadata(path: Path, job: ExportJob, large: bool) -> Any:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=True)
-    _set_metadata(proto, job)
+    onnx.helper.set_model_props(proto, metadata_props(job))
     for stray in path.parent.iterdir():
         if stray != path:
             stray.unlink()
@@ -391,23 +397,16 @@ def _rewrite_with_metadata(path: Path, job: ExportJob, large: bool) -> Any:
     return proto
 
 
-def _metadata_props(job: ExportJob) -> dict[str, str]:
+def metadata_props(job: ExportJob) -> dict[str, str]:
+    """The graph's ``metadata_props``: producer and versions, inputs (with their dynamic axes),
+    outputs, and the user's metadata (strings as they are, other values as JSON)."""
     inputs = [
         {**spec.to_dict(), "name": name, "dynamic_axes": job.dynamic_axes.get(name, {})}
         for name, spec in zip(job.input_names, job.example.specs)
     ]
     return {
-        "producer": "jupyter_modelsave",
-        "producer_version": __version__,
-        "torch_version": torch.__version__,
+        **producer(job.framework),
         "inputs": json.dumps(inputs),
         "outputs": json.dumps(job.output_names),
         **{k: v if isinstance(v, str) else json.dumps(v) for k, v in job.metadata.items()},
     }
-
-
-def _set_metadata(proto: Any, job: ExportJob) -> None:
-    del proto.metadata_props[:]
-    for key, value in _metadata_props(job).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value

@@ -15,6 +15,7 @@ CUDA tensors stream through two pinned buffers) and hashed while written.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -24,9 +25,9 @@ from typing import Any
 
 import torch
 
-from ... import __version__
 from ..errors import ExportError, InvalidOptionError
-from .base import Exported, ExportJob, WeightsFormat
+from ..version import __version__
+from .base import CAST_DTYPES, WEIGHTS, Exported, ExportJob, WeightsFormat
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 INDEX_FILE = "model.safetensors.index.json"
@@ -40,7 +41,8 @@ class SafetensorsFormat(WeightsFormat):
     name = "safetensors"
     extension = ".safetensors"
     description = "state_dict in safetensors (sharded above max_shard_size), tied weights kept"
-    precisions = ("fp32", "fp16", "bf16")  # fp16/bf16: a cast copy of the floating tensors
+    # fp16/bf16: a cast copy of the floating tensors
+    capabilities = dataclasses.replace(WEIGHTS, folder=True, precisions=("fp32", "fp16", "bf16"))
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         unknown = set(options) - {"max_shard_size"}
@@ -52,8 +54,6 @@ class SafetensorsFormat(WeightsFormat):
 
     def export(self, job: ExportJob) -> Exported:
         """Write the state dict in one pass (``_safetensors_writer``), hashing while writing."""
-        from ..precision import cast_state_dict
-
         tensors, aliases = saveable_tensors(cast_state_dict(job.model.state_dict(), job.precision))
         shards = split_shards(tensors, job.format_options["max_shard_size"])
         extra = {"aliases": aliases, "metadata": job.metadata}
@@ -77,27 +77,31 @@ class SafetensorsFormat(WeightsFormat):
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
         """The state dict, with every alias pointing at the same tensor as its original."""
-        from safetensors import safe_open
         from safetensors.torch import load_file
 
         from ._safetensors_header import check_artifact
 
         path = Path(path)
         check_artifact(path, INDEX_FILE)  # shards inside the folder, sane header lengths
-        files, aliases = [path], {}
-        if path.is_dir():
-            index = json.loads((path / INDEX_FILE).read_text())
-            files = [path / f for f in dict.fromkeys(index["weight_map"].values())]
-            aliases = json.loads(index.get("metadata", {}).get("aliases", "{}"))
-        else:
-            with safe_open(str(path), framework="pt") as f:
-                aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+        files, aliases = files_and_aliases(path)
         state: dict[str, torch.Tensor] = {}
         for file in files:
             state.update(load_file(str(file), device=str(map_location)))
         for alias, original in aliases.items():
             state[alias] = state[original]
         return state
+
+
+def files_and_aliases(path: Path) -> tuple[list[Path], dict[str, str]]:
+    """A checked artifact's files, and its ``{alias: original}`` from its index or header."""
+    from safetensors import safe_open
+
+    if path.is_dir():
+        index = json.loads((path / INDEX_FILE).read_text())
+        files = [path / f for f in dict.fromkeys(index["weight_map"].values())]
+        return files, json.loads(index.get("metadata", {}).get("aliases", "{}"))
+    with safe_open(str(path), framework="pt") as f:
+        return [path], json.loads((f.metadata() or {}).get("aliases", "{}"))
 
 
 def parse_size(value: Any) -> int:
@@ -129,12 +133,11 @@ def saveable_tensors(
     for name, tensor in state_dict.items():
         tensor = tensor.detach()
         key = _view_key(tensor)
-        if key is not None and key in seen:
-            aliases[name] = seen[key]
-            continue
-        if key is not None:
-            seen[key] = name
-        tensors[name] = tensor
+        first = name if key is None else seen.setdefault(key, name)
+        if first == name:
+            tensors[name] = tensor
+        else:
+            aliases[name] = first
     owners = Counter(_storage(t) for t in tensors.values() if t.numel())
     for name, tensor in tensors.items():
         if tensor.numel() and owners[_storage(tensor)] > 1:
@@ -201,3 +204,23 @@ def _string_meta(extra: dict[str, Any]) -> dict[str, str]:
         "aliases": json.dumps(extra["aliases"]),
         "metadata": json.dumps(extra["metadata"]),
     }
+
+
+def cast_state_dict(state: dict[str, torch.Tensor], precision: str) -> dict[str, torch.Tensor]:
+    """Floating tensors cast to ``precision`` (others as they are); one cast per view, so tied
+    weights stay one tensor under several names."""
+    if precision not in CAST_DTYPES:
+        return state
+    dtype = getattr(torch, CAST_DTYPES[precision])
+    casts: dict[tuple, torch.Tensor] = {}
+    result = {}
+    for name, tensor in state.items():
+        if not tensor.is_floating_point() or tensor.dtype == dtype:
+            result[name] = tensor
+            continue
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+               tensor.stride(), str(tensor.device)) if tensor.numel() else (name,)  # fmt: skip
+        if key not in casts:
+            casts[key] = tensor.detach().to(dtype)
+        result[name] = casts[key]
+    return result

@@ -16,7 +16,6 @@ program's code is generated from the archive's graph. An untrusted ``.pt2`` rais
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,9 @@ import torch
 
 from .._capture import captured_output, first_line
 from ..errors import ExportError, ModelSaveError, UnsafeArtifactError
-from ..inputs import ExampleInputs
-from ._export_errors import (
-    describe,
-    fixed_axes,
-    is_range_refinement,
-    suggested_fixes,
-)
+from ..frameworks.torch import device_of, module_runner
+from ..verify import ArtifactRunner
+from ._export_errors import describe, fixed_axes, is_range_refinement, suggested_fixes
 from ._torchload import PROGRAM_HINT
 from .base import EXTRA_FILE, ArtifactFormat, Exported, ExportJob, dynamic_shapes, embedded_note
 
@@ -58,11 +53,7 @@ class TorchExportFormat(ArtifactFormat):
         notes += [f"torch.export: {x}" for x in lines[:20]]
         return Exported(path, "torch.export", warnings=notes)
 
-    def runner(
-        self, exported: Exported, job: ExportJob
-    ) -> Callable[[ExampleInputs], dict[str, Any]]:
-        from ..verify import device_of, module_runner
-
+    def runner(self, exported: Exported, job: ExportJob) -> ArtifactRunner:
         # the file this stage just exported from the live model: the user's own program
         module = self.load(exported.path, torch.device(device_of(job.model)), trusted=True).module()
         return module_runner(module, job.output_names)

@@ -17,7 +17,6 @@ user's ``metadata``): ``torch.jit.load(path, _extra_files={"jupyter_modelsave.js
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,8 @@ import torch
 
 from .._capture import captured_output, first_line, value_conversions
 from ..errors import ExportError, InvalidOptionError, UnsafeArtifactError
-from ..inputs import ExampleInputs
+from ..frameworks.torch import device_of, module_runner
+from ..verify import ArtifactRunner
 from . import _baked_values
 from ._torchload import PROGRAM_HINT, is_torchscript_archive
 from .base import EXTRA_FILE, ArtifactFormat, Exported, ExportJob, embedded_note
@@ -58,7 +58,7 @@ class TorchScriptFormat(ArtifactFormat):
         path = job.workdir / FILE
         try:
             with captured_output() as lines, torch.no_grad():
-                module = _script(job) if method == "script" else _trace(job)
+                module = torch.jit.script(job.model) if method == "script" else _trace(job)
                 torch.jit.save(module, str(path), _extra_files={EXTRA_FILE: embedded_note(job)})
         except Exception as err:  # tracing and scripting raise many unrelated types
             other = "script" if method == "trace" else "trace"
@@ -70,11 +70,7 @@ class TorchScriptFormat(ArtifactFormat):
         return Exported(path, method, warnings=_notes(method, lines) + shape_notes,
                         value_conversions=conversions)  # fmt: skip
 
-    def runner(
-        self, exported: Exported, job: ExportJob
-    ) -> Callable[[ExampleInputs], dict[str, Any]]:
-        from ..verify import device_of, module_runner
-
+    def runner(self, exported: Exported, job: ExportJob) -> ArtifactRunner:
         module = torch.jit.load(str(exported.path), map_location=device_of(job.model)).eval()
         return module_runner(module, job.output_names)
 
@@ -108,7 +104,3 @@ def _trace(job: ExportJob) -> torch.jit.ScriptModule:
             job.model, example_kwarg_inputs=example.by_name(), strict=False, check_trace=False
         )
     return torch.jit.trace(job.model, example.args, strict=False, check_trace=False)
-
-
-def _script(job: ExportJob) -> torch.jit.ScriptModule:
-    return torch.jit.script(job.model)

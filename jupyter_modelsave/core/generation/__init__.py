@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .plan import CAUSAL_LM, SEQ2SEQ, can_generate, generation_family
+from .plan import can_generate as can_generate  # for frameworks.torch
 
 DEFAULT_STEPS = 8  # greedy steps compared with the live model's generate()
 ENCODER_FILE = "encoder_model.onnx"
@@ -44,16 +44,3 @@ def graph_file(artifact: Path, role: str = "decoder") -> Path:
     if is_seq2seq_folder(artifact):
         path = artifact / (ENCODER_FILE if role == "encoder" else DECODER_FILE)
     return path / "model.onnx" if path.is_dir() else path
-
-
-__all__ = [
-    "CAUSAL_LM",
-    "DECODER_FILE",
-    "DEFAULT_STEPS",
-    "ENCODER_FILE",
-    "SEQ2SEQ",
-    "can_generate",
-    "generation_family",
-    "graph_file",
-    "is_seq2seq_folder",
-]

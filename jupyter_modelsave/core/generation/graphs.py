@@ -18,7 +18,7 @@ decoding never feeds more than one token).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,6 @@ class Graph:
     job: ExportJob
     exported: Exported | None = None
     file: str | None = None  # its name in a seq2seq folder; None for a causal LM's one graph
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def path(self) -> Path:
-        assert self.exported is not None
-        return self.exported.path
 
 
 def build_graphs(model: torch.nn.Module, plan: GenerationPlan, *, opset: int | None,
@@ -67,12 +61,12 @@ def build_graphs(model: torch.nn.Module, plan: GenerationPlan, *, opset: int | N
         return [Graph("decoder", wrapper, job)]
     encoder = Seq2SeqEncoder(model)
     decoder = Seq2SeqDecoderWithPast(model, plan)
-    encoder_axes = {"batch_size": 0, "encoder_sequence_length": 1}
+    encoder_axes = {0: "batch_size", 1: "encoder_sequence_length"}
     return [
         Graph("encoder", encoder,
               _job(encoder, _encoder_example(plan, device), ["last_hidden_state"],
-                   {n: _axes(encoder_axes) for n in ("input_ids", "attention_mask",
-                                                     "last_hidden_state")},
+                   {n: dict(encoder_axes) for n in ("input_ids", "attention_mask",
+                                                    "last_hidden_state")},
                    workdir / "encoder", **common), file=ENCODER_FILE),
         Graph("decoder", decoder,
               _job(decoder, _decoder_example(plan, device, model), plan.decoder_outputs,
@@ -99,17 +93,13 @@ def export_graphs(graphs: list[Graph], workdir: Path) -> Exported:
         target = folder / graph.file
         os.replace(graph.exported.path, target)  # a file, or over 2 GB a folder of that name
         graph.exported.path = target
-    exporters = sorted({g.exported.exporter for g in graphs if g.exported is not None})
+    done = [(g.role, g.exported) for g in graphs if g.exported is not None]
     return Exported(
         folder,
-        exporters[0] if len(exporters) == 1 else "+".join(exporters),
-        graphs[-1].exported.opset,  # type: ignore[union-attr]
-        [f"{g.role}: {w}" for g in graphs for w in g.exported.warnings],  # type: ignore[union-attr]
-        value_conversions=[
-            f"{g.role}: {c}"
-            for g in graphs
-            for c in g.exported.value_conversions  # type: ignore[union-attr]
-        ],
+        "+".join(sorted({e.exporter for _, e in done})),
+        done[-1][1].opset,
+        [f"{role}: {w}" for role, e in done for w in e.warnings],
+        value_conversions=[f"{role}: {c}" for role, e in done for c in e.value_conversions],
     )
 
 
@@ -117,10 +107,6 @@ def _job(module: torch.nn.Module, tensors: dict[str, torch.Tensor], output_names
          axes: dict[str, dict[int, str]], workdir: Path, **common: Any) -> ExportJob:  # fmt: skip
     example = ExampleInputs(tuple(tensors.values()), {}, [parameter_name(n) for n in tensors])
     return ExportJob(module, example, list(tensors), output_names, axes, workdir=workdir, **common)
-
-
-def _axes(named: dict[str, int]) -> dict[int, str]:
-    return {dim: axis for axis, dim in named.items()}
 
 
 def _past(plan: GenerationPlan, device: torch.device, length: int) -> dict[str, torch.Tensor]:

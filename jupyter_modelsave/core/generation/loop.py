@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import _ort
 from .plan import SEQ2SEQ, GenerationPlan
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64}
@@ -43,7 +44,6 @@ class OnnxGreedy:
         self.plan = plan
         self.decoder = decoder
         self.encoder = encoder
-        self.output_names = [o.name for o in decoder.get_outputs()]
         self.kv_dtype = _NUMPY_DTYPES.get(plan.kv_dtype)
         if self.kv_dtype is None:
             raise ValueError(f"no numpy dtype for a {plan.kv_dtype} cache")
@@ -53,7 +53,7 @@ class OnnxGreedy:
         return {name: np.zeros(shape, self.kv_dtype) for name in self.plan.past_names}
 
     def run_decoder(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.decoder.run(None, feeds)))
+        return _ort.run_named(self.decoder, feeds)
 
     def greedy(self, input_ids: np.ndarray, attention_mask: np.ndarray, steps: int) -> Greedy:
         """``steps`` new tokens for the prompt (``[batch, length]``, left-padded batches

@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import _ort
 from .._capture import captured_output
 from ..errors import ExportError, ModelSaveError
+from ..frameworks.torch import device_of, to_numpy
+from ..job import Progress
 from ..model_state import preserved, reference_mode
 from ..parity import ProbeResult, compare_output, diagnose
-from ..verify import Progress, device_of, to_numpy
 from . import graph_file
 from .graphs import Graph
 from .loop import Greedy, OnnxGreedy, live_greedy, positions_of
@@ -73,8 +75,6 @@ def generation_parity(model: torch.nn.Module, plan: GenerationPlan, graphs: list
 
 
 def _session(path: Any, role: str) -> Any:
-    from .. import _ort
-
     try:
         external = (path.parent / "model.onnx.data").exists()
         return _ort.session(path, map_weights=external, spin=False)
@@ -93,7 +93,7 @@ def _live(graph: Graph, feeds: Feeds) -> list[torch.Tensor]:
 def _run(session: Any, feeds: Feeds, probe: str) -> dict[str, np.ndarray]:
     wanted = {i.name for i in session.get_inputs()}
     try:
-        arrays = session.run(None, {n: to_numpy(t) for n, t in feeds.items() if n in wanted})
+        return _ort.run_named(session, {n: to_numpy(t) for n, t in feeds.items() if n in wanted})
     except ModelSaveError:
         raise
     except Exception as err:  # ORT
@@ -101,7 +101,6 @@ def _run(session: Any, feeds: Feeds, probe: str) -> dict[str, np.ndarray]:
             f"The staged graph failed on the parity probe {probe!r}, where the live model runs: "
             f"{type(err).__name__}: {err}."
         ) from err
-    return dict(zip((o.name for o in session.get_outputs()), arrays))
 
 
 def _compare(name: str, names: list[str], live: dict[str, np.ndarray], got: dict[str, np.ndarray],

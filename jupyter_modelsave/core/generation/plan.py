@@ -23,7 +23,7 @@ SEQ2SEQ = "seq2seq"
 def generation_family(model: Any) -> str | None:
     """``"causal_lm"``, ``"seq2seq"``, or None when ``model`` cannot be exported for generation."""
     try:
-        return _family(model)
+        return check_family(model)
     except Exception:  # InvalidOptionError, or an odd model whose config or forward raises
         return None
 
@@ -36,10 +36,6 @@ def can_generate(model: Any) -> bool:
 def check_family(model: Any) -> str:
     """The model's family, or ``InvalidOptionError`` saying why it cannot be exported for
     generation and what to do instead."""
-    return _family(model)
-
-
-def _family(model: Any) -> str:
     cls = type(model).__name__
     pretrained = getattr(sys.modules.get("transformers.modeling_utils"), "PreTrainedModel", None)
     if not is_transformers_model(model) or not isinstance(model, pretrained):
@@ -187,31 +183,27 @@ def make_plan(model: Any, family: str, input_ids: Any, attention_mask: Any) -> G
     )
 
 
-def _generation_value(model: Any, name: str) -> Any:
-    """``name`` from the model's generation config, else its config; the first of a list."""
-    for source in (getattr(model, "generation_config", None), model.config):
-        value = getattr(source, name, None)
-        if isinstance(value, (list, tuple)):
-            value = value[0] if value else None
-        if value is not None:
-            return int(value)
+def _generation_value(model: Any, *names: str) -> Any:
+    """The first of ``names`` set in the generation config, else the config (a list: its first)."""
+    for name in names:
+        for source in (getattr(model, "generation_config", None), model.config):
+            value = getattr(source, name, None)
+            if isinstance(value, (list, tuple)):
+                value = value[0] if value else None
+            if value is not None:
+                return int(value)
     return None
 
 
 def pad_token(model: Any) -> int:
     """The pad token: the model's, else its eos token, else 0 (masked out either way)."""
-    for name in ("pad_token_id", "eos_token_id"):
-        value = _generation_value(model, name)
-        if value is not None:
-            return value
-    return 0
+    value = _generation_value(model, "pad_token_id", "eos_token_id")
+    return 0 if value is None else value
 
 
 def start_token(model: Any) -> int:
     """The decoder's first token of a seq2seq model, or ``InvalidOptionError``."""
-    value = _generation_value(model, "decoder_start_token_id")
-    if value is None:
-        value = _generation_value(model, "bos_token_id")
+    value = _generation_value(model, "decoder_start_token_id", "bos_token_id")
     if value is None:
         raise InvalidOptionError(
             f"{type(model).__name__} has no decoder_start_token_id (nor bos_token_id) in its "

@@ -2,7 +2,8 @@
 
 Same ``StagedExport`` (write, verify, discard, report), same atomic write and manifest; the
 manifest adds ``generation`` (family, the cache's layout, each graph's file, inputs and outputs,
-the greedy steps checked). Options: ``format`` must be ``"onnx"``; the graphs' names and axes
+the greedy steps checked). Options: the format's capabilities must hold generation exports
+(``"onnx"``'s do); the graphs' names and axes
 are fixed (``input_names``, ``output_names`` and ``dynamic_axes`` are refused);
 ``generation_steps`` (default 8) sets the length of the greedy loops.
 
@@ -23,27 +24,21 @@ from typing import Any
 import torch
 
 from ..distributed import is_sharded
-from ..errors import InvalidOptionError, shown
-from ..formats.base import Exported, ExportJob
-from ..formats.onnx import RESERVED_METADATA, OnnxFormat
-from ..inputs import ExampleInputs, TensorSpec
+from ..errors import InvalidOptionError, shown, typed_errors
+from ..formats.base import ArtifactFormat
+from ..formats.onnx import OnnxFormat
+from ..frameworks import adapter_for
+from ..frameworks.torch import device_of
+from ..inputs import TensorSpec
+from ..job import Exported, ExportJob, Progress
 from ..model_state import preserved, reference_mode
-from ..options import (
-    check_artifact_name,
-    check_exporter,
-    check_metadata,
-    check_optional_flag,
-    check_tolerance,
-    default_tolerances,
-)
+from ..options import check_flag, default_tolerances
 from ..parity import ParityReport
-from ..verify import Progress
 from . import DEFAULT_STEPS
 from .plan import GenerationPlan, check_family, make_plan
 
 MAX_STEPS = 4096
 DEFAULT_PROMPT = (2, 8)  # batch, tokens of the random prompt used when none is given or recorded
-RESERVED = (*RESERVED_METADATA, "generation")
 
 
 @dataclass
@@ -69,41 +64,15 @@ class GenerationFormat(OnnxFormat):
                                  job.steps, atol, rtol, progress, exported.value_conversions)  # fmt: skip
 
 
-def _staged_export_class() -> type:
-    from ..staging import StagedExport
-
-    class GenerationStagedExport(StagedExport):
-        """A staged generation export; its manifest adds ``generation``."""
-
-        generation: dict[str, Any]
-
-        def manifest(self, name: str, version: str) -> dict[str, Any]:
-            return {**super().manifest(name, version), "generation": self.generation}
-
-    return GenerationStagedExport
-
-
-def stage_generation(model: Any, example_inputs: Any = None, *, format: str = "onnx",
-                     opset: int | None = None, dynamic_axes: Any = None, input_names: Any = None,
-                     output_names: Any = None, parity: bool = True, atol: float | None = None,
-                     rtol: float | None = None, metadata: dict[str, Any] | None = None,
-                     device: Any = None, exporter: str = "auto", name: str,
-                     external_data: bool | None = None, progress: Progress | None = None,
+def generation_parts(model: Any, example_inputs: Any, fmt: ArtifactFormat, *, opset: int | None,
+                     exporter: str, external_data: bool | None, metadata: dict[str, Any],
+                     name: str, atol: float | None, rtol: float | None, parity: Any, device: Any,
+                     progress: Progress, fixed: dict[str, Any],
                      generation_steps: Any = DEFAULT_STEPS, **format_options: Any) -> Any:  # fmt: skip
-    """``jms.stage(..., generation=True)`` (see ``core.staging.stage`` and this module)."""
-    from ..options import check_flag, check_opset
-    from ..staging import (
-        _check_materialised,
-        _float_dtype,
-        _placed,
-        check_progress,
-        in_work_folder,
-        typed_errors,
-    )
+    """``jms.stage(..., generation=True)``, after ``core.staging.stage`` has checked the options
+    every stage takes (exporter, opset, metadata, name, tolerances): see this module. Checks and
+    plans here; returns ``build(workdir)``: the ``StagedExport``'s arguments, which staging makes."""
 
-    progress = check_progress(progress)
-    progress("prepare", 0.0)
-    _check_format(format, format_options)
     if is_sharded(model):
         raise InvalidOptionError(
             "generation=True exports a model held by one process; this one is sharded "
@@ -111,33 +80,27 @@ def stage_generation(model: Any, example_inputs: Any = None, *, format: str = "o
             "unsharded copy, and stage that copy for generation."
         )
     family = check_family(model)
-    _refuse_fixed_names(dynamic_axes=dynamic_axes, input_names=input_names,
-                        output_names=output_names)  # fmt: skip
+    _check_format(fmt, format_options)
+    _refuse_fixed_names(**fixed)
     steps = check_steps(generation_steps)
     parity = check_flag("parity", parity)
-    exporter = check_exporter(exporter)
-    opset = check_opset(opset, exporter)
-    external_data = check_optional_flag("external_data", external_data)
-    meta = check_metadata(metadata)
-    clash = [k for k in meta if k in RESERVED]
-    if clash:
-        raise InvalidOptionError(f"metadata keys {clash} are reserved; rename them.")
-    name = check_artifact_name(name)
-    model, _ = _placed(model, None, device)
-    _check_materialised(model)
+    if "generation" in metadata:
+        raise InvalidOptionError("metadata keys ['generation'] are reserved; rename them.")
+    adapter = adapter_for(model)  # PyTorch's (``check_family``)
+    model, _ = adapter.placed(model, None, device)
+    adapter.check_ready(model, True)
     ids, mask, notes = prompt_of(model, example_inputs)
-    default_atol, default_rtol = default_tolerances(_float_dtype(model))
-    atol = default_atol if atol is None else check_tolerance("atol", atol)
-    rtol = default_rtol if rtol is None else check_tolerance("rtol", rtol)
+    default_atol, default_rtol = default_tolerances(adapter.float_dtype(model))
+    atol = default_atol if atol is None else atol
+    rtol = default_rtol if rtol is None else rtol
     with preserved(model), reference_mode(), typed_errors("trial run", "onnx"):
         plan = make_plan(model, family, ids, mask)
     fmt = GenerationFormat()
-    staged_class = _staged_export_class()
 
-    def build(workdir: Path) -> Any:
+    def build(workdir: Path) -> tuple:
         from .graphs import build_graphs, export_graphs
 
-        graph_meta = {**meta, "generation": json.dumps({"family": family, **plan.to_dict()})}
+        graph_meta = {**metadata, "generation": json.dumps({"family": family, **plan.to_dict()})}
         graphs = build_graphs(model, plan, opset=opset, exporter=exporter, metadata=graph_meta,
                               workdir=workdir, external_data=external_data)  # fmt: skip
         progress("export", 0.1)
@@ -153,23 +116,23 @@ def stage_generation(model: Any, example_inputs: Any = None, *, format: str = "o
             progress("parity", 0.6)
             with typed_errors("parity check", fmt.name):
                 report = fmt.verify(exported, job, atol, rtol, progress)
-        staged = staged_class(fmt, exported, job, report, name, [*notes, *exported.warnings],
-                              _output_specs(graphs[-1]), (atol, rtol))  # fmt: skip
-        staged.generation = generation_manifest(plan, graphs, steps if parity else None)
-        return staged
+        return (fmt, exported, job, report, name, [*notes, *exported.warnings],
+                _output_specs(graphs[-1]), (atol, rtol),
+                generation_manifest(plan, graphs, steps if parity else None))  # fmt: skip
 
-    return in_work_folder(build, progress)
+    return build
 
 
-def _check_format(format: Any, format_options: dict[str, Any]) -> None:
-    if format != "onnx":
+def _check_format(fmt: ArtifactFormat, format_options: dict[str, Any]) -> None:
+    """A format with ``Capabilities.generation`` (ONNX), and none of its own options."""
+    if not fmt.capabilities.generation:
         raise InvalidOptionError(
-            f"generation=True exports ONNX graphs with past key values; format={shown(format)} "
+            f"generation=True exports ONNX graphs with past key values; format={shown(fmt.name)} "
             "cannot hold them. Use format='onnx', or leave generation out for this format."
         )
     if format_options:
         raise InvalidOptionError(
-            f"format 'onnx' with generation=True takes no option(s) "
+            f"format {fmt.name!r} with generation=True takes no option(s) "
             f"{', '.join(sorted(format_options))} (its own: generation_steps)."
         )
 
@@ -184,11 +147,8 @@ def _refuse_fixed_names(**given: Any) -> None:
 
 
 def check_steps(steps: Any) -> int:
-    if (
-        isinstance(steps, bool)
-        or not isinstance(steps, numbers.Integral)
-        or not (1 <= steps <= MAX_STEPS)
-    ):
+    integral = isinstance(steps, numbers.Integral) and not isinstance(steps, bool)
+    if not (integral and 1 <= steps <= MAX_STEPS):
         raise InvalidOptionError(
             f"generation_steps must be an integer from 1 to {MAX_STEPS}, got {shown(steps)}."
         )
@@ -198,13 +158,13 @@ def check_steps(steps: Any) -> int:
 def prompt_of(model: torch.nn.Module, example: Any) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``(input_ids, attention_mask, notes)`` on the model's device, checked."""
     from ..discovery import last_inputs
-    from ..verify import device_of
 
     notes: list[str] = []
     if example is None:
         recorded = last_inputs(model)
         if recorded is not None:
-            example = _recorded_prompt(recorded)
+            named = recorded.by_name()
+            example = named if "input_ids" in named else tuple(recorded.tensors)
             notes.append("example inputs: the last recorded forward call's input_ids")
     if example is None:
         vocab = _vocab_size(model)
@@ -221,11 +181,6 @@ def prompt_of(model: torch.nn.Module, example: Any) -> tuple[torch.Tensor, torch
     ids, mask = _check_prompt(ids, mask, _vocab_size(model))
     device = torch.device(device_of(model))
     return ids.to(device), mask.to(device), notes
-
-
-def _recorded_prompt(recorded: ExampleInputs) -> Any:
-    named = recorded.by_name()
-    return named if "input_ids" in named else tuple(recorded.tensors)
 
 
 def _split_prompt(example: Any) -> tuple[Any, Any, list[str]]:
@@ -249,12 +204,8 @@ def _split_prompt(example: Any) -> tuple[Any, Any, list[str]]:
 
 def _check_prompt(ids: Any, mask: Any, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     help_text = "pass token ids as a [batch, length] integer tensor, e.g. tokenizer(...).input_ids"
-    if (
-        not isinstance(ids, torch.Tensor)
-        or ids.is_floating_point()
-        or ids.is_complex()
-        or (ids.dtype == torch.bool)
-    ):
+    tokens = isinstance(ids, torch.Tensor) and not (ids.is_floating_point() or ids.is_complex())
+    if not tokens or ids.dtype == torch.bool:
         raise InvalidOptionError(f"The prompt must be token ids: {help_text}; got {shown(ids)}.")
     if ids.dim() == 1:
         ids = ids.unsqueeze(0)

@@ -54,12 +54,9 @@ def _pairs(inputs: dict[str, torch.Tensor], names: list[str]) -> _cache.Pairs:
     return [(inputs[names[i]], inputs[names[i + 1]]) for i in range(0, len(names), 2)]
 
 
-def _flat(pairs: _cache.Pairs) -> list[torch.Tensor]:
-    return [t for pair in pairs for t in pair]
-
-
-class CausalLMWithPast(_FlatModule):
-    """``(input_ids, attention_mask, [position_ids], past...) -> (logits, present...)``."""
+class _WithPast(_FlatModule):
+    """A decoder step of the model: the graph's ``plan.decoder_inputs`` in, logits and the
+    present key/values out."""
 
     def __init__(self, model: torch.nn.Module, plan: GenerationPlan) -> None:
         super().__init__()
@@ -67,6 +64,14 @@ class CausalLMWithPast(_FlatModule):
         self.plan = plan
         self.training = model.training
         self._sign(plan.decoder_inputs)
+
+    def _logits_and_present(self, output: Any) -> tuple[torch.Tensor, ...]:
+        present = _cache.self_attention_layers(_cache.returned_cache(output, self.plan.cache_arg))
+        return (output.logits, *(t for pair in present for t in pair))
+
+
+class CausalLMWithPast(_WithPast):
+    """``(input_ids, attention_mask, [position_ids], past...) -> (logits, present...)``."""
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         inputs = self._named(tensors)
@@ -77,9 +82,7 @@ class CausalLMWithPast(_FlatModule):
         }
         if self.plan.uses_position_ids:
             kwargs["position_ids"] = inputs["position_ids"]
-        output = self.model(**kwargs, use_cache=True, return_dict=True)
-        present = _cache.self_attention_layers(_cache.returned_cache(output, self.plan.cache_arg))
-        return (output.logits, *_flat(present))
+        return self._logits_and_present(self.model(**kwargs, use_cache=True, return_dict=True))
 
 
 class Seq2SeqEncoder(_FlatModule):
@@ -99,7 +102,7 @@ class Seq2SeqEncoder(_FlatModule):
         return output.last_hidden_state
 
 
-class Seq2SeqDecoderWithPast(_FlatModule):
+class Seq2SeqDecoderWithPast(_WithPast):
     """``(input_ids, encoder_attention_mask, encoder_hidden_states, past...) -> (logits,
     present...)``: one decoder step through the self-attention past.
 
@@ -107,13 +110,6 @@ class Seq2SeqDecoderWithPast(_FlatModule):
     (the cross-attention cache handed to the model is empty), so one graph serves the first
     step and every later one without a branch.
     """
-
-    def __init__(self, model: torch.nn.Module, plan: GenerationPlan) -> None:
-        super().__init__()
-        self.model = model
-        self.plan = plan
-        self.training = model.training
-        self._sign(plan.decoder_inputs)
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         inputs = self._named(tensors)
@@ -126,5 +122,4 @@ class Seq2SeqDecoderWithPast(_FlatModule):
             return_dict=True,
             **{self.plan.cache_arg: cache},
         )
-        present = _cache.self_attention_layers(_cache.returned_cache(output, self.plan.cache_arg))
-        return (output.logits, *_flat(present))
+        return self._logits_and_present(output)

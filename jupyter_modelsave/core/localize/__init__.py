@@ -29,7 +29,7 @@ FORMATS = ("onnx", "torchscript", "torch_export")
 def localize(format_name: str, exported: Exported, job: ExportJob, report: ParityReport,
              progress: Progress | None = None) -> ParityReport:  # fmt: skip
     """Fill ``report.layers``, ``first_divergence`` and ``localization``; return ``report``."""
-    if not _is_torch(job.model):
+    if job.framework != "torch":
         raise InvalidOptionError(
             "Localization follows the modules of a PyTorch model through forward hooks; "
             "Keras and TensorFlow models are not localized (compare layer outputs with "
@@ -78,7 +78,7 @@ def after_failed_parity(format_name: str, exported: Exported, job: ExportJob,
     localization itself becomes ``report.localization`` text (it never fails the stage)."""
     if report is None or report.passed or format_name not in FORMATS or report.kind != "outputs":
         return
-    if not _is_torch(job.model):
+    if job.framework != "torch":
         return
     try:
         localize(format_name, exported, job, report, progress)
@@ -107,7 +107,7 @@ def worst_probe(report: ParityReport) -> str:
 
 def _compared(format_name: str, exported: Exported, job: ExportJob, report: ParityReport,
              probe_name: str, probe: Any) -> Any:  # fmt: skip
-    from ..verify import call_model
+    from ..verify import live_outputs
     from ._calls import watched
     from ._compare import in_isolation, side_by_side
     from ._verdict import verdict
@@ -118,20 +118,19 @@ def _compared(format_name: str, exported: Exported, job: ExportJob, report: Pari
         from ..formats.torchscript import TorchScriptFormat
         from ._sides import torchscript_counterpart
 
-        artifact = TorchScriptFormat().load(exported.path, _device(job), trusted=True)
+        device = job.adapter.device_of(job.model)
+        artifact = TorchScriptFormat().load(exported.path, device, trusted=True)
         calls, results = in_isolation(job.model, probe, torchscript_counterpart(artifact),
                                       report.atol, report.rtol)  # fmt: skip
-        return verdict(calls, results, {}, nodes_of=lambda p: [], traces_of=lambda p: [],
+        return verdict(calls, results, {}, mapped={},
                        how="; each submodule of the archive ran on its live counterpart's inputs",
                        **common)  # fmt: skip
     with watched(job.model) as calls:  # which calls the model makes, and their sizes
-        call_model(job.model, probe)
+        live_outputs(job.adapter, job.model, probe)
     side = _side(format_name, exported, job, calls)
     results, inputs_differ = side_by_side(job.model, probe, calls, side, report.atol, report.rtol)
-    nodes_of = getattr(side, "nodes", lambda p: [])
-    traces_of = getattr(side, "stack_traces", lambda p: [])
-    return verdict(calls, results, inputs_differ, nodes_of=nodes_of, traces_of=traces_of,
-                   how="", **common)  # fmt: skip
+    return verdict(calls, results, inputs_differ, mapped=getattr(side, "mapped", {}), how="",
+                   **common)  # fmt: skip
 
 
 def _side(format_name: str, exported: Exported, job: ExportJob, calls: list[Any]) -> Any:
@@ -143,17 +142,5 @@ def _side(format_name: str, exported: Exported, job: ExportJob, calls: list[Any]
 
     from ..formats.torch_export import TorchExportFormat
 
-    program = TorchExportFormat().load(exported.path, torch.device(_device(job)), trusted=True)
-    return ProgramSide(program)
-
-
-def _is_torch(model: Any) -> bool:
-    import torch
-
-    return isinstance(model, torch.nn.Module)
-
-
-def _device(job: ExportJob) -> str:
-    from ..verify import device_of
-
-    return device_of(job.model)
+    device = torch.device(job.adapter.device_of(job.model))
+    return ProgramSide(TorchExportFormat().load(exported.path, device, trusted=True))

@@ -39,13 +39,12 @@ def tensors_in(value: Any) -> list[torch.Tensor]:
     return [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
 
 
-PreHook = Callable[[Call, list[torch.Tensor], tuple, dict], None]
-PostHook = Callable[[Call, list[torch.Tensor], tuple, dict], None]
+Hook = Callable[[Call, list[torch.Tensor], tuple, dict], None]
 
 
 @contextlib.contextmanager
 def watched(
-    model: torch.nn.Module, on_start: PreHook | None = None, on_end: PostHook | None = None
+    model: torch.nn.Module, on_start: Hook | None = None, on_end: Hook | None = None
 ) -> Iterator[list[Call]]:
     """Within the block, every forward pass of ``model`` appends its ``Call``s to the yielded list.
 

@@ -19,9 +19,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from ..frameworks import adapter
+from ..frameworks.torch import to_numpy
 from ..inputs import ExampleInputs
 from ..parity import OutputDiff, compare_output
-from ..verify import call_model, to_numpy
+from ..verify import live_outputs
 from ._calls import Call, tensors_in, watched
 
 BATCH_BYTES = 256 * 1024**2
@@ -117,7 +119,7 @@ def _live_batch(model: torch.nn.Module, probe: ExampleInputs, calls: list[Call],
             results[call.position] = figures(outputs, art.outputs, *tolerances)
 
     with watched(model, on_start, on_end):
-        model(*probe.args, **probe.kwargs)  # not call_model: CallsChanged goes through
+        model(*probe.args, **probe.kwargs)  # not live_outputs: CallsChanged goes through
 
 
 def _check_same(call: Call, calls: list[Call]) -> None:
@@ -157,7 +159,7 @@ def in_isolation(model: torch.nn.Module, probe: ExampleInputs,
             results[call.position] = figures(outputs, [to_numpy(t) for t in got], atol, rtol)
 
     with watched(model, on_start, on_end) as calls:
-        call_model(model, probe)
+        live_outputs(adapter("torch"), model, probe)
     return calls, results
 
 

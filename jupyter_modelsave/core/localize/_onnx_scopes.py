@@ -136,12 +136,9 @@ def _scope_path(node: Any, modules: set[str]) -> Scope:
 
 def _resolve(part: str, parent: str, modules: set[str]) -> tuple[str, int | None]:
     """A scope name (full, or relative to ``parent``; maybe ``_<n>``/``@<n>``) -> (module, call)."""
-    for name in (part, f"{parent}.{part}" if parent else part):
-        if name in modules:
-            return name, None
     match = _SUFFIX.match(part)
-    if match:
-        base, index = match.group(1), int(match.group(2) or match.group(3))
+    suffixed = [(match.group(1), int(match.group(2) or match.group(3)))] if match else []
+    for base, index in [(part, None), *suffixed]:
         for name in (base, f"{parent}.{base}" if parent else base):
             if name in modules:
                 return name, index

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import _ort
+from ..frameworks.torch import to_numpy
 from ..inputs import ExampleInputs
-from ..verify import to_numpy
 from ._calls import Call, tensors_in
 from ._compare import ArtifactCall
 from ._onnx_scopes import Mapped, map_calls
@@ -43,18 +44,12 @@ class OnnxSide:
         graph_inputs = {i.name for i in model.graph.input}
         for name in sorted(wanted - present - graph_inputs):
             model.graph.output.append(onnx.ValueInfoProto(name=name))
-        self._session = _session(model.SerializeToString(), folder)
+        self._session = _ort.session(
+            model.SerializeToString(), map_weights=bool(folder), spin=False, external_folder=folder
+        )
         del model
         self._input_names = input_names
         self._graph_inputs = graph_inputs
-
-    def nodes(self, position: int) -> list[str]:
-        mapped = self.mapped.get(position)
-        return mapped.nodes if mapped else []
-
-    def stack_traces(self, position: int) -> list[str]:
-        mapped = self.mapped.get(position)
-        return mapped.stack_traces if mapped else []
 
     def calls(self, probe: ExampleInputs, wanted: list[Call]) -> dict[int, ArtifactCall]:
         mapped = {c.position: self.mapped[c.position] for c in wanted if c.position in self.mapped}
@@ -78,13 +73,6 @@ class OnnxSide:
             )
             for position, m in mapped.items()
         }
-
-
-def _session(model: bytes, external_folder: Path | None) -> Any:
-    from .. import _ort
-
-    return _ort.session(model, map_weights=external_folder is not None, spin=False,
-                        external_folder=external_folder)  # fmt: skip
 
 
 class ProgramSide:

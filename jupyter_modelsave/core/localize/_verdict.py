@@ -19,7 +19,6 @@ import inspect
 import linecache
 import re
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,25 +42,26 @@ def verdict(
     results: dict[int, Figures],
     inputs_differ: dict[int, bool],
     modules: dict[str, Any],
-    nodes_of: Callable[[int], list[str]],
-    traces_of: Callable[[int], list[str]],
+    mapped: dict[int, Any],
     conversions: list[str],
     probe: str,
     how: str,
 ) -> Outcome:
     """The per-layer table (finishing order), the first divergence and a sentence about it.
 
-    ``how``: a clause saying how the values were compared (for the sentence).
+    ``mapped``: the ONNX side's ``_onnx_scopes.Mapped`` of each call (its nodes and their stack
+    traces); ``how``: a clause saying how the values were compared (for the sentence).
     """
     hints = [_at_line(c) for c in conversions]
 
     def layer(call: Call, figures: Figures, culprit: bool = False) -> LayerDiff:
-        traces = [h for t in traces_of(call.position) for h in _frames(t)]
+        onnx = mapped.get(call.position)
+        traces = [h for t in (onnx.stack_traces if onnx else []) for h in _frames(t)]
         baked = [h for h in hints if h] if culprit else []  # where it went wrong
         source, code = source_of(modules.get(call.module), [*baked, *traces])
         return LayerDiff(call.module, call.class_name, call.index, figures.shape, figures.max_abs,
                          figures.max_rel, figures.cosine, figures.mismatch_fraction, figures.passed,
-                         source, code, nodes_of(call.position))  # fmt: skip
+                         source, code, onnx.nodes if onnx else [])  # fmt: skip
 
     ordered = sorted((c for c in calls if c.position in results), key=lambda c: c.done)
     layers = [layer(c, results[c.position]) for c in ordered]

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnsafeArtifactError
-from . import _tf
+from ..frameworks.keras import require
 
 
 def check_h5(path: Path) -> None:
     """Refuse an HDF5 file that reads data from elsewhere or declares more than it holds."""
-    h5py = _tf.require("h5py", "Reading .weights.h5 files")
+    h5py = require("h5py", "Reading .weights.h5 files")
     size = Path(path).stat().st_size
     problems: list[str] = []
     declared = 0

@@ -13,40 +13,33 @@ one raises ``UnsafeArtifactError`` before TensorFlow opens it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from .._capture import captured_output, first_line
 from ..errors import ExportError, ModelSaveError, UnsafeArtifactError
-from ..formats.base import Exported
+from ..frameworks.keras import NeedsTFBackend, require, signature, to_numpy
 from ..inputs import ExampleInputs
-from . import _tf
-from .base import EXTRA_FILE, KerasFormat, note
-from .job import KerasJob, flatten_outputs
+from ..verify import ArtifactRunner
+from .base import EXTRA_FILE, ArtifactFormat, Capabilities, Exported, ExportJob, embedded_note
 
 FOLDER = "artifact.savedmodel"
 
 
-class SavedModelFormat(KerasFormat):
+class SavedModelFormat(NeedsTFBackend, ArtifactFormat):
     name = "savedmodel"
     extension = ".savedmodel"
     description = "TensorFlow SavedModel folder (serve endpoint), checked by reloading it in TF"
-    frameworks: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
+    capabilities = Capabilities(folder=True)
 
     def matches(self, path: Path) -> bool:
         return (Path(path) / "saved_model.pb").is_file()
 
-    def export(self, job: Any) -> Exported:
-        _tf.check_tf_backend(self.name)
+    def export(self, job: ExportJob) -> Exported:
         folder = job.workdir / FOLDER
         try:
             with captured_output():
-                if job.framework == "keras":
-                    job.model.export(str(folder), format="tf_saved_model",
-                                     input_signature=job.signature(), verbose=False)  # fmt: skip
-                else:
-                    _save_module(job, folder)
+                self.save(job, folder)
         except ModelSaveError:
             raise
         except Exception as err:  # TF raises many unrelated types
@@ -55,16 +48,22 @@ class SavedModelFormat(KerasFormat):
                 f"{first_line(err)}. Check that it runs on the example inputs inside a "
                 "tf.function, or save it with format='keras'."
             ) from err
-        (folder / EXTRA_FILE).write_text(note(job))
+        (folder / EXTRA_FILE).write_text(embedded_note(job))
         return Exported(folder, "tf.saved_model")
 
-    def runner(self, exported: Exported, job: Any) -> Callable[[ExampleInputs], dict[str, Any]]:
+    def save(self, job: ExportJob, folder: Path) -> None:
+        job.model.export(str(folder), format="tf_saved_model", input_signature=signature(job),
+                         verbose=False)  # fmt: skip
+
+    def runner(self, exported: Exported, job: ExportJob) -> ArtifactRunner:
         loaded = self.load(exported.path, trusted=True)  # just exported from the live model
+        flatten = job.adapter.flatten
 
         def run(probe: ExampleInputs) -> dict[str, Any]:
-            args = job.layout.pack([t.numpy() for t in probe.tensors])
-            _, arrays = flatten_outputs(loaded.serve(*args))
-            return dict(zip(job.output_names, arrays))
+            _, values = flatten(
+                loaded.serve(*probe.layout.pack([t.numpy() for t in probe.tensors]))
+            )
+            return {n: to_numpy(v) for n, v in zip(job.output_names, values)}
 
         return run
 
@@ -76,16 +75,22 @@ class SavedModelFormat(KerasFormat):
                 "signed with your key and load as they are; for this one pass trusted=True only "
                 "if you trust its source."
             )
-        tf = _tf.tensorflow("Loading a SavedModel")
+        tf = require("tensorflow", "Loading a SavedModel")
         return tf.saved_model.load(str(path))
 
 
-def _save_module(job: KerasJob, folder: Path) -> None:
-    tf = _tf.tensorflow("Saving a tf.Module")
-    model = job.model
-    wrapper = tf.Module()
-    wrapper.model = model  # tracks the module's variables
-    wrapper.serve = tf.function(lambda *args: model(*args), input_signature=job.signature())
-    tf.saved_model.save(
-        wrapper, str(folder), signatures={"serving_default": wrapper.serve.get_concrete_function()}
-    )
+class ModuleSavedModelFormat(SavedModelFormat):
+    """A plain ``tf.Module``, wrapped in a module whose ``serve`` is a ``tf.function`` over its
+    ``__call__``."""
+
+    def save(self, job: ExportJob, folder: Path) -> None:
+        tf = require("tensorflow", "Saving a tf.Module")
+        model = job.model
+        wrapper = tf.Module()
+        wrapper.model = model  # tracks the module's variables
+        wrapper.serve = tf.function(lambda *args: model(*args), input_signature=signature(job))
+        tf.saved_model.save(
+            wrapper,
+            str(folder),
+            signatures={"serving_default": wrapper.serve.get_concrete_function()},
+        )

@@ -10,7 +10,6 @@ more declared data than the file holds.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +17,21 @@ import numpy as np
 
 from .._capture import captured_output, first_line
 from ..errors import ExportError
-from ..formats.base import Exported
-from ..verify import Progress
-from . import _tf
+from ..frameworks.keras import require, to_numpy
+from ..verify import Progress, weights_parity
 from ._h5_limits import check_h5
-from .base import KerasFormat, note
-from .job import to_numpy
-from .parity import device_of, live_weights, weights_parity
+from .base import WEIGHTS, ArtifactFormat, Exported, ExportJob, embedded_note
 
 FILE = "model.weights.h5"
 
 
-class KerasWeightsFormat(KerasFormat):
+class KerasWeightsFormat(ArtifactFormat):
     name = "weights"
     extension = ".weights.h5"
     description = "Keras weights (.weights.h5), checked by a bitwise reload"
-    needs_inputs = False
+    capabilities = WEIGHTS
 
-    def export(self, job: Any) -> Exported:
+    def export(self, job: ExportJob) -> Exported:
         path = job.workdir / FILE
         try:
             with captured_output():
@@ -44,16 +40,16 @@ class KerasWeightsFormat(KerasFormat):
             raise ExportError(
                 f"Keras could not save the weights: {type(err).__name__}: {first_line(err)}."
             ) from err
-        h5py = _tf.require("h5py", "Writing .weights.h5 files")
+        h5py = require("h5py", "Writing .weights.h5 files")
         with h5py.File(path, "a") as fh:
-            fh.attrs["jupyter_modelsave"] = note(job)
+            fh.attrs["jupyter_modelsave"] = embedded_note(job)
         return Exported(path, "keras")
 
     def verify(
-        self, exported: Exported, job: Any, atol: float, rtol: float, progress: Progress
+        self, exported: Exported, job: ExportJob, atol: float, rtol: float, progress: Progress
     ) -> Any:
         model = job.model
-        live = live_weights(model)
+        live = job.adapter.live_weights(model)
         try:
             with captured_output():
                 model.load_weights(str(exported.path))
@@ -61,11 +57,15 @@ class KerasWeightsFormat(KerasFormat):
         except Exception as err:
             raise ExportError(f"The weights file does not load back: {first_line(err)}") from err
         finally:
-            model.set_weights([value for _, value in live])
-        return weights_parity(live, reloaded, device_of(model))
+            model.set_weights(list(live.values()))
+        return weights_parity(job.model, dict(zip(live, reloaded)), live)
+
+    def check(self, path: Path) -> None:
+        """Refuse a file that reads data from elsewhere or declares more than it holds."""
+        check_h5(path)
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
-        h5py = _tf.require("h5py", "Reading .weights.h5 files")
+        h5py = require("h5py", "Reading .weights.h5 files")
         check_h5(path)
         found: dict[str, np.ndarray] = {}
         with h5py.File(path, "r") as fh:
@@ -77,12 +77,3 @@ class KerasWeightsFormat(KerasFormat):
                 )
             )
         return found
-
-
-def embedded_note(path: Path) -> dict[str, Any]:
-    """The JSON note jms stored in a ``.weights.h5`` file's attributes ({} when none)."""
-    import h5py
-
-    with h5py.File(path, "r") as fh:
-        text = fh.attrs.get("jupyter_modelsave")
-    return {} if text is None else json.loads(text)

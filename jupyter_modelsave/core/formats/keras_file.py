@@ -18,23 +18,20 @@ from typing import Any
 
 from .._capture import captured_output, first_line
 from ..errors import ExportError, UnsafeArtifactError
-from ..formats.base import Exported
-from ..verify import Progress
-from . import _tf
-from .base import EXTRA_FILE, KerasFormat, note
-from .job import to_numpy
-from .parity import device_of, live_weights, weights_parity
+from ..frameworks.keras import require, to_numpy
+from ..verify import Progress, weights_parity
+from .base import EXTRA_FILE, WEIGHTS, ArtifactFormat, Exported, ExportJob, embedded_note
 
 FILE = "model.keras"
 
 
-class KerasFileFormat(KerasFormat):
+class KerasFileFormat(ArtifactFormat):
     name = "keras"
     extension = ".keras"
     description = "native Keras archive (architecture + weights), checked by a bitwise reload"
-    needs_inputs = False
+    capabilities = WEIGHTS  # a program too, but checked by its weights' round trip
 
-    def export(self, job: Any) -> Exported:
+    def export(self, job: ExportJob) -> Exported:
         path = job.workdir / FILE
         try:
             with captured_output():
@@ -45,11 +42,11 @@ class KerasFileFormat(KerasFormat):
                 "Subclassed models need get_config() (or save with format='weights')."
             ) from err
         with zipfile.ZipFile(path, "a") as archive:  # Keras ignores entries it does not know
-            archive.writestr(EXTRA_FILE, note(job))
+            archive.writestr(EXTRA_FILE, embedded_note(job))
         return Exported(path, "keras")
 
     def verify(
-        self, exported: Exported, job: Any, atol: float, rtol: float, progress: Progress
+        self, exported: Exported, job: ExportJob, atol: float, rtol: float, progress: Progress
     ) -> Any:
         try:  # our own file, just saved from the live model: its code is the user's own
             reloaded = self.load(exported.path, trusted=True)
@@ -59,8 +56,10 @@ class KerasFileFormat(KerasFormat):
                 "custom classes with @keras.saving.register_keras_serializable() and give them "
                 "get_config(), or save with format='weights'."
             ) from err
-        reloaded_weights = [to_numpy(w) for w in reloaded.weights]
-        return weights_parity(live_weights(job.model), reloaded_weights, device_of(job.model))
+        live = job.adapter.live_weights(job.model)
+        return weights_parity(
+            job.model, dict(zip(live, (to_numpy(w) for w in reloaded.weights))), live
+        )
 
     def load(self, path: Path, map_location: Any = "cpu", trusted: bool = False) -> Any:
         if not trusted:
@@ -71,6 +70,6 @@ class KerasFileFormat(KerasFormat):
                 "your key and load as they are; for this one pass trusted=True only if you trust "
                 "its source, or ask for format='weights' (.weights.h5), which loads untrusted."
             )
-        keras = _tf.keras("Loading a .keras archive")
+        keras = require("keras", "Loading a .keras archive")
         with captured_output():  # trusted: Lambda layers' code is the user's own or trusted
             return keras.saving.load_model(str(path), compile=False, safe_mode=False)

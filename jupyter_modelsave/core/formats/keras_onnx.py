@@ -2,45 +2,36 @@
 
 Both go through ``tf2onnx.convert.from_function`` on a graph traced with the example's
 ``tf.TensorSpec``s (``None`` on the dynamic axes). The graph's outputs are renamed to jms' names
-(``output``, ``output_<i>``, a dict's keys) and its dynamic dimensions to the axis names.
+(``output``, ``output_<i>``, a dict's keys) and its dynamic dimensions to the axis names; the
+metadata is PyTorch ONNX's (``onnx.metadata_props``), and so are parity (ONNX Runtime on the same
+probes) and loading (``OnnxFormat``).
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from .._capture import captured_output, first_line
-from ..errors import ExportError, InvalidOptionError, ModelSaveError
-from ..formats.base import Exported
-from ..formats.onnx import OnnxFormat
-from ..verify import Progress
-from . import _tf
-from .base import versions
-from .job import KerasJob
-
-MODEL_FILE = "model.onnx"
+from ..errors import ExportError, ModelSaveError
+from ..frameworks.keras import NeedsTFBackend, require, signature
+from .base import Capabilities, Exported, ExportJob
+from .onnx import MODEL_FILE, OnnxFormat, metadata_props
 
 
-class KerasOnnxFormat(OnnxFormat):
-    frameworks: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
+class KerasOnnxFormat(NeedsTFBackend, OnnxFormat):
     description = "ONNX graph through tf2onnx, checked with onnx.checker and ONNX Runtime"
-    precisions = ("fp32",)  # precision variants: PyTorch models only, for now
+    # one file (no external data); precision variants and generation: PyTorch models only
+    capabilities = Capabilities(opsets=True, graph_view=True)
 
-    def export(self, job: Any) -> Exported:
-        _tf.check_tf_backend(self.name)
-        _tf.require("tf2onnx", "Exporting a Keras/TensorFlow model to ONNX")
+    def export(self, job: ExportJob) -> Exported:
+        require("tf2onnx", "Exporting a Keras/TensorFlow model to ONNX")
         path = job.workdir / MODEL_FILE
         try:
             with captured_output() as lines, warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)
-                if job.framework == "keras":
-                    job.model.export(str(path), format="onnx", input_signature=job.signature(),
-                                     opset_version=job.opset, verbose=False)  # fmt: skip
-                else:
-                    _from_function(job, path)
+                self.convert(job, path)
         except ModelSaveError:
             raise
         except Exception as err:  # Keras, TF and tf2onnx raise many unrelated types
@@ -54,58 +45,32 @@ class KerasOnnxFormat(OnnxFormat):
         notes = [f"tf2onnx: {line}" for line in lines[:20] if "WARNING" in line.upper()]
         return Exported(path, "tf2onnx", opset, notes)
 
-    def verify(
-        self, exported: Exported, job: Any, atol: float, rtol: float, progress: Progress
-    ) -> Any:
-        from .parity import outputs_parity
-
-        try:
-            runner = self.runner(exported, job)
-        except Exception as err:  # ONNX Runtime refusing the graph: a clear no, not a raw error
-            raise ExportError(
-                f"ONNX Runtime cannot load the exported graph, so its parity cannot be checked: "
-                f"{type(err).__name__}: {first_line(err)}. Save the model with "
-                "format='savedmodel' or 'keras' instead."
-            ) from err
-        return outputs_parity(runner, job, atol, rtol, progress)
+    def convert(self, job: ExportJob, path: Path) -> None:
+        job.model.export(str(path), format="onnx", input_signature=signature(job),
+                         opset_version=job.opset, verbose=False)  # fmt: skip
 
 
-def check_opset(opset: Any) -> int | None:
-    """An opset that the installed tf2onnx and onnx both support, or None (tf2onnx's default)."""
-    if opset is None:
-        return None
-    import onnx
+class ModuleOnnxFormat(KerasOnnxFormat):
+    """A plain ``tf.Module``: its ``__call__`` traced and converted with tf2onnx."""
 
-    tf2onnx = _tf.require("tf2onnx.constants", "Exporting a Keras/TensorFlow model to ONNX")
-    low = min(tf2onnx.OPSET_TO_IR_VERSION)
-    high = min(max(tf2onnx.OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version())
-    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
-        raise InvalidOptionError(
-            f"opset={opset!r} is not supported here: the installed tf2onnx and onnx support "
-            f"opsets {low} to {high}. Leave opset=None for the default."
+    def convert(self, job: ExportJob, path: Path) -> None:
+        tf = require("tensorflow", "Exporting a tf.Module to ONNX")
+        import tf2onnx
+
+        try:  # tf2onnx 1.17 still uses np.object etc.; Keras ships the fix it applies to itself
+            from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+            patch_tf2onnx()
+        except ImportError:
+            pass
+        spec = signature(job)
+        function = tf.function(lambda *args: job.model(*args), input_signature=spec)
+        tf2onnx.convert.from_function(
+            function, input_signature=spec, opset=job.opset, output_path=str(path)
         )
-    return opset
 
 
-def _from_function(job: KerasJob, path: Path) -> None:
-    """A plain ``tf.Module``: trace its ``__call__`` and convert with tf2onnx."""
-    tf = _tf.tensorflow("Exporting a tf.Module to ONNX")
-    import tf2onnx
-
-    try:  # tf2onnx 1.17 still uses np.object etc.; Keras ships the fix it applies to itself
-        from keras.src.export.tf2onnx_lib import patch_tf2onnx
-
-        patch_tf2onnx()
-    except ImportError:
-        pass
-    signature = job.signature()
-    function = tf.function(lambda *args: job.model(*args), input_signature=signature)
-    tf2onnx.convert.from_function(
-        function, input_signature=signature, opset=job.opset, output_path=str(path)
-    )
-
-
-def _finish(path: Path, job: KerasJob) -> int | None:
+def _finish(path: Path, job: ExportJob) -> int | None:
     """Name inputs, outputs and dynamic axes as jms does, embed metadata, run onnx.checker."""
     import onnx
 
@@ -120,7 +85,7 @@ def _finish(path: Path, job: KerasJob) -> int | None:
         for value in [*graph.input, *graph.output]:
             for dim, axis in job.dynamic_axes.get(value.name, {}).items():
                 value.type.tensor_type.shape.dim[dim].dim_param = axis
-        _set_metadata(proto, job)
+        onnx.helper.set_model_props(proto, metadata_props(job))
         onnx.save_model(proto, str(path))
         onnx.checker.check_model(str(path))
     except (onnx.checker.ValidationError, ValueError, OSError, IndexError) as err:
@@ -167,28 +132,3 @@ def _rename(graph: Any, old: list[str], new: list[str], kind: str) -> None:
         node.output[:] = [mapping.get(n, n) for n in node.output]
     for value in [*graph.input, *graph.output, *graph.value_info]:
         value.name = mapping.get(value.name, value.name)
-
-
-def _set_metadata(proto: Any, job: KerasJob) -> None:
-    inputs = [
-        {**spec.to_dict(), "name": name, "dynamic_axes": job.dynamic_axes.get(name, {})}
-        for name, spec in zip(job.input_names, job.example.specs)
-    ]
-    found = versions()
-    props = {
-        "producer": "jupyter_modelsave",
-        "producer_version": found["jupyter_modelsave"],
-        "framework": job.framework,
-        **{f"{k}_version": v for k, v in found.items() if k in ("keras", "tensorflow")},
-        "inputs": json.dumps(inputs),
-        "outputs": json.dumps(job.output_names),
-        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in job.metadata.items()},
-    }
-    del proto.metadata_props[:]
-    for key, value in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-
-
-RESERVED = ("producer", "producer_version", "framework", "keras_version", "tensorflow_version",
-            "inputs", "outputs")  # fmt: skip
