@@ -57,6 +57,24 @@ def test_registry_is_built_once_and_handed_out_as_independent_copies(monkeypatch
     assert ONNXRegistry.__dict__["from_torchlib"] is before  # restored after the block
 
 
+@pytest.mark.parametrize("opset", [18, 20, 23, None])
+def test_a_registry_derived_for_an_opset_is_the_one_torch_builds(monkeypatch, opset):
+    from torch.onnx._internal.exporter._registration import ONNXRegistry
+
+    def contents(registry):
+        return {target: [(m.onnx_function, m.opset_introduced) for m in metas]
+                for target, metas in registry.functions.items()}  # fmt: skip
+
+    args = {} if opset is None else {"opset_version": opset}
+    own = ONNXRegistry.from_torchlib(**args)
+    monkeypatch.setattr(_torchlib_cache, "_CACHE", {})
+    with _torchlib_cache.reused_torchlib_registry():
+        ONNXRegistry.from_torchlib(opset_version=19)  # another opset first: this one is derived
+        derived = ONNXRegistry.from_torchlib(**args)
+    assert type(derived) is ONNXRegistry and derived.opset_version == own.opset_version
+    assert contents(derived) == contents(own)
+
+
 REUSED = "dynamo: reused the traced program of this model's previous stage"
 REUSED_GRAPH = "dynamo: reused the ONNX graph of this model's previous stage"
 
