@@ -1,5 +1,4 @@
-import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
-import type { Locator } from '@playwright/test';
+import { expect, test } from '@jupyterlab/galata';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -7,9 +6,12 @@ import {
   cspViolations,
   expectReadable,
   keepEval,
+  modelButton,
+  openFixture,
   openSidebar,
   recordCspViolations,
-  snapshot
+  snapshot,
+  uploadFixture
 } from './helpers';
 
 /**
@@ -19,30 +21,9 @@ import {
 
 const NOTEBOOK = 'sidebar_models.ipynb';
 
-/** Open the fixture notebook and run its first cell (the model definitions). */
-async function openFixture(
-  page: IJupyterLabPageFixture,
-  tmpPath: string
-): Promise<Locator> {
-  await page.notebook.openByPath(`${tmpPath}/${NOTEBOOK}`);
-  await page.notebook.activate(NOTEBOOK);
-  const sidebar = await openSidebar(page);
-  await page.notebook.runCell(1);
-  return sidebar;
-}
-
-function model(sidebar: Locator, name: string): Locator {
-  return sidebar
-    .getByRole('list', { name: 'Models' })
-    .getByRole('button', { name: new RegExp(`^${name}`) });
-}
-
 test.describe('Model Save sidebar: export', () => {
   test.beforeEach(async ({ page, tmpPath }) => {
-    await page.contents.uploadFile(
-      path.resolve(__dirname, 'data', NOTEBOOK),
-      `${tmpPath}/${NOTEBOOK}`
-    );
+    await uploadFixture(page, tmpPath, NOTEBOOK);
   });
 
   test('stages a CNN with a dynamic batch, shows parity and the graph, writes it', async ({
@@ -56,19 +37,19 @@ test.describe('Model Save sidebar: export', () => {
     page.on('request', request => requests.push(request.url()));
 
     // Models: listed once defined; their last input appears after the next cell runs them.
-    const sidebar = await openFixture(page, tmpPath);
-    await expect(model(sidebar, 'cnn')).toContainText('SmallCNN');
-    await expect(model(sidebar, 'mlp')).toContainText('Sequential');
-    await expect(model(sidebar, 'branchy')).toContainText('Branchy');
-    await expect(model(sidebar, 'cnn')).toContainText('no call recorded yet');
+    const sidebar = await openFixture(page, tmpPath, NOTEBOOK);
+    await expect(modelButton(sidebar, 'cnn')).toContainText('SmallCNN');
+    await expect(modelButton(sidebar, 'mlp')).toContainText('Sequential');
+    await expect(modelButton(sidebar, 'branchy')).toContainText('Branchy');
+    await expect(modelButton(sidebar, 'cnn')).toContainText('no call recorded yet');
     await page.notebook.runCell(2);
-    await expect(model(sidebar, 'cnn')).toContainText(
+    await expect(modelButton(sidebar, 'cnn')).toContainText(
       'last input [2, 3, 16, 16]'
     );
 
     // Options: pick the CNN, make its batch dimension dynamic, choose opset 18.
-    await model(sidebar, 'cnn').click();
-    await expect(model(sidebar, 'cnn')).toHaveAttribute('aria-pressed', 'true');
+    await modelButton(sidebar, 'cnn').click();
+    await expect(modelButton(sidebar, 'cnn')).toHaveAttribute('aria-pressed', 'true');
     const form = sidebar.getByRole('form', { name: 'Export options' });
     await form.getByLabel('Opset').selectOption('18');
     await form.getByRole('checkbox', { name: 'image dim 0 (2)' }).check();
@@ -154,12 +135,12 @@ test.describe('Model Save sidebar: export', () => {
     tmpPath
   }, testInfo) => {
     test.setTimeout(150_000);
-    const sidebar = await openFixture(page, tmpPath);
-    await expect(model(sidebar, 'branchy')).toBeVisible();
+    const sidebar = await openFixture(page, tmpPath, NOTEBOOK);
+    await expect(modelButton(sidebar, 'branchy')).toBeVisible();
     await page.notebook.runCell(2);
-    await expect(model(sidebar, 'branchy')).toContainText('last input [2, 4]');
+    await expect(modelButton(sidebar, 'branchy')).toContainText('last input [2, 4]');
 
-    await model(sidebar, 'branchy').click();
+    await modelButton(sidebar, 'branchy').click();
     await sidebar.getByRole('button', { name: 'Stage' }).click();
     const review = sidebar.getByRole('region', { name: 'Staged export' });
     await expect(
@@ -203,8 +184,8 @@ test.describe('Model Save sidebar: export', () => {
       tmpPath
     }, testInfo) => {
       test.setTimeout(120_000);
-      const sidebar = await openFixture(page, tmpPath);
-      await expect(model(sidebar, 'cnn')).toContainText('SmallCNN');
+      const sidebar = await openFixture(page, tmpPath, NOTEBOOK);
+      await expect(modelButton(sidebar, 'cnn')).toContainText('SmallCNN');
 
       await page.menu.clickMenuItem('Kernel>Restart Kernel…');
       await page
@@ -221,8 +202,8 @@ test.describe('Model Save sidebar: export', () => {
       await expectReadable(page, testInfo, 'light restarted');
 
       await page.notebook.runCell(1);
-      await expect(model(sidebar, 'cnn')).toContainText('SmallCNN');
-      await expect(model(sidebar, 'mlp')).toContainText('Sequential');
+      await expect(modelButton(sidebar, 'cnn')).toContainText('SmallCNN');
+      await expect(modelButton(sidebar, 'mlp')).toContainText('Sequential');
       await snapshot(page, testInfo, '8-relisted');
     });
   });

@@ -1,8 +1,12 @@
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import type { Locator, TestInfo } from '@playwright/test';
-import * as path from 'path';
 
-import { expectReadable, openSidebar, snapshot } from './helpers';
+import {
+  expectReadable,
+  modelButton,
+  snapshot,
+  uploadFixture
+} from './helpers';
 
 /**
  * Issue 16, as a new user meets it, in both themes at 900 px height: a notebook loads the
@@ -13,12 +17,6 @@ import { expectReadable, openSidebar, snapshot } from './helpers';
 
 const NOTEBOOK = 'first_five.ipynb';
 const CELL = { loadExt: 1, models: 2, freshCall: 3 };
-
-function modelButton(sidebar: Locator, name: string): Locator {
-  return sidebar
-    .getByRole('list', { name: 'Models' })
-    .getByRole('button', { name: new RegExp(`^${name}`) });
-}
 
 /** Collect every step the progress bar shows while the test runs. */
 async function recordSteps(page: IJupyterLabPageFixture): Promise<void> {
@@ -64,10 +62,7 @@ for (const theme of ['light', 'dark'] as const) {
     test.use({ viewport: { width: 1280, height: 900 } });
 
     test.beforeEach(async ({ page, tmpPath }) => {
-      await page.contents.uploadFile(
-        path.resolve(__dirname, 'data', NOTEBOOK),
-        `${tmpPath}/${NOTEBOOK}`
-      );
+      await uploadFixture(page, tmpPath, NOTEBOOK);
     });
 
     test('from the tab to a written artifact in 4 clicks, every state readable', async ({

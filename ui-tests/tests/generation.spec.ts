@@ -1,8 +1,11 @@
 import { expect, test } from '@jupyterlab/galata';
-import type { Locator } from '@playwright/test';
-import * as path from 'path';
 
-import { openSidebar, snapshot } from './helpers';
+import {
+  modelButton,
+  openSidebar,
+  snapshot,
+  uploadFixture
+} from './helpers';
 
 /**
  * A transformers language model in the sidebar: "For generation (with cache)" is offered for it
@@ -12,18 +15,9 @@ import { openSidebar, snapshot } from './helpers';
 const NOTEBOOK = 'generation_models.ipynb';
 const CHECKBOX = 'For generation (with cache)';
 
-function model(sidebar: Locator, name: string): Locator {
-  return sidebar
-    .getByRole('list', { name: 'Models' })
-    .getByRole('button', { name: new RegExp(`^${name}`) });
-}
-
 test.describe('Model Save sidebar: generation', () => {
   test.beforeEach(async ({ page, tmpPath }) => {
-    await page.contents.uploadFile(
-      path.resolve(__dirname, 'data', NOTEBOOK),
-      `${tmpPath}/${NOTEBOOK}`
-    );
+    await uploadFixture(page, tmpPath, NOTEBOOK);
   });
 
   test('offers generation for a language model and shows the greedy tokens', async ({
@@ -35,14 +29,14 @@ test.describe('Model Save sidebar: generation', () => {
     await page.notebook.activate(NOTEBOOK);
     const sidebar = await openSidebar(page);
     await page.notebook.runCell(1);
-    await expect(model(sidebar, 'lm')).toBeVisible({ timeout: 90_000 });
+    await expect(modelButton(sidebar, 'lm')).toBeVisible({ timeout: 90_000 });
     const form = sidebar.getByRole('form', { name: 'Export options' });
 
     // BERT cannot generate: no checkbox. The language model, for ONNX: offered.
-    await model(sidebar, 'bert').click();
+    await modelButton(sidebar, 'bert').click();
     await expect(form.getByRole('checkbox', { name: CHECKBOX })).toHaveCount(0);
-    await model(sidebar, 'lm').click();
-    await expect(model(sidebar, 'lm')).toHaveAttribute('aria-pressed', 'true');
+    await modelButton(sidebar, 'lm').click();
+    await expect(modelButton(sidebar, 'lm')).toHaveAttribute('aria-pressed', 'true');
     const generation = form.getByRole('checkbox', { name: CHECKBOX });
     await expect(generation).toBeVisible();
     await generation.check();

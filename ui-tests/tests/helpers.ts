@@ -1,6 +1,7 @@
 import AxeBuilder from '@axe-core/playwright';
 import { expect, IJupyterLabPageFixture } from '@jupyterlab/galata';
 import type { Frame, Locator, Page, TestInfo } from '@playwright/test';
+import * as path from 'path';
 
 /** The sidebar's tab in JupyterLab's left side bar. */
 export function sidebarTab(page: IJupyterLabPageFixture): Locator {
@@ -20,6 +21,38 @@ export async function openSidebar(
   const region = page.getByRole('region', { name: 'Model Save' });
   await expect(region).toBeVisible();
   return region;
+}
+
+/** Upload a notebook of ui-tests/tests/data/ into the test's own server folder. */
+export async function uploadFixture(
+  page: IJupyterLabPageFixture,
+  tmpPath: string,
+  notebook: string
+): Promise<void> {
+  await page.contents.uploadFile(
+    path.resolve(__dirname, 'data', notebook),
+    `${tmpPath}/${notebook}`
+  );
+}
+
+/** Open an uploaded notebook and the sidebar, and run the first cell (the model definitions). */
+export async function openFixture(
+  page: IJupyterLabPageFixture,
+  tmpPath: string,
+  notebook: string
+): Promise<Locator> {
+  await page.notebook.openByPath(`${tmpPath}/${notebook}`);
+  await page.notebook.activate(notebook);
+  const sidebar = await openSidebar(page);
+  await page.notebook.runCell(1);
+  return sidebar;
+}
+
+/** A model's entry in the sidebar's list. */
+export function modelButton(sidebar: Locator, name: string): Locator {
+  return sidebar
+    .getByRole('list', { name: 'Models' })
+    .getByRole('button', { name: new RegExp(`^${name}`) });
 }
 
 /** Attach a screenshot to the report and keep a PNG under test-results/. */

@@ -1,8 +1,13 @@
 import { expect, test } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
-import * as path from 'path';
 
-import { expectReadable, openSidebar, snapshot } from './helpers';
+import {
+  expectReadable,
+  modelButton,
+  openSidebar,
+  snapshot,
+  uploadFixture
+} from './helpers';
 
 /**
  * A Keras model in the sidebar: listed with its framework and declared input, offered only the
@@ -10,12 +15,6 @@ import { expectReadable, openSidebar, snapshot } from './helpers';
  */
 
 const NOTEBOOK = 'keras_models.ipynb';
-
-function model(sidebar: Locator, name: string): Locator {
-  return sidebar
-    .getByRole('list', { name: 'Models' })
-    .getByRole('button', { name: new RegExp(`^${name}`) });
-}
 
 async function formatChoices(form: Locator): Promise<string[]> {
   return form.getByLabel('Format').locator('option').allInnerTexts();
@@ -28,10 +27,7 @@ async function opsetChoices(form: Locator): Promise<string[]> {
 
 test.describe('Model Save sidebar: Keras', () => {
   test.beforeEach(async ({ page, tmpPath }) => {
-    await page.contents.uploadFile(
-      path.resolve(__dirname, 'data', NOTEBOOK),
-      `${tmpPath}/${NOTEBOOK}`
-    );
+    await uploadFixture(page, tmpPath, NOTEBOOK);
   });
 
   test('lists a Keras model, offers its formats, stages and writes a SavedModel', async ({
@@ -45,21 +41,21 @@ test.describe('Model Save sidebar: Keras', () => {
     await page.notebook.runCell(1);
 
     // The list shows each model's framework; the Keras one its declared input.
-    await expect(model(sidebar, 'kcnn')).toContainText('Keras', {
+    await expect(modelButton(sidebar, 'kcnn')).toContainText('Keras', {
       timeout: 60_000
     });
-    await expect(model(sidebar, 'kcnn')).toContainText(
+    await expect(modelButton(sidebar, 'kcnn')).toContainText(
       'declared input [2, 8, 8, 3]'
     );
-    await expect(model(sidebar, 'mlp')).toContainText('PyTorch');
+    await expect(modelButton(sidebar, 'mlp')).toContainText('PyTorch');
 
     // The PyTorch model offers the torch formats, the Keras model its own.
     const form = sidebar.getByRole('form', { name: 'Export options' });
-    await model(sidebar, 'mlp').click();
+    await modelButton(sidebar, 'mlp').click();
     expect(await formatChoices(form)).toContain('safetensors');
     const torchOpsets = await opsetChoices(form);
-    await model(sidebar, 'kcnn').click();
-    await expect(model(sidebar, 'kcnn')).toHaveAttribute(
+    await modelButton(sidebar, 'kcnn').click();
+    await expect(modelButton(sidebar, 'kcnn')).toHaveAttribute(
       'aria-pressed',
       'true'
     );

@@ -1,8 +1,13 @@
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import type { Frame, Locator } from '@playwright/test';
-import * as path from 'path';
 
-import { keepEval, openSidebar, snapshot } from './helpers';
+import {
+  keepEval,
+  modelButton,
+  openFixture,
+  snapshot,
+  uploadFixture
+} from './helpers';
 
 /**
  * Where the artifact diverges (issue 19): a failing export names its first diverging module and
@@ -18,13 +23,8 @@ async function stageTheBranchyNet(
   page: IJupyterLabPageFixture,
   tmpPath: string
 ): Promise<Locator> {
-  await page.notebook.openByPath(`${tmpPath}/${NOTEBOOK}`);
-  await page.notebook.activate(NOTEBOOK);
-  const sidebar = await openSidebar(page);
-  await page.notebook.runCell(1);
-  const net = sidebar
-    .getByRole('list', { name: 'Models' })
-    .getByRole('button', { name: /^net/ });
+  const sidebar = await openFixture(page, tmpPath, NOTEBOOK);
+  const net = modelButton(sidebar, 'net');
   await expect(net).toContainText('Net');
   await page.notebook.runCell(2);
   await expect(net).toContainText('last input [4, 8]');
@@ -46,10 +46,7 @@ function viewerFrame(page: IJupyterLabPageFixture): Frame {
 
 test.describe('Model Save sidebar: where it diverges', () => {
   test.beforeEach(async ({ page, tmpPath }) => {
-    await page.contents.uploadFile(
-      path.resolve(__dirname, 'data', NOTEBOOK),
-      `${tmpPath}/${NOTEBOOK}`
-    );
+    await uploadFixture(page, tmpPath, NOTEBOOK);
   });
 
   test('names the first diverging module and shows its nodes in the graph', async ({

@@ -1,8 +1,11 @@
-import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
-import type { Locator } from '@playwright/test';
-import * as path from 'path';
+import { expect, test } from '@jupyterlab/galata';
 
-import { openSidebar, snapshot } from './helpers';
+import {
+  modelButton,
+  openFixture,
+  snapshot,
+  uploadFixture
+} from './helpers';
 
 /**
  * The release check in the sidebar's review: precision, latency and the diff against the
@@ -11,29 +14,9 @@ import { openSidebar, snapshot } from './helpers';
 
 const NOTEBOOK = 'sidebar_models.ipynb';
 
-async function openFixture(
-  page: IJupyterLabPageFixture,
-  tmpPath: string
-): Promise<Locator> {
-  await page.notebook.openByPath(`${tmpPath}/${NOTEBOOK}`);
-  await page.notebook.activate(NOTEBOOK);
-  const sidebar = await openSidebar(page);
-  await page.notebook.runCell(1);
-  return sidebar;
-}
-
-function model(sidebar: Locator, name: string): Locator {
-  return sidebar
-    .getByRole('list', { name: 'Models' })
-    .getByRole('button', { name: new RegExp(`^${name}`) });
-}
-
 test.describe('Model Save sidebar: release check', () => {
   test.beforeEach(async ({ page, tmpPath }) => {
-    await page.contents.uploadFile(
-      path.resolve(__dirname, 'data', NOTEBOOK),
-      `${tmpPath}/${NOTEBOOK}`
-    );
+    await uploadFixture(page, tmpPath, NOTEBOOK);
   });
 
   test('shows precision, latency and the diff before Write, and stages a variant', async ({
@@ -41,11 +24,11 @@ test.describe('Model Save sidebar: release check', () => {
     tmpPath
   }, testInfo) => {
     test.setTimeout(180_000);
-    const sidebar = await openFixture(page, tmpPath);
-    await expect(model(sidebar, 'cnn')).toContainText('SmallCNN'); // listed: recording
+    const sidebar = await openFixture(page, tmpPath, NOTEBOOK);
+    await expect(modelButton(sidebar, 'cnn')).toContainText('SmallCNN'); // listed: recording
     await page.notebook.runCell(2);
-    await expect(model(sidebar, 'cnn')).toContainText('last input');
-    await model(sidebar, 'cnn').click();
+    await expect(modelButton(sidebar, 'cnn')).toContainText('last input');
+    await modelButton(sidebar, 'cnn').click();
 
     // The form offers the precisions this kernel takes for ONNX.
     const form = sidebar.getByRole('form', { name: 'Export options' });

@@ -1,17 +1,13 @@
 import { expect, test } from '@jupyterlab/galata';
-import * as path from 'path';
 
-import { expectReadable, snapshot } from './helpers';
+import { expectReadable, snapshot, uploadFixture } from './helpers';
 
 const NOTEBOOK = 'widget.ipynb';
 
 test.describe('Model Save widget', () => {
   test.beforeEach(async ({ page, tmpPath }) => {
     // The fixture notebook builds a real model, runs it once and shows jms.widget().
-    await page.contents.uploadFile(
-      path.resolve(__dirname, 'data', NOTEBOOK),
-      `${tmpPath}/${NOTEBOOK}`
-    );
+    await uploadFixture(page, tmpPath, NOTEBOOK);
   });
 
   test('stages, writes and links an export by clicking', async ({
