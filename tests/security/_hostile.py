@@ -41,7 +41,7 @@ def forged_signature(path: Path) -> str:
     return f"hmac-sha256:{hashing.sha256_of(path)}"
 
 
-def rezipped(src: Path, dest: Path, replace: Callable[[str, bytes], bytes],
+def rezipped(src: Path | io.BytesIO, dest: Path, replace: Callable[[str, bytes], bytes],
              compression: int = zipfile.ZIP_STORED) -> Path:  # fmt: skip
     """A copy of the zip ``src`` whose members (named without their root folder) pass through
     ``replace``."""
@@ -150,21 +150,21 @@ def pickle_bomb(dest: Path, kind: str) -> Path:
     return _torch_file_with_pickle(dest, build(n))
 
 
+def _deflated(obj: object, dest: Path) -> Path:
+    """``torch.save(obj)`` with its zip members deflated; built in memory, so the test needs no
+    disk room for the plain file."""
+    plain = io.BytesIO()
+    torch.save(obj, plain)
+    return rezipped(plain, dest, lambda _, data: data, zipfile.ZIP_DEFLATED)
+
+
 def deflated_state_dict(dest: Path, elements: int = GIB_ELEMENTS // 4) -> Path:
     """A state dict of zeros whose zip members are deflated: 256 MiB of tensor in ~260 KB."""
-    plain = dest.with_suffix(".plain")
-    torch.save({"w": torch.zeros(elements)}, plain)
-    rezipped(plain, dest, lambda _, data: data, zipfile.ZIP_DEFLATED)
-    plain.unlink()
-    return dest
+    return _deflated({"w": torch.zeros(elements)}, dest)
 
 
 def deflated_checkpoint(dest: Path, elements: int = GIB_ELEMENTS // 4) -> Path:
-    plain = dest.with_suffix(".plain")
-    torch.save({"model_state": {"w": torch.zeros(elements)}, "epoch": 1}, plain)
-    rezipped(plain, dest, lambda _, data: data, zipfile.ZIP_DEFLATED)
-    plain.unlink()
-    return dest
+    return _deflated({"model_state": {"w": torch.zeros(elements)}, "epoch": 1}, dest)
 
 
 # ------------------------------------------------------------------ ONNX
