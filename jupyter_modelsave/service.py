@@ -17,7 +17,7 @@ from .core.example_guess import evaluate_example, guess_example
 from .core.formats import capabilities, describe
 from .core.frameworks import adapter, adapter_for, imported
 from .core.job import Progress
-from .core.options import DEFAULT_TOLERANCES, default_axis_name
+from .core.options import DEFAULT_TOLERANCES, artifact_name_from, default_axis_name
 from .core.version import __version__
 from .protocol import AxisRow, ModelsReply, OptionsReply, StageArgs
 
@@ -121,7 +121,7 @@ class ModelSaveService:
         from .core.staging import stage
 
         model = self.model(args["model"])
-        options = {"name": args["model"], **self.stage_options(args)}
+        options = {"name": artifact_name_from(args["model"]), **self.stage_options(args)}
         return stage(model, self.example(self.expression(args)), progress=progress, **options)
 
     def _takes(self, args: StageArgs, model: Any) -> dict[str, Any]:

@@ -6,6 +6,10 @@ exporter fixed is caught before parity, and no raw exception leaves ``stage`` (3
 what to do (7); outputs below ``atol`` are judged relative to their own scale (8).
 """
 
+import collections
+import dataclasses
+import types
+
 import numpy as np
 import onnx
 import pytest
@@ -331,6 +335,64 @@ def test_no_export_error_suggests_the_exporter_that_just_failed():
     assert "torchscript exporter failed" in str(auto.value)
     assert "exporter='torchscript'" not in str(auto.value)
     assert "exporter='auto', which also tries the TorchScript exporter" in str(dynamo_only.value)
+
+
+class _Returns(torch.nn.Module):
+    """A linear layer whose output goes through ``wrap`` (the class of output under test)."""
+
+    def __init__(self, wrap) -> None:
+        super().__init__()
+        self.linear, self.wrap = torch.nn.Linear(4, 3), wrap
+
+    def forward(self, x):
+        return self.wrap(self.linear(x))
+
+
+@dataclasses.dataclass
+class _Pair:
+    first: torch.Tensor
+    second: torch.Tensor
+
+
+class _Holder:
+    def __init__(self, value) -> None:
+        self.value = value
+
+
+_Named = collections.namedtuple("_Named", "first second")
+
+UNREADABLE_OUTPUTS = {
+    "dataclass": lambda y: _Pair(y, y + 1),
+    "plain object": _Holder,
+    "SimpleNamespace": lambda y: types.SimpleNamespace(y=y),
+}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "torch_export"])
+@pytest.mark.parametrize("wrap", list(UNREADABLE_OUTPUTS))
+def test_an_output_class_holding_tensors_jms_cannot_read_says_what_to_return(wrap, fmt):
+    model = _Returns(UNREADABLE_OUTPUTS[wrap])
+    with pytest.raises(jms.InvalidOptionError, match="in which jms finds no tensors") as err:
+        jms.stage(model, torch.randn(2, 4), format=fmt)
+    assert "Return one of those from forward() (for a dataclass, a dict of its fields)" in str(
+        err.value
+    )
+
+
+@pytest.mark.parametrize("empty", [(), [], {}, None, set()], ids=repr)
+def test_an_output_with_no_tensors_at_all_is_refused_as_such(empty):
+    with pytest.raises(jms.InvalidOptionError, match=r"returned no tensors \(\w+\); nothing"):
+        jms.stage(_Returns(lambda y: empty), torch.randn(2, 4))
+
+
+def test_a_namedtuple_output_exports_but_torch_export_says_to_return_a_tuple_or_dict():
+    model = _Returns(lambda y: _Named(y, y.relu()))
+    for fmt in ("onnx", "torchscript"):
+        assert jms.stage(model, torch.randn(2, 4), format=fmt).report.passed
+    with pytest.raises(jms.ExportError, match="namedtuple") as err:
+        jms.stage(model, torch.randn(2, 4), format="torch_export")
+    assert "return a tuple or a dict from forward()" in str(err.value)
+    assert "Check that forward() runs" not in str(err.value)
 
 
 # --- 8. outputs below atol -----------------------------------------------------------------------

@@ -69,6 +69,17 @@ def test_stage_then_write_goes_from_pick_to_written_with_a_manifest(
     assert widget.write_button.disabled
 
 
+def test_a_model_picked_by_an_accented_variable_name_is_written_under_a_usable_name(tmp_path):
+    # Given a model whose variable has an accent (a name the sidebar and the widget pass as is)
+    namespace = {"modèle": models.mlp()}
+    widget = ModelSaveWidget("modèle", namespace=namespace, dest=f"{tmp_path}/")
+    widget.format_picker.value = "safetensors"
+    # When it is staged and written, then its artifact name is the variable's, accent dropped
+    widget.stage()
+    assert widget.error == ""
+    assert widget.write().name.startswith("modele_v1.0.0_")
+
+
 def test_discard_drops_the_staged_files_and_returns_to_pick(namespace, tmp_path):
     widget = ModelSaveWidget("net", namespace=namespace, dest=f"{tmp_path}/")
     staged = widget.stage()

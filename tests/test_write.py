@@ -11,9 +11,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jupyter_modelsave as jms
 from jupyter_modelsave.core import artifacts, hashing
+from jupyter_modelsave.core.options import artifact_name_from, check_artifact_name
 
 from . import models
 
@@ -106,6 +109,42 @@ def test_stage_names_the_artifact_after_the_callers_variable(tmp_path, fmt):
     classifier = models.mlp()
     staged = jms.stage(classifier, torch.randn(1, 8), format=fmt)
     assert staged.write(tmp_path).name.startswith("classifier_v1.0.0_")
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=200, derandomize=True)
+def test_a_name_made_from_any_identifier_is_a_usable_artifact_name(identifier):
+    assert check_artifact_name(artifact_name_from(identifier))
+
+
+@pytest.mark.parametrize(
+    ("identifier", "name"),
+    [("modèle", "modele"), ("_hidden", "hidden"), ("名前", "model"), ("Ça_va", "Ca_va"),
+     ("net.v2", "net.v2"), ("x" * 300, "x" * 128), ("__", "model")],
+)  # fmt: skip
+def test_a_default_name_keeps_what_a_file_name_can_hold(identifier, name):
+    assert artifact_name_from(identifier) == name
+
+
+class _PrivateNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def test_a_model_bound_to_an_accented_name_or_of_a_private_class_is_staged_with_a_usable_name(
+    tmp_path,
+):
+    # Given a variable with an accent, and a model no public name holds whose class is private
+    modèle = models.mlp()  # a name a French-speaking user writes
+    # When each is staged without a name, then each is written under a name derived from it
+    written = jms.stage(modèle, format="safetensors").write(tmp_path)
+    assert written.name.startswith("modele_v1.0.0_")
+    unnamed = jms.stage(_PrivateNet(), format="safetensors").write(tmp_path)
+    assert unnamed.name.startswith("privatenet_v1.0.0_")
 
 
 def test_tampered_artifact_is_refused(tmp_path, staged):

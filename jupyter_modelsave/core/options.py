@@ -6,6 +6,7 @@ import math
 import numbers
 import os
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,16 @@ def check_artifact_name(name: Any) -> str:
             "'_', '.', '+' or '-', starting with a letter or digit."
         )
     return name
+
+
+def artifact_name_from(identifier: str) -> str:
+    """The default artifact name made from a variable or class name, always usable in a file
+    name: accents dropped (``modèle`` -> ``modele``), other characters outside
+    ``[A-Za-z0-9_.+-]`` -> ``_``, leading ``_``/``.``/``+``/``-`` removed, at most 128
+    characters; ``model`` when nothing is left (``名前``)."""
+    ascii_only = unicodedata.normalize("NFKD", identifier).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^A-Za-z0-9_.+-]", "_", ascii_only).lstrip("_.+-")[:128]
+    return name or "model"
 
 
 def check_destination(dest: Any) -> str | os.PathLike:

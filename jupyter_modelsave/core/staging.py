@@ -36,6 +36,7 @@ from .inputs import ExampleInputs, TensorSpec
 from .job import Exported, ExportJob
 from .latency import check_latency
 from .options import (
+    artifact_name_from,
     check_artifact_name,
     check_destination,
     check_dynamic_axes,
@@ -580,7 +581,8 @@ _OWN_FRAMES = ("jupyter_modelsave", "contextlib")
 
 
 def _guess_name(model: Any) -> str:
-    """The first public name bound to ``model`` in IPython's namespace or the caller's scope."""
+    """The first public name bound to ``model`` in IPython's namespace or the caller's scope (else
+    its class name), made usable in a file name (``options.artifact_name_from``)."""
     shell = ipython_shell()
     namespaces = [] if shell is None else [shell.user_ns]
     frame = sys._getframe(1)
@@ -592,5 +594,5 @@ def _guess_name(model: Any) -> str:
     for ns in namespaces:
         for key, value in list(ns.items()):
             if value is model and not key.startswith("_"):
-                return key
-    return type(model).__name__.lower()
+                return artifact_name_from(key)
+    return artifact_name_from(type(model).__name__.lower())

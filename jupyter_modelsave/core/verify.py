@@ -105,10 +105,25 @@ def live_outputs(
         ) from err
     names, values = adapter.flatten(output)
     if not values:
-        raise InvalidOptionError(
-            f"The model returned no tensors ({type(output).__name__}); nothing to export."
-        )
+        raise InvalidOptionError(_no_tensors_message(adapter, output))
     return names, values
+
+
+_CONTAINERS = (tuple, list, dict, set, frozenset, type(None))
+
+
+def _no_tensors_message(adapter: Adapter, output: Any) -> str:
+    """Nothing to export: an empty container, or a class whose tensors jms cannot reach (a
+    dataclass, any other object), with the shapes to return instead."""
+    kind = type(output).__name__
+    if isinstance(output, _CONTAINERS):
+        return f"The model returned no tensors ({kind}); nothing to export."
+    return (
+        f"The model returned a {kind}, in which jms finds no tensors: it reads outputs from "
+        "tensors and from tuples, lists and dicts of them (and transformers ModelOutputs). "
+        f"Return one of those from {adapter.call_name} (for a dataclass, a dict of its fields), "
+        "or stage a small wrapper module that does."
+    )
 
 
 def _conversion_notes(conversions: list[str]) -> list[str]:

@@ -25,7 +25,13 @@ from ..formats._safetensors_writer import CHUNK_BYTES, _Hasher, _host_bytes, _pi
 from ..formats.base import Exported, ExportJob
 from ..formats.safetensors_format import DEFAULT_MAX_SHARD_SIZE, INDEX_FILE
 from ..inputs import ExampleInputs
-from ..options import check_artifact_name, check_destination, check_flag, check_metadata
+from ..options import (
+    artifact_name_from,
+    check_artifact_name,
+    check_destination,
+    check_flag,
+    check_metadata,
+)
 from ..parity import ParityReport
 from ..staging import StagedExport
 from ._dcp_folder import checked_reader, read_metadata
@@ -59,7 +65,9 @@ def convert(source: str | Path, dest: str | Path, format: str = "safetensors", *
     dest = check_destination(dest)
     options = get_format("safetensors", "torch").check_options({"max_shard_size": max_shard_size})
     meta, parity = check_metadata(metadata), check_flag("parity", parity)
-    name = check_artifact_name(name if name is not None else _default_name(folder))
+    name = check_artifact_name(
+        name if name is not None else artifact_name_from(folder.resolve().name)
+    )
     checkpoint = _read(folder, check_flag("trusted", trusted))
     selected, skipped = _select(checkpoint, _check_prefix(prefix))
     layout = _plan(selected, meta, options["max_shard_size"])
@@ -108,13 +116,6 @@ def _source_folder(source: Any) -> Path:
             "(it holds .metadata and __<rank>_<n>.distcp files)."
         )
     return folder
-
-
-def _default_name(folder: Path) -> str:
-    try:
-        return check_artifact_name(folder.resolve().name)
-    except InvalidOptionError:
-        return "model"
 
 
 def _check_prefix(prefix: Any) -> str:

@@ -39,6 +39,11 @@ def fixed_axes(err: BaseException) -> dict[str, int]:
     return {name: int(value) for name, _, value in pairs if value.isdigit()}
 
 
+def is_unsaved_namedtuple(err: BaseException) -> bool:
+    """torch.export.save met a namedtuple it has no serialized name for."""
+    return "namedtuple" in str(err) and "serializ" in str(err)
+
+
 def is_data_dependent(err: BaseException) -> bool:
     """A Python ``if``/``int()`` on a tensor's value stopped the trace."""
     text = f"{type(err).__name__}: {err}"
@@ -62,6 +67,13 @@ def describe(err: BaseException, what: str) -> str:
             f" The model, or the way torch traces one of its layers (a reshape to a constant "
             f"size, nn.LSTM's sequence), fixes {sizes}: leave {' and '.join(fixed)} out of "
             "dynamic_axes, or use format='onnx' or 'torchscript'."
+        )
+    elif is_unsaved_namedtuple(err):
+        message += (
+            " torch.export.save stores a namedtuple in the program's inputs or outputs only when "
+            "it is registered, and every process that loads the .pt2 would need the same "
+            "registration: return a tuple or a dict from forward(), or use format='onnx' or "
+            "'torchscript'."
         )
     elif is_range_refinement(err):
         message += (
