@@ -173,6 +173,24 @@ def test_a_pt_file_without_manifest_is_recognised(tmp_path, written):
     assert set(jms.load(state)) == set(cnn.state_dict())
 
 
+def test_a_path_under_home_is_loaded_as_written(tmp_path, monkeypatch):
+    # Given an artifact written to "~/" (write expands it)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = jms.stage(models.mlp(), format="state_dict").write("~/")
+    # When it is loaded by the same "~/" path, then it loads
+    assert set(jms.load(f"~/{path.name}")) == set(models.mlp().state_dict())
+    with pytest.raises(jms.InvalidOptionError, match=f"No artifact at .*{tmp_path}/missing.pt"):
+        jms.load("~/missing.pt")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_loading_a_manifest_names_the_artifact_to_pass(written, fmt):
+    _, paths = written
+    with pytest.raises(jms.InvalidOptionError, match="is the manifest of") as err:
+        jms.load(f"{paths[fmt]}.json")
+    assert str(err.value).endswith(f"pass the artifact's path, {paths[fmt]}.")
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_load_into_restores_the_weights(written, fmt):
     cnn, paths = written

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import jupyter_modelsave as jms
 from jupyter_modelsave.core import artifacts, hashing
+from jupyter_modelsave.core.formats import extensions
 from jupyter_modelsave.core.options import artifact_name_from, check_artifact_name
 
 from . import models
@@ -145,6 +146,46 @@ def test_a_model_bound_to_an_accented_name_or_of_a_private_class_is_staged_with_
     assert written.name.startswith("modele_v1.0.0_")
     unnamed = jms.stage(_PrivateNet(), format="safetensors").write(tmp_path)
     assert unnamed.name.startswith("privatenet_v1.0.0_")
+
+
+# (format, its extension): every registered PyTorch format, and an extension no format uses
+EXTENSIONS = {"onnx": ".onnx", "torchscript": ".pt", "torch_export": ".pt2",
+              "safetensors": ".safetensors", "state_dict": ".pt", "checkpoint": ".pt"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def staged_formats():
+    x = torch.randn(2, 8)
+    staged = {fmt: jms.stage(models.mlp(), x, format=fmt, exporter="torchscript")
+              if fmt == "onnx" else jms.stage(models.mlp(), x, format=fmt) for fmt in EXTENSIONS}  # fmt: skip
+    yield staged
+    for s in staged.values():
+        s.discard()
+
+
+@pytest.mark.parametrize("fmt", list(EXTENSIONS))
+@pytest.mark.parametrize("other", sorted(extensions()))
+def test_a_file_path_with_another_format_s_extension_is_refused(
+    tmp_path, staged_formats, fmt, other
+):
+    # Given a staged artifact and a file path that ends in some format's extension
+    target = tmp_path / f"model{other}"
+    if other == EXTENSIONS[fmt]:
+        # Then its own extension is written as named
+        assert staged_formats[fmt].write(target) == target
+        return
+    # Then another format's extension is refused before anything is written
+    with pytest.raises(jms.InvalidOptionError, match=f"this is a {fmt} artifact") as err:
+        staged_formats[fmt].write(target)
+    assert f"write it to model{EXTENSIONS[fmt]}" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".pth", ".weights", ""])
+def test_an_extension_no_format_uses_is_the_user_s_choice(tmp_path, staged_formats, suffix):
+    target = tmp_path / f"pytorch_model{suffix}"
+    assert staged_formats["state_dict"].write(target) == target
+    assert set(jms.load(target)) == set(models.mlp().state_dict())
 
 
 def test_tampered_artifact_is_refused(tmp_path, staged):

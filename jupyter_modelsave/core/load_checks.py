@@ -3,6 +3,7 @@ and damaged files read as one typed error (``loading``, the formats, ``distribut
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -36,9 +37,10 @@ def check_map_location(map_location: Any) -> torch.device:
 
 
 def artifact_path(path: Any) -> Path:
-    """``path`` as an existing file or folder (not a FIFO or a device: reading could block)."""
+    """``path`` (``~`` expanded, as ``write`` does) as an existing file or folder (not a FIFO or a
+    device: reading could block)."""
     try:
-        path = Path(path)
+        path = Path(os.path.expanduser(path))
         info = path.stat()
     except (TypeError, ValueError, OSError):  # not a path, a NUL byte, missing, too long
         raise InvalidOptionError(

@@ -8,6 +8,7 @@ module says how it keeps to that, and refuses (``UnsafeArtifactError``) what it 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,14 @@ def load_into(
                              trusted=trusted or signed)  # fmt: skip
 
 
+def _unknown_format_message(path: Path) -> str:
+    """No manifest and an unknown extension; for a manifest itself, the artifact to pass."""
+    artifact = path.with_name(path.name.removesuffix(".json"))
+    if path.name.endswith(".json") and artifact != path and os.path.lexists(artifact):
+        return f"{path} is the manifest of {artifact.name}; pass the artifact's path, {artifact}."
+    return f"Cannot tell the format of {path}: no manifest and an unknown extension."
+
+
 def _checked(path: str | Path) -> tuple[Path, ArtifactFormat, bool]:
     """The artifact's path, its format, and whether this user signed it, after checking it
     against its manifest (a sha256 that matches proves no authorship: only the signature does)."""
@@ -83,9 +92,7 @@ def _checked(path: str | Path) -> tuple[Path, ArtifactFormat, bool]:
     if manifest is None:
         fmt = readable(path, "a model artifact", lambda: format_for_path(str(path)))
         if fmt is None:
-            raise InvalidOptionError(
-                f"Cannot tell the format of {path}: no manifest and an unknown extension."
-            )
+            raise InvalidOptionError(_unknown_format_message(path))
         return path, fmt, False
     actual = hashing.sha256_of(path)
     if actual != manifest.get("sha256"):

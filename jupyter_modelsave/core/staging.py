@@ -29,7 +29,7 @@ from ._capture import first_line
 from .discovery import ipython_shell, recording_paused
 from .distributed import collective_flow
 from .errors import InvalidOptionError, ModelSaveError, ParityError, WriteError, typed_errors
-from .formats import get_format
+from .formats import extensions, get_format
 from .formats.base import ArtifactFormat, producer
 from .frameworks import adapter_for
 from .inputs import ExampleInputs, TensorSpec
@@ -161,9 +161,11 @@ class StagedExport:
             )
         name = check_artifact_name(name if name is not None else self.name)
         try:
-            previous = None
-            if artifacts.is_folder_destination(os.path.expanduser(str(dest)), self._extension):
+            previous, expanded = None, os.path.expanduser(str(dest))
+            if artifacts.is_folder_destination(expanded, self._extension):
                 previous = self.diff(dest, name=name)
+            else:
+                _check_file_extension(Path(expanded).name, self._extension, self.format)
             target, version, auto = artifacts.destination_path(
                 dest, name, version, self.sha256, self._extension
             )
@@ -575,6 +577,21 @@ def _versions(framework: dict[str, str]) -> dict[str, str]:
         **tools,
         "python": sys.version.split()[0],
     }
+
+
+def _check_file_extension(file_name: str, extension: str, fmt: str) -> None:
+    """A file path may not end in another format's extension (a state dict named model.onnx);
+    one no format uses (``.bin``, ``.pth``) is the user's choice."""
+    others = [
+        e for e in extensions() if file_name.endswith(e) and not file_name.endswith(extension)
+    ]
+    if others:
+        other = max(others, key=len)
+        raise InvalidOptionError(
+            f"{file_name} ends in {other}, another format's extension, but this is a {fmt} "
+            f"artifact ({extension}): write it to {file_name.removesuffix(other)}{extension}, or "
+            "to a folder (a path ending in '/') to get a versioned name."
+        )
 
 
 _OWN_FRAMES = ("jupyter_modelsave", "contextlib")

@@ -101,11 +101,17 @@ def get_format(name: str, framework: str | None = None) -> ArtifactFormat:
     return getattr(importlib.import_module(module), cls)()
 
 
+def _every_format() -> list[ArtifactFormat]:
+    """One instance of each registered implementation, in registry order."""
+    targets = dict.fromkeys(t for impls in REGISTRY.values() for t in impls.values())
+    return [getattr(importlib.import_module(t.split(":")[0]), t.split(":")[1])() for t in targets]
+
+
 def format_for_path(path: str) -> ArtifactFormat | None:
     """The format a file without manifest looks like (its extension; ``.pt`` files are sniffed)."""
-    for target in dict.fromkeys(t for impls in REGISTRY.values() for t in impls.values()):
-        module, cls = target.split(":")
-        fmt = getattr(importlib.import_module(module), cls)()
-        if fmt.matches(path):
-            return fmt
-    return None
+    return next((fmt for fmt in _every_format() if fmt.matches(path)), None)
+
+
+def extensions() -> set[str]:
+    """Every registered format's file extension (``.onnx``, ``.pt``, ``.weights.h5``, ...)."""
+    return {fmt.extension for fmt in _every_format()}
