@@ -191,6 +191,15 @@ def test_loading_a_manifest_names_the_artifact_to_pass(written, fmt):
     assert str(err.value).endswith(f"pass the artifact's path, {paths[fmt]}.")
 
 
+@pytest.mark.parametrize("name", [".json", "..json", "...json", "orphan.onnx.json", "x.json"])
+def test_a_json_file_that_is_no_artifact_s_manifest_is_an_unknown_format(tmp_path, name):
+    # Given a .json file with no artifact beside it (a bare ".json" included)
+    (tmp_path / name).write_text("{}")
+    # When it is loaded, then the format is unknown (a typed error, not a ValueError)
+    with pytest.raises(jms.InvalidOptionError, match="Cannot tell the format"):
+        jms.load(tmp_path / name)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_load_into_restores_the_weights(written, fmt):
     cnn, paths = written

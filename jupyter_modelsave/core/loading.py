@@ -78,9 +78,9 @@ def load_into(
 
 def _unknown_format_message(path: Path) -> str:
     """No manifest and an unknown extension; for a manifest itself, the artifact to pass."""
-    artifact = path.with_name(path.name.removesuffix(".json"))
-    if path.name.endswith(".json") and artifact != path and os.path.lexists(artifact):
-        return f"{path} is the manifest of {artifact.name}; pass the artifact's path, {artifact}."
+    stem = path.name.removesuffix(".json")
+    if stem not in ("", ".", "..", path.name) and os.path.lexists(artifact := path.parent / stem):
+        return f"{path} is the manifest of {stem}; pass the artifact's path, {artifact}."
     return f"Cannot tell the format of {path}: no manifest and an unknown extension."
 
 
