@@ -181,6 +181,18 @@ def test_a_file_path_with_another_format_s_extension_is_refused(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("fmt", list(EXTENSIONS))
+def test_a_file_path_named_like_a_manifest_is_refused(tmp_path, staged_formats, fmt):
+    # Given a file path ending in .json (x.pt.json is where x.pt's manifest goes)
+    target = tmp_path / f"model{EXTENSIONS[fmt]}.json"
+    # When the artifact is written there, then it is refused before anything is written
+    with pytest.raises(jms.InvalidOptionError, match="a manifest's extension") as err:
+        staged_formats[fmt].write(target)
+    assert f"write it to model{EXTENSIONS[fmt]}{EXTENSIONS[fmt]}" not in str(err.value)
+    assert f"write it to model{EXTENSIONS[fmt]}," in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("suffix", [".bin", ".pth", ".weights", ""])
 def test_an_extension_no_format_uses_is_the_user_s_choice(tmp_path, staged_formats, suffix):
     target = tmp_path / f"pytorch_model{suffix}"

@@ -580,17 +580,19 @@ def _versions(framework: dict[str, str]) -> dict[str, str]:
 
 
 def _check_file_extension(file_name: str, extension: str, fmt: str) -> None:
-    """A file path may not end in another format's extension (a state dict named model.onnx);
-    one no format uses (``.bin``, ``.pth``) is the user's choice."""
-    others = [
-        e for e in extensions() if file_name.endswith(e) and not file_name.endswith(extension)
-    ]
-    if others:
-        other = max(others, key=len)
+    """A file path may not end in another format's extension (a state dict named model.onnx),
+    nor in ``.json``, which names manifests (``x.pt.json`` is the manifest ``x.pt`` gets); one no
+    format uses (``.bin``, ``.pth``) is the user's choice."""
+    reserved = {e: "another format's extension" for e in extensions()} | {".json": "a manifest's"}
+    taken = [e for e in reserved if file_name.endswith(e) and not file_name.endswith(extension)]
+    if taken:
+        other = max(taken, key=len)
+        stem = file_name.removesuffix(other)
+        instead = stem if stem.endswith(extension) else f"{stem}{extension}"
         raise InvalidOptionError(
-            f"{file_name} ends in {other}, another format's extension, but this is a {fmt} "
-            f"artifact ({extension}): write it to {file_name.removesuffix(other)}{extension}, or "
-            "to a folder (a path ending in '/') to get a versioned name."
+            f"{file_name} ends in {other}, {reserved[other]} extension, but this is a {fmt} "
+            f"artifact ({extension}): write it to {instead}, or to a folder (a path ending in "
+            "'/') to get a versioned name."
         )
 
 
